@@ -1,0 +1,1 @@
+"""LLaMA-style pretraining with composable attention, for studying attention sinks."""
