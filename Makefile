@@ -1,0 +1,31 @@
+# `make test` and `make demo` work on a fresh clone: they create .venv and install the project first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[test,hf]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	@echo "make demo: the embedded default (train + sink evaluation on CPU) is not built yet." >&2
+	@exit 1
+
+bench: $(STAMP)
+	$(PY) bench/attention.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

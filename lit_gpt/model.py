@@ -1,0 +1,134 @@
+"""A LLaMA: token embedding -> blocks -> final norm -> untied head, with composable attention.
+
+The attention variant, position encoding, MLP kind and norm placement all come from `Config`; there is
+exactly one model class. Initialisation follows the paper's code (TinyLlama): every Linear and
+Embedding N(0, sqrt(2 / (5 n_embd))), the MLP output projection N(0, 1 / sqrt(d_ff) / n_layer). It
+is bound to each module's `reset_parameters`, so it also runs when FSDP materialises a model that
+was created on the meta device (where an init pass at construction would do nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from lit_gpt.attention import CausalSelfAttention, KVCache
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.mlp import MLP
+from lit_gpt.positions import ALiBi, RelativeBias, rope_cos_sin, sinusoidal
+
+
+class Block(nn.Module):
+    """Attention and MLP, each with a residual connection, normalised before (pre) or after (post)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.post_norm = config.norm_position == "post"
+        self.norm_1 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.norm_2 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.mlp = MLP(config.n_embd, config.intermediate_size, config.mlp)
+
+    def forward(self, x, positions, rope=None, position_bias=None, cache=None, need_weights=False):
+        if self.post_norm:
+            attended, weights = self.attn(x, positions, rope, position_bias, cache, need_weights)
+            x = self.norm_1(x + attended)
+            return self.norm_2(x + self.mlp(x)), weights
+        attended, weights = self.attn(self.norm_1(x), positions, rope, position_bias, cache, need_weights)
+        x = x + attended
+        return x + self.mlp(self.norm_2(x)), weights
+
+
+def _normal_init(module: nn.Module, std: float) -> None:
+    nn.init.normal_(module.weight, mean=0.0, std=std)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
+class GPT(nn.Module):
+    """`model(idx)` -> logits (B, T, padded_vocab_size); `model(idx, return_attention=True)` -> (logits, maps).
+
+    Each map is (B, H, T, S + T_keys) for one layer: rows are the real-token queries, columns are
+    [key slots..., sink tokens..., real tokens], values are the coefficients applied to the values.
+    Learned sink tokens are prepended inside the model and never appear in the logits (so never in
+    the loss). Pass a `KVCache` (see `new_cache`) to decode incrementally.
+    """
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        self.sink_tokens = nn.Parameter(torch.empty(config.sink_tokens, config.n_embd)) if config.sink_tokens else None
+        n_positions = config.block_size + config.sink_tokens
+        self.wpe = nn.Embedding(n_positions, config.n_embd) if config.pos_embedding == "learnable" else None
+        self.position_bias = {
+            "alibi": lambda: ALiBi(config.n_head),
+            "relative": lambda: RelativeBias(config.n_head, config.relative_buckets, config.relative_max_distance),
+        }.get(config.pos_embedding, lambda: None)()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self._bind_init()
+        if self.lm_head.weight.device.type != "meta":
+            self.init_weights()
+
+    # ------------------------------------------------------------------------------ init
+    @property
+    def init_std(self) -> float:
+        return math.sqrt(2.0 / 5 / self.config.n_embd)
+
+    def _bind_init(self) -> None:
+        """Make every Linear/Embedding's `reset_parameters` apply the paper's init (used by FSDP too)."""
+        out_std = 1 / math.sqrt(self.config.intermediate_size) / self.config.n_layer
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                std = out_std if name.endswith("mlp.down_proj") else self.init_std
+                module.reset_parameters = partial(_normal_init, module, std)
+
+    def reset_parameters(self) -> None:
+        """Initialise the parameters this module owns directly (the sink-token embeddings)."""
+        if self.sink_tokens is not None:
+            nn.init.normal_(self.sink_tokens, std=self.init_std)
+
+    def init_weights(self) -> None:
+        """Apply the init to every parameter, e.g. after `to_empty()` of a meta-device model."""
+        for module in self.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    # ------------------------------------------------------------------------------ forward
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layer)
+
+    def forward(self, idx: torch.Tensor, return_attention: bool = False, cache: Optional[KVCache] = None):
+        cfg = self.config
+        batch, length = idx.shape
+        start = cache.next_pos if cache is not None else 0
+        if cache is None and length > cfg.block_size:
+            raise ConfigError(f"sequence of {length} tokens exceeds block_size={cfg.block_size}")
+        x = self.wte(idx)
+        n_sink = cfg.sink_tokens if start == 0 else 0
+        if n_sink:
+            x = torch.cat((self.sink_tokens.to(x.dtype).expand(batch, -1, -1), x), dim=1)
+        positions = torch.arange(start, start + x.shape[1], device=idx.device)
+        if cfg.pos_embedding == "absolute":
+            x = x + sinusoidal(positions, cfg.n_embd).to(x.dtype)
+        elif cfg.pos_embedding == "learnable":
+            if positions[-1] >= self.wpe.num_embeddings:
+                raise ConfigError(f"position {int(positions[-1])} exceeds the learnable table; raise block_size")
+            x = x + self.wpe(positions)
+        rope = rope_cos_sin(positions, cfg.head_size, cfg.rope_base, x.dtype) if cfg.pos_embedding == "rope" else None
+        maps = []
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, weights = block(x, positions, rope, self.position_bias, layer_cache, return_attention)
+            if return_attention:
+                maps.append(weights[:, :, n_sink:])
+        if cache is not None:
+            cache.next_pos = start + x.shape[1]
+        logits = self.lm_head(self.norm(x[:, n_sink:]))
+        return (logits, maps) if return_attention else logits
