@@ -40,12 +40,14 @@ class KeySlots(nn.Module):
         if self.logit is not None:
             nn.init.zeros_(self.logit)
 
-    def keys_values(self, feature_map: Optional[FeatureMap]):
-        """(slot_k, slot_v, slot_bias) of shapes (H, S, D), (H, S, D), (H, S) or None; Nones without slots."""
+    def keys_values(self, feature_map: Optional[FeatureMap], like: torch.Tensor):
+        """(slot_k, slot_v, slot_bias) of shapes (H, S, D), (H, S, D), (H, S) or None; Nones without slots.
+
+        `like` gives device and dtype: an off-by-one-only layer owns no parameter to take them from.
+        """
         cfg = self.config
         if not cfg.n_slots:
             return None, None, None
-        like = next(self.parameters())
         zeros = like.new_zeros(cfg.n_head, 1, cfg.head_size)
         keys, values = [], []
         if cfg.k_bias:
@@ -127,7 +129,7 @@ class CausalSelfAttention(nn.Module):
         if cfg.n_query_groups != cfg.n_head:
             repeat = cfg.n_head // cfg.n_query_groups
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        slot_k, slot_v, slot_bias = self.slots.keys_values(self.feature_map) if self.slots else (None, None, None)
+        slot_k, slot_v, slot_bias = self.slots.keys_values(self.feature_map, q) if self.slots else (None, None, None)
         problem = AttentionProblem(q, k, v, positions, k_pos, aligned=cache is None, slot_k=slot_k,
                                    slot_v=slot_v, slot_bias=slot_bias, position_bias=position_bias)
         weights = None
