@@ -64,15 +64,22 @@ class AttentionProblem:
         return torch.cat((slot_k, self.k), dim=2), torch.cat((slot_v, self.v), dim=2)
 
     def score_bias(self, q_pos: torch.Tensor) -> Optional[torch.Tensor]:
-        """Additive bias (H, Tq, S + Tk) for the given queries, or None when there is none."""
-        bias = None if self.position_bias is None else self.position_bias(q_pos, self.k_pos)
-        if self.slot_bias is None:
+        """Additive bias (H, Tq, S + Tk) in the query dtype for the given queries, or None when there is none.
+
+        Slot columns get the slot bias (zero without one) and real keys the position bias, so the
+        result always lines up with `full_keys()`.
+        """
+        bias = None if self.position_bias is None else self.position_bias(q_pos, self.k_pos).to(self.q.dtype)
+        if self.slot_bias is None and (bias is None or not self.n_slots):
             return bias
-        heads = self.q.shape[1]
-        slot = self.slot_bias.to(self.q.dtype)[:, None, :].expand(heads, q_pos.shape[0], -1)
+        heads, n_queries = self.q.shape[1], q_pos.shape[0]
+        if self.slot_bias is None:
+            slot = self.q.new_zeros(heads, n_queries, self.n_slots)
+        else:
+            slot = self.slot_bias.to(self.q.dtype)[:, None, :].expand(heads, n_queries, -1)
         if bias is None:
-            bias = torch.zeros(heads, q_pos.shape[0], self.k.shape[2], dtype=self.q.dtype, device=self.q.device)
-        return torch.cat((slot, bias.to(self.q.dtype)), dim=-1)
+            bias = self.q.new_zeros(heads, n_queries, self.k.shape[2])
+        return torch.cat((slot, bias), dim=-1)
 
     def visible(self, mask: MaskSpec, q_pos: torch.Tensor) -> torch.Tensor:
         """(Tq, S + Tk) boolean visibility; slots are always visible."""
