@@ -123,8 +123,10 @@ class Config:
             value = getattr(self, key)
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-        if self.n_head % self.n_query_groups:
+        if self.n_query_groups < 1 or self.n_head % self.n_query_groups:
             raise ConfigError(f"n_head={self.n_head} must be a multiple of n_query_groups={self.n_query_groups}")
+        if self.padded_vocab_size < self.vocab_size:
+            raise ConfigError(f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}")
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
         for key in ("window_size", "prefix_tokens", "sink_tokens"):
@@ -207,10 +209,21 @@ class Config:
         return dataclasses.asdict(self)
 
     def replace(self, **overrides: Any) -> "Config":
-        """A copy with some fields changed (derived fields are recomputed unless given)."""
+        """A copy with some fields changed; derived fields follow their inputs unless given.
+
+        `padded_vocab_size` is recomputed whenever the vocabulary changes; `head_size` and
+        `n_query_groups` are recomputed when they still hold their derived value (n_embd // n_head,
+        n_head), so `replace(n_head=2)` stays multi-head attention of the same width.
+        """
         values = self.asdict()
-        for derived in ("padded_vocab_size",):
-            if derived not in overrides and ("vocab_size" in overrides or "padding_multiple" in overrides):
+        follows = {
+            "padded_vocab_size": ("vocab_size" in overrides or "padding_multiple" in overrides),
+            "head_size": ("n_embd" in overrides or "n_head" in overrides)
+            and self.head_size == self.n_embd // self.n_head,
+            "n_query_groups": "n_head" in overrides and self.n_query_groups == self.n_head,
+        }
+        for derived, recompute in follows.items():
+            if recompute and derived not in overrides:
                 values[derived] = None
         values.update(overrides)
         return Config.from_dict(values)
