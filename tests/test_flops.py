@@ -1,0 +1,45 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lit_gpt.config import Config
+from lit_gpt.flops import estimated_flops_per_step, flops_per_token, num_parameters
+from lit_gpt.model import GPT
+from variants import VARIANTS, micro, tokens
+
+
+def test_tiny_preset_matches_the_reference_figures():
+    config = Config.from_name("tiny")
+    counts = num_parameters(config)
+    assert counts["total"] == sum(p.numel() for p in GPT(config).parameters())
+    assert round(counts["total"] / 1e6, 2) == 1.31
+    assert counts["non_embedding"] == counts["total"] - config.padded_vocab_size * config.n_embd
+    assert estimated_flops_per_step(config, 32, 256) / 1e9 == pytest.approx(80, rel=0.02)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
+def test_parameter_count_matches_the_built_model(overrides):
+    config = micro(**overrides)
+    assert num_parameters(config)["total"] == sum(p.numel() for p in GPT(config).parameters())
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(sink_tokens=2, k_bias=True, v_bias=True), dict(n_query_groups=2),
+                                       dict(attn_gate="elementwise", mlp="gelu")],
+                         ids=["llama", "sink_tokens_slots", "gqa", "gate_plain_mlp"])
+def test_formula_matches_torch_flop_counter(overrides):
+    """The analytic count equals torch's count of matmul FLOPs for a real forward + backward.
+
+    Eager attention, because the flop counter does not see inside SDPA's CPU kernel; eager computes the
+    full (masked) score block, which is what the formula counts.
+    """
+    config = micro(attn_backend="eager", **overrides)
+    model, idx = GPT(config), tokens(batch=2, length=16)
+    with FlopCounterMode(display=False) as counter:
+        model(idx).sum().backward()
+    assert counter.get_total_flops() == pytest.approx(estimated_flops_per_step(config, 2, 16), rel=1e-9)
+
+
+def test_flops_grow_linearly_in_attention_with_sequence_length():
+    config = Config.from_name("tinyllama_60M")
+    attention_per_token = 12 * config.n_layer * config.n_head * config.head_size
+    assert flops_per_token(config, 2048) - flops_per_token(config, 1024) == attention_per_token * 1024
