@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
+
+
+def micro(**overrides):
+    torch.manual_seed(0)
+    return GPT(Config.from_name("micro", **overrides)).eval()
+
+
+def text(n, seed=0):
+    return torch.randint(0, 128, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def full_forward_nlls(model, tokens):
+    with torch.no_grad():
+        logits = model(tokens[None])[0]
+    return F.cross_entropy(logits[:-1, :model.config.vocab_size], tokens[1:], reduction="none")
+
+
+def test_kept_indices_hold_model_sinks_first_tokens_and_the_recent_window():
+    assert CachePolicy(window=3, keep_first=2).kept(10, n_model_sinks=1).tolist() == [0, 1, 2, 8, 9]
+    assert CachePolicy(window=3).kept(10, n_model_sinks=0).tolist() == [8, 9]
+    assert CachePolicy(window=3, keep_first=4).kept(3, n_model_sinks=0).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="policy"):
+        policy("lru", 4, 0)
+
+
+def test_full_cache_matches_a_plain_forward_and_chunking_does_not_matter():
+    model, tokens = micro(), text(40)
+    expected = full_forward_nlls(model, tokens)
+    assert torch.allclose(token_nlls(model, tokens, CachePolicy()), expected, atol=1e-5)
+    assert torch.allclose(token_nlls(model, tokens, CachePolicy(), chunk_size=7), expected, atol=1e-5)
+
+
+def test_window_cache_computes_what_a_sliding_window_mask_computes():
+    model, tokens = micro(), text(48)
+    windowed = GPT(model.config.replace(window_size=8)).eval()
+    windowed.load_state_dict(model.state_dict())
+    got = token_nlls(model, tokens, CachePolicy(window=8))
+    assert torch.allclose(got, full_forward_nlls(windowed, tokens), atol=1e-5)
+    assert torch.allclose(token_nlls(model, tokens, CachePolicy(window=8, keep_first=0)), got)
+
+
+def test_eviction_is_invisible_to_a_model_that_never_looks_that_far():
+    model, tokens = micro(window_size=6, sink_tokens=2), text(40)
+    full = token_nlls(model, tokens, CachePolicy())
+    assert torch.allclose(token_nlls(model, tokens, CachePolicy(window=6)), full, atol=1e-5)
+
+
+def test_sink_cache_differs_from_window_and_all_agree_when_the_window_covers_the_text():
+    model, tokens = micro(), text(40)
+    short = streaming_perplexities(model, tokens, window=8, n_sink=4)
+    assert set(short["perplexity"]) == {"full", "window", "sink"}
+    assert short["perplexity"]["sink"] != short["perplexity"]["window"]
+    covering = streaming_perplexities(model, tokens, window=40, n_sink=4)
+    values = list(covering["perplexity"].values())
+    assert values == pytest.approx([values[0]] * 3, rel=1e-5)
+
+
+def test_text_longer_than_the_block_size_streams():
+    model = micro()
+    result = streaming_perplexities(model, text(model.config.block_size + 16), window=16, n_sink=2)
+    assert all(v > 1.0 for v in result["perplexity"].values())
