@@ -1,0 +1,70 @@
+import pytest
+
+from lit_gpt.config import CHOICES, PRESETS, Config, ConfigError
+from variants import VARIANTS, micro
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_round_trips(name):
+    config = Config.from_name(name)
+    assert Config.from_dict(config.asdict()) == config
+
+
+def test_paper_60m_shape():
+    config = Config.from_name("tinyllama_60M")
+    assert (config.head_size, config.n_query_groups, config.padded_vocab_size) == (96, 8, 50432)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
+def test_every_test_variant_is_a_valid_config(overrides):
+    assert micro(**overrides).variant_summary()
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown model preset 'nano'.*micro.*tiny"):
+        Config.from_name("nano")
+
+
+def test_unknown_field_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown config field.*windw_size.*valid fields:.*window_size"):
+        Config.from_name("micro", windw_size=4)
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+def test_unknown_choice_lists_the_allowed_values(key):
+    with pytest.raises(ConfigError, match=f"{key}='bogus' is not one of {CHOICES[key][0]}, {CHOICES[key][1]}"):
+        micro(**{key: "bogus"})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(attn_kernel="elu"), "set attn_score=linear"),
+    (dict(attn_normalize="none"), "use attn_normalize=sum"),
+    (dict(attn_score="sigmoid", attn_normalize="none", k_bias=True), "k_bias without v_bias adds a zero-value slot"),
+    (dict(attn_score="sigmoid", attn_normalize="max_abs", sink_logit=True), "sink_logit adds a zero-value slot"),
+    (dict(attn_score="sigmoid", softmax_off_by_one=True), "softmax_off_by_one needs attn_score=softmax"),
+    (dict(head_bias=True), "enable k_bias and/or v_bias"),
+    (dict(n_query_groups=3), "n_head=4 must be a multiple of n_query_groups=3"),
+    (dict(n_query_groups=0), "must be a multiple of n_query_groups=0"),
+    (dict(n_embd=30), "not divisible by n_head"),
+    (dict(head_size=7), "rope needs an even head_size"),
+    (dict(window_size=-1), "window_size must be >= 0"),
+    (dict(padded_vocab_size=64), "smaller than vocab_size"),
+])
+def test_invalid_combinations_say_how_to_fix_them(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        micro(**overrides)
+
+
+def test_replace_recomputes_derived_fields():
+    config = micro()
+    narrower = config.replace(n_head=2)
+    assert (narrower.head_size, narrower.n_query_groups) == (16, 2)
+    assert config.replace(vocab_size=200).padded_vocab_size == 256
+    gqa = micro(n_query_groups=2, head_size=16)
+    assert gqa.replace(n_layer=3).asdict() == {**gqa.asdict(), "n_layer": 3}
+    assert gqa.replace(n_embd=64).head_size == 16  # an explicit head_size is kept
+
+
+def test_from_name_keeps_the_preset_name_and_upstream_aliases_resolve():
+    assert micro(n_layer=1).name == "micro"
+    assert Config.from_name("tiny_LLaMA_60M").n_embd == Config.from_name("tinyllama_60M").n_embd
