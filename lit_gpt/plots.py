@@ -1,0 +1,133 @@
+"""PNG figures of a sink evaluation (the dict from `lit_gpt.analysis.evaluate_probe`).
+
+Uses matplotlib's non-interactive Agg backend, so it runs on headless machines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from lit_gpt.metrics import normalize_rows  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optional[Sequence[int]] = None,
+                       heads: Optional[Sequence[int]] = None, n_slots: int = 0, n_sink_tokens: int = 0) -> Path:
+    """Row-normalised attention of the first sequence for each chosen (layer, head), one panel each.
+
+    Columns left of the dashed line are key slots and learned sink tokens.
+    """
+    layers = list(range(len(maps))) if layers is None else list(layers)
+    heads = [0] if heads is None else list(heads)
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(2.8 * len(heads) + 0.6, 2.6 * len(layers)),
+                             squeeze=False, layout="constrained")
+    extra = n_slots + n_sink_tokens
+    for row, layer in enumerate(layers):
+        for col, head in enumerate(heads):
+            ax = axes[row][col]
+            attn = normalize_rows(maps[layer][0, head]).cpu().numpy()
+            image = ax.imshow(attn, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+            if extra:
+                ax.axvline(extra - 0.5, color="white", linestyle="--", linewidth=0.8)
+            ax.set_title(f"layer {layer} head {head}", fontsize=9)
+            ax.set_xlabel("key", fontsize=8)
+            ax.set_ylabel("query", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sink_by_position(result: dict, path: Path) -> Path:
+    """Sink_k for k = 1..10 (and Sink* / sink-token rate as extra bars)."""
+    rates = result["sink_rates"]
+    names = sorted((n for n in rates if n.split("_")[1].isdigit()), key=lambda n: int(n.split("_")[1]))
+    labels = [n.split("_")[1] for n in names]
+    values = [rates[n] for n in names]
+    for extra, label in (("sink_star", "*"), ("sink_token", "sink tok")):
+        if extra in rates:
+            labels.append(label)
+            values.append(rates[extra])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(labels, values, color="tab:blue")
+    ax.set_xlabel("key position k")
+    ax.set_ylabel(f"Sink_k (%), eps={result['eps']}")
+    ax.set_ylim(0, 100)
+    return _save(fig, path)
+
+
+def layer_sink_rates(result: dict, path: Path) -> Path:
+    """Per-layer Sink_1 (and Sink* / sink-token rate when present)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name in ("sink_1", "sink_star", "sink_token"):
+        if name in result["layer_sink_rates"]:
+            values = result["layer_sink_rates"][name]
+            ax.plot(range(len(values)), values, marker="o", label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("sink rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.legend()
+    return _save(fig, path)
+
+
+def norms_by_position(result: dict, path: Path) -> Path:
+    """L2 norm per position of hidden states, keys and values, one line per layer."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    offset = result["n_sink_tokens"]
+    for ax, name in zip(axes, ("hidden", "keys", "values")):
+        rows = result["norms"][name]
+        cmap = plt.get_cmap("viridis", max(len(rows), 2))
+        for layer, row in enumerate(rows):
+            label = ("embedding" if layer == 0 else f"block {layer}") if name == "hidden" else f"layer {layer}"
+            ax.plot(range(-offset, len(row) - offset), row, color=cmap(layer), label=label, linewidth=1)
+        ax.set_title(name)
+        ax.set_xlabel("position" + (" (negative: sink tokens)" if offset else ""))
+        ax.set_ylabel("L2 norm")
+    axes[0].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def massive_activations(result: dict, path: Path) -> Path:
+    """Layerwise top-1/2/3 |activation| against the median (log scale), as in Sun et al. 2024."""
+    stats = result["massive_activations"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name in ("top1", "top2", "top3", "median"):
+        ax.plot(range(len(stats[name])), stats[name], marker="o", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (0 = embedding)")
+    ax.set_ylabel("|activation|")
+    ax.legend()
+    return _save(fig, path)
+
+
+def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layers: Optional[Sequence[int]] = None,
+                heads: Optional[Sequence[int]] = None, n_slots: int = 0) -> list[Path]:
+    """Every figure of one evaluation into `out_dir`; returns the written paths."""
+    out_dir = Path(out_dir)
+    return [
+        attention_heatmaps(maps, out_dir / "attention.png", layers, heads, n_slots, result["n_sink_tokens"]),
+        sink_by_position(result, out_dir / "sink_by_position.png"),
+        layer_sink_rates(result, out_dir / "layer_sink_rates.png"),
+        norms_by_position(result, out_dir / "norms.png"),
+        massive_activations(result, out_dir / "massive_activations.png"),
+    ]
+
+
+__all__ = ["attention_heatmaps", "layer_sink_rates", "massive_activations", "norms_by_position",
+           "sink_by_position", "write_plots"]

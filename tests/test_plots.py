@@ -1,0 +1,27 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lit_gpt.analysis import evaluate_gpt  # noqa: E402
+from lit_gpt.config import Config  # noqa: E402
+from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.plots import write_plots  # noqa: E402
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(k_bias=True, v_bias=True, sink_tokens=2)])
+def test_every_figure_is_a_readable_png(tmp_path, overrides):
+    torch.manual_seed(0)
+    model = GPT(Config.from_name("micro", **overrides)).eval()
+    tokens = torch.randint(0, 128, (3, 16))
+    result = evaluate_gpt(model, tokens)
+    with torch.no_grad():
+        _, maps = model(tokens[:1], return_attention=True)
+    paths = write_plots(result, maps, tmp_path / "plots", layers=[0, 1], heads=[0, 3], n_slots=model.config.n_slots)
+    assert sorted(p.name for p in paths) == sorted(p.name for p in (tmp_path / "plots").iterdir())
+    for path in paths:
+        image = mpimg.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.std() > 0  # something was drawn
