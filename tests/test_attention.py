@@ -1,0 +1,249 @@
+import pytest
+import torch
+
+from lit_gpt.attention import AttentionProblem, AttentionSpec, CausalSelfAttention, MaskSpec, choose_backend, eager
+from lit_gpt.attention import backends
+from lit_gpt.attention.weights import attention_weights
+from lit_gpt.config import CHOICES, ConfigError
+from lit_gpt.model import GPT
+from lit_gpt.positions import rope_cos_sin
+from variants import ATTENTION_VARIANTS, SOFTMAX_VARIANTS, VARIANTS, micro, tokens
+
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+
+
+def grid(rows: str) -> torch.Tensor:
+    return torch.tensor([[c == "1" for c in row] for row in rows.split()])
+
+
+# ------------------------------------------------------------------------------------------ masks
+@pytest.mark.parametrize("mask, expected", [
+    (MaskSpec(), "10000 11000 11100 11110 11111"),
+    (MaskSpec(window=2), "10000 11000 01100 00110 00011"),
+    (MaskSpec(window=3), "10000 11000 11100 01110 00111"),
+    (MaskSpec(prefix=2), "11000 11000 11100 11110 11111"),
+    # one sink token at position 0: outside every window, but still causal
+    (MaskSpec(window=2, n_sink=1), "10000 11000 11100 10110 10011"),
+    # the prefix counts real tokens, so it ends after the sink token
+    (MaskSpec(prefix=2, n_sink=1), "11100 11100 11100 11110 11111"),
+], ids=["causal", "window2", "window3", "prefix2", "window_sink", "prefix_sink"])
+def test_masks_are_exact(mask, expected):
+    positions = torch.arange(5)
+    assert torch.equal(mask.matrix(positions, positions), grid(expected))
+    # a cached decoding step masks a query by its absolute position exactly like the full pass
+    assert torch.equal(mask.matrix(positions[3:], positions), grid(expected)[3:])
+
+
+# ------------------------------------------------------------------------------------ weight functions
+def random_problem(n_slots=0, seed=0, length=6, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, length, 4, generator=gen, requires_grad=requires_grad) for _ in range(3))
+    slots = {}
+    if n_slots:
+        slots = dict(slot_k=torch.randn(3, n_slots, 4, generator=gen), slot_v=torch.randn(3, n_slots, 4, generator=gen),
+                     slot_bias=torch.randn(3, n_slots, generator=gen))
+    positions = torch.arange(length)
+    return AttentionProblem(q, k, v, positions, positions, aligned=True, **slots)
+
+
+@pytest.mark.parametrize("score_fn, formula", [
+    ("sigmoid", torch.sigmoid), ("elu", lambda s: torch.nn.functional.elu(s) + 1), ("linear", lambda s: s)])
+@pytest.mark.parametrize("normalize", ["none", "sum", "max_abs"])
+def test_weight_functions_and_normalisers(score_fn, formula, normalize):
+    problem = random_problem(n_slots=1)
+    _, weights = eager(problem, AttentionSpec(score_fn, normalize), need_weights=True)
+    keys, _ = problem.full_keys()
+    scores = problem.q @ keys.transpose(-1, -2) / 2 + problem.score_bias(problem.q_pos)
+    raw = formula(scores) * problem.visible(MaskSpec(), problem.q_pos)
+    row_sum = raw.sum(-1, keepdim=True)
+    expected = {"none": raw, "sum": raw / row_sum, "max_abs": raw / row_sum.abs().clamp(min=1)}[normalize]
+    torch.testing.assert_close(weights, expected)
+
+
+@pytest.mark.parametrize("score_fn, normalize", [("softmax", "sum"), ("sigmoid", "sum"), ("elu", "sum")])
+def test_normalised_rows_sum_to_one_including_slots_and_masked_keys_get_zero(score_fn, normalize):
+    problem = random_problem(n_slots=2)
+    y, weights = eager(problem, AttentionSpec(score_fn, normalize, MaskSpec(window=3)), need_weights=True)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 6))
+    hidden = ~problem.visible(MaskSpec(window=3), problem.q_pos)
+    assert hidden[:, 2:].any() and not hidden[:, :2].any()  # slots are always visible
+    assert torch.all(weights[..., hidden] == 0)
+    # the map is what the values are multiplied with
+    torch.testing.assert_close(y, weights @ problem.full_keys()[1])
+
+
+def test_chunked_eager_equals_unchunked_with_gradients():
+    results = []
+    for chunk in (2, 0):
+        problem = random_problem(n_slots=1, requires_grad=True, length=7)
+        spec = AttentionSpec("sigmoid", "sum", MaskSpec(window=3), chunk_size=chunk)
+        y, _ = eager(problem, spec)
+        y.pow(2).sum().backward()
+        results.append([y, problem.q.grad, problem.k.grad, problem.v.grad])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- layer-level equivalences
+def layer_output(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    positions = torch.arange(x.shape[1])
+    rope = rope_cos_sin(positions, layer.config.head_size, layer.config.rope_base, x.dtype)
+    return layer(x, positions, rope)[0]
+
+
+def same_weights(reference: CausalSelfAttention, **overrides) -> CausalSelfAttention:
+    """A layer of another variant sharing the reference's projections (its own extra parts keep their init)."""
+    layer = CausalSelfAttention(micro(**overrides))
+    missing, unexpected = layer.load_state_dict(reference.state_dict(), strict=False)
+    assert not unexpected and all(not name.startswith(("qkv", "proj")) for name in missing)
+    return layer
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def test_off_by_one_equals_a_zero_key_value_slot(backend):
+    torch.manual_seed(0)
+    off_by_one = CausalSelfAttention(micro(softmax_off_by_one=True, attn_backend=backend))
+    slot = same_weights(off_by_one, k_bias=True, v_bias=True, attn_backend=backend)
+    with torch.no_grad():
+        slot.slots.k_star.zero_()
+        slot.slots.v_star.zero_()
+    x = torch.randn(2, 9, 32)
+    plain = same_weights(off_by_one, attn_backend=backend)
+    torch.testing.assert_close(layer_output(off_by_one, x), layer_output(slot, x))
+    assert not torch.allclose(layer_output(off_by_one, x), layer_output(plain, x))
+
+
+@pytest.mark.parametrize("score", [dict(), dict(attn_score="sigmoid", attn_normalize="none"),
+                                   dict(attn_score="linear", attn_kernel="elu")], ids=["softmax", "sigmoid", "kernel"])
+@pytest.mark.parametrize("window", [9, 100])
+def test_window_at_least_the_sequence_equals_plain_causal(score, window):
+    torch.manual_seed(0)
+    causal = CausalSelfAttention(micro(attn_backend="eager", **score))
+    windowed = same_weights(causal, window_size=window, attn_backend="eager", **score)
+    if causal.feature_map is not None:
+        windowed.feature_map.load_state_dict(causal.feature_map.state_dict())
+    x = torch.randn(2, 9, 32)
+    torch.testing.assert_close(layer_output(causal, x), layer_output(windowed, x))
+    narrow = same_weights(causal, window_size=3, attn_backend="eager", **score)
+    assert not torch.allclose(layer_output(causal, x), layer_output(narrow, x))
+
+
+def test_v_bias_alone_adds_v_star_to_every_head_output():
+    torch.manual_seed(0)
+    plain = CausalSelfAttention(micro())
+    biased = same_weights(plain, v_bias=True, head_bias=True)
+    x = torch.randn(1, 5, 32)
+    shift = biased.proj(biased.slots.v_star.reshape(-1))
+    torch.testing.assert_close(layer_output(biased, x), layer_output(plain, x) + shift)
+
+
+def test_a_large_sink_logit_absorbs_all_attention():
+    torch.manual_seed(0)
+    layer = CausalSelfAttention(micro(sink_logit=True))
+    with torch.no_grad():
+        layer.slots.logit.fill_(50.0)
+    torch.testing.assert_close(layer_output(layer, torch.randn(2, 6, 32)), torch.zeros(2, 6, 32))
+
+
+@pytest.mark.parametrize("gate", ["headwise", "elementwise"])
+def test_output_gate(gate):
+    torch.manual_seed(0)
+    plain = CausalSelfAttention(micro())
+    gated = same_weights(plain, attn_gate=gate)
+    assert gated.gate.proj.out_features == {"headwise": 4, "elementwise": 32}[gate]
+    x = torch.randn(2, 6, 32)
+    layer_output(gated, x).sum().backward()
+    assert gated.gate.proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        gated.gate.proj.weight.zero_()  # sigmoid(0) = 1/2 on every head / channel
+        torch.testing.assert_close(layer_output(gated, x), layer_output(plain, x) / 2)
+
+
+# ------------------------------------------------------------------------------------------ backends
+def model_pair(overrides, backend):
+    torch.manual_seed(0)
+    reference = GPT(micro(attn_backend="eager", **overrides))
+    other = GPT(micro(attn_backend=backend, **overrides))
+    other.load_state_dict(reference.state_dict())
+    return reference, other
+
+
+@pytest.mark.parametrize("overrides", SOFTMAX_VARIANTS.values(), ids=SOFTMAX_VARIANTS.keys())
+def test_sdpa_matches_eager_forward_and_backward(overrides):
+    reference, sdpa = model_pair(overrides, "sdpa")
+    idx = tokens(length=12)
+    for model in (reference, sdpa):
+        model(idx).logsumexp(-1).sum().backward()
+    torch.testing.assert_close(sdpa(idx), reference(idx), atol=1e-5, rtol=0)
+    for (name, a), b in zip(reference.named_parameters(), sdpa.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=0, msg=name)
+
+
+# FlexAttention without compile is slow on CPU; run it on the variants that change what it computes.
+FLEX_VARIANTS = {name: o for name, o in SOFTMAX_VARIANTS.items()
+                 if not name.startswith(("mlp_", "gate_")) and name not in ("post_norm", "absolute", "learnable", "nope")}
+
+
+@pytest.mark.parametrize("overrides", FLEX_VARIANTS.values(), ids=FLEX_VARIANTS.keys())
+@torch.no_grad()
+def test_flex_forward_matches_eager(overrides):
+    reference, flex = model_pair(overrides, "flex")
+    assert choose_backend(flex.config, "cpu", torch.float32, training=False, aligned=True) == "flex"
+    idx = tokens(length=12)
+    torch.testing.assert_close(flex(idx), reference(idx), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
+def test_cpu_auto_picks_sdpa_for_softmax_and_eager_otherwise(overrides):
+    config = micro(**overrides)
+    expected = "sdpa" if config.is_exp_normalized else "eager"
+    for training in (True, False):
+        for aligned in (True, False):
+            assert choose_backend(config, "cpu", torch.float32, training, aligned) == expected
+
+
+@pytest.mark.parametrize("backend", ["flash", "xformers"])
+def test_cuda_only_backends_are_refused_on_cpu(backend):
+    with pytest.raises(ConfigError, match=f"attn_backend={backend} cannot be used: {backend} needs a CUDA device"):
+        choose_backend(micro(attn_backend=backend), "cpu", torch.bfloat16, training=True, aligned=True)
+
+
+def test_flex_is_refused_for_training_on_cpu_and_fused_backends_for_other_weight_functions():
+    with pytest.raises(ConfigError, match="FlexAttention has no backward pass on CPU"):
+        choose_backend(micro(attn_backend="flex"), "cpu", torch.float32, training=True, aligned=True)
+    with pytest.raises(ConfigError, match="sdpa computes softmax attention only.*sigmoid"):
+        choose_backend(micro(attn_backend="sdpa", attn_score="sigmoid"), "cpu", torch.float32, True, True)
+
+
+# Variants a flash-attn / xformers kernel computes exactly: plain softmax with a causal or sliding-window
+# mask (anything outside the attention scores is fine: output bias v*, gates, MLPs, input positions).
+FLASH_EXACT = {"softmax", "window", "v_bias", "v_bias_head", "sink_tokens", "gate_headwise", "gate_elementwise",
+               "nope", "absolute", "learnable", "post_norm", "gqa",
+               "mlp_relu", "mlp_gelu", "mlp_swish", "mlp_reglu", "mlp_geglu"}
+
+
+@pytest.mark.parametrize("package, backend", [("flash_attn", "flash"), ("xformers", "xformers")])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_simulated_cuda_picks_a_cuda_kernel_only_where_it_is_exact(monkeypatch, package, backend, name):
+    monkeypatch.setattr(backends, "installed", lambda p: p == package)
+    config = micro(**VARIANTS[name])
+    fallback = "sdpa" if config.is_exp_normalized else "eager"
+    assert choose_backend(config, "cuda", torch.bfloat16, True, True) == (backend if name in FLASH_EXACT else fallback)
+    assert choose_backend(config, "cuda", torch.bfloat16, True, aligned=False) == fallback  # KV cache
+    assert choose_backend(config, "cuda", torch.float32, True, True) == fallback
+
+
+def test_explicit_flash_is_honoured_on_cuda_and_refused_where_inexact(monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda p: True)
+    assert choose_backend(micro(attn_backend="flash"), "cuda", torch.bfloat16, True, True) == "flash"
+    with pytest.raises(ConfigError, match="window mask would hide the sink tokens"):
+        choose_backend(micro(attn_backend="flash", window_size=4, sink_tokens=1), "cuda", torch.bfloat16, True, True)
+    with pytest.raises(ConfigError, match="no key slots"):
+        choose_backend(micro(attn_backend="xformers", k_bias=True, v_bias=True), "cuda", torch.bfloat16, True, True)
+
+
+def test_variant_list_covers_every_attention_choice():
+    """Adding a weight function, kernel, normaliser or gate without a test variant fails here."""
+    configs = [micro(**o) for o in ATTENTION_VARIANTS.values()]
+    for key in ("attn_score", "attn_kernel", "attn_normalize", "attn_gate"):
+        assert {getattr(c, key) for c in configs} == set(CHOICES[key]), key
