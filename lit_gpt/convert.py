@@ -1,0 +1,128 @@
+"""Weight and config mapping between our GPT and Hugging Face `LlamaForCausalLM`.
+
+Only models that *are* a LLaMA map: RoPE, pre-norm, softmax attention with the plain causal mask and
+no key slots, sink tokens or gates, and a gated MLP (SwiGLU, GeGLU, ReGLU; HF's `hidden_act` picks the
+activation). Anything else is refused with a `ConfigError` rather than exported as a model that would
+compute something different. Both sides use NeoX-style "rotate half" RoPE, so no permutation of the
+query/key rows is needed; our fused `qkv` rows are [q heads; k groups; v groups].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lit_gpt.config import Config, ConfigError
+
+HF_ACTIVATION = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
+
+# Field values a config must have to be a LLaMA, with the reason they matter.
+LLAMA_FIELDS: dict[str, Any] = {
+    "pos_embedding": "rope", "norm_position": "pre", "attn_score": "softmax", "attn_kernel": "none",
+    "attn_normalize": "sum", "window_size": 0, "prefix_tokens": 0, "k_bias": False, "v_bias": False,
+    "softmax_off_by_one": False, "sink_logit": False, "sink_tokens": 0, "attn_gate": "none",
+}
+
+
+def check_llama(config: Config) -> None:
+    """Raise `ConfigError` naming every field that makes `config` something HF's LLaMA cannot compute."""
+    differs = [f"{key}={getattr(config, key)!r} (LLaMA: {value!r})"
+               for key, value in LLAMA_FIELDS.items() if getattr(config, key) != value]
+    if config.mlp not in HF_ACTIVATION:
+        differs.append(f"mlp={config.mlp!r} (LLaMA: one of {', '.join(HF_ACTIVATION)})")
+    if differs:
+        raise ConfigError(f"{config.variant_summary()} is not a LLaMA; differs in {', '.join(differs)}")
+
+
+def hf_config(config: Config) -> dict[str, Any]:
+    """The `LlamaConfig` fields (as written to config.json) of a model with this config."""
+    check_llama(config)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.padded_vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_query_groups,
+        "head_dim": config.head_size,
+        "hidden_act": HF_ACTIVATION[config.mlp],
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        # transformers >= 5 reads rope_parameters, older versions rope_theta
+        "rope_theta": float(config.rope_base),
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(config.rope_base)},
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+    }
+
+
+def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
+    """Our `Config` for a HF LLaMA config dict (the inverse of `hf_config`)."""
+    activation = {act: kind for kind, act in HF_ACTIVATION.items()}
+    if hf.get("hidden_act", "silu") not in activation:
+        raise ConfigError(f"hidden_act={hf['hidden_act']!r} has no gated MLP here; valid: {', '.join(activation)}")
+    rope = hf.get("rope_parameters") or {"rope_type": "default", "rope_theta": hf.get("rope_theta", 10000.0)}
+    if rope.get("rope_type", "default") != "default":
+        raise ConfigError(f"rope_type={rope['rope_type']!r} is not supported; only default RoPE")
+    values = dict(
+        block_size=hf.get("max_position_embeddings", 2048), vocab_size=hf["vocab_size"],
+        padded_vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
+        n_embd=hf["hidden_size"], head_size=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+        n_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_base=int(rope["rope_theta"]), mlp=activation[hf.get("hidden_act", "silu")],
+    )
+    values.update(overrides)
+    return Config.from_dict(values)
+
+
+def _layer_names(i: int) -> dict[str, str]:
+    """Our parameter name -> HF's, for block i (qkv is split separately)."""
+    return {
+        f"blocks.{i}.norm_1.weight": f"model.layers.{i}.input_layernorm.weight",
+        f"blocks.{i}.attn.proj.weight": f"model.layers.{i}.self_attn.o_proj.weight",
+        f"blocks.{i}.norm_2.weight": f"model.layers.{i}.post_attention_layernorm.weight",
+        **{f"blocks.{i}.mlp.{p}.weight": f"model.layers.{i}.mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")},
+    }
+
+
+def _names(config: Config) -> dict[str, str]:
+    names = {"wte.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+    for i in range(config.n_layer):
+        names.update(_layer_names(i))
+    return names
+
+
+def _qkv_sizes(config: Config) -> tuple[int, int, int]:
+    return (config.n_head * config.head_size,) + (config.n_query_groups * config.head_size,) * 2
+
+
+def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """HF `LlamaForCausalLM` state dict of our GPT (new tensors, safe to save with safetensors)."""
+    config = model.config
+    check_llama(config)
+    ours = model.state_dict()
+    hf = {theirs: ours[name].detach().clone() for name, theirs in _names(config).items()}
+    for i in range(config.n_layer):
+        q, k, v = ours[f"blocks.{i}.attn.qkv.weight"].detach().split(_qkv_sizes(config))
+        for proj, weight in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
+            hf[f"model.layers.{i}.self_attn.{proj}.weight"] = weight.clone()
+    return hf
+
+
+def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
+    """Our GPT's state dict from a HF `LlamaForCausalLM` state dict (for `GPT(config).load_state_dict`)."""
+    check_llama(config)
+    ours = {name: state_dict[theirs].clone() for name, theirs in _names(config).items()}
+    for i in range(config.n_layer):
+        parts = [state_dict[f"model.layers.{i}.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
+        if tuple(p.shape[0] for p in parts) != _qkv_sizes(config):
+            raise ConfigError(f"layer {i}: q/k/v rows {[p.shape[0] for p in parts]} do not match the config "
+                              f"{list(_qkv_sizes(config))}")
+        ours[f"blocks.{i}.attn.qkv.weight"] = torch.cat(parts)
+    return ours
