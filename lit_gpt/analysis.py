@@ -180,12 +180,16 @@ def gpt_loss_mask(config, length: int) -> Optional[torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20) -> dict:
-    """`evaluate_probe` for a `GPT`, with slots, sink tokens and the prefix-LM loss mask from its config."""
+def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20,
+                 loss_mask: Optional[torch.Tensor] = None) -> dict:
+    """`evaluate_probe` for a `GPT`, with slots and sink tokens from its config; the loss mask defaults
+    to `gpt_loss_mask`."""
     cfg = model.config
     model.eval()
+    if loss_mask is None:
+        loss_mask = gpt_loss_mask(cfg, tokens.shape[1])
     return evaluate_probe(gpt_probe_forward(model), tokens, cfg.n_slots, cfg.sink_tokens, eps, k, batch_size,
-                          gpt_loss_mask(cfg, tokens.shape[1]))
+                          loss_mask)
 
 
 __all__ = ["ProbeOutputs", "ProbeStatistics", "activation_extremes", "evaluate_gpt", "evaluate_probe",

@@ -1,0 +1,176 @@
+"""Sink evaluation of a training checkpoint: load it, build the probe as the run saw its inputs, report.
+
+The model config and the run's input transforms (a fixed token at position p, random tokens in a
+position range) come from the checkpoint, so no model name or mode has to be passed or guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from lit_gpt.analysis import evaluate_gpt
+from lit_gpt.checkpoint import load_model
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.tokenizer import load_tokenizer
+
+PROBE_SEQUENCES = 100
+PROBE_LENGTH = 64
+# Seed of the random tokens put into the probe for `random_token_range` runs (fixed: reproducible reports).
+PROBE_SEED = 1234
+
+
+class EvalError(ValueError):
+    """The checkpoint, probe or tokenizer cannot be used; the message names the fix."""
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path, device: str = "cpu") -> tuple[GPT, dict]:
+    """(model in eval mode, checkpoint dict) from a training checkpoint (see `lit_gpt.checkpoint`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"checkpoint {path} does not exist; pass the .pth file a training run saved")
+    try:
+        return load_model(path, device)
+    except (KeyError, TypeError, AttributeError):
+        raise EvalError(f"{path} is not a training checkpoint (expected a dict with 'model' and 'config')") from None
+
+
+def train_args(ckpt: dict) -> dict[str, Any]:
+    return ckpt.get("train") or {}
+
+
+def input_transforms(train: dict[str, Any]) -> dict[str, Optional[tuple[int, int]]]:
+    """The run's input transforms as {"fixed_token": (pos, id) | None, "random_token_range": (start, end) | None},
+    read from the training arguments (`fixed_token_pos`/`fixed_token_id`, `random_token_start`/`_end`)."""
+    fixed, span = train.get("fixed_token"), train.get("random_token_range")
+    if train.get("fixed_token_pos") is not None:
+        fixed = (train["fixed_token_pos"], train.get("fixed_token_id", 1))
+    if train.get("random_token_start") is not None:
+        span = (train["random_token_start"], train["random_token_end"])
+    return {"fixed_token": tuple(int(v) for v in fixed) if fixed else None,
+            "random_token_range": tuple(int(v) for v in span) if span else None}
+
+
+# ------------------------------------------------------------------------------------------ probe
+def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
+    """The run's tokenizer: `override`, else the one named in the training args, else the one saved
+    next to the run's shards (`train_data_dir/tokenizer.json`)."""
+    candidates = [override, train.get("tokenizer"), train.get("train_data_dir"), train.get("data_dir")]
+    for spec in candidates:
+        if spec:
+            return load_tokenizer(spec)
+    raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
+
+
+def probe_texts(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"probe file {path} does not exist; pass a JSONL file with a 'text' field per line")
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line)["text"] for line in handle if line.strip()]
+
+
+def probe_tokens(texts: Sequence[str], tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> torch.Tensor:
+    """The first `length` tokens (no BOS) of the first `n` texts that have that many -> (N, length)."""
+    rows = []
+    for ids in tokenizer.encode_batch(list(texts)):
+        if len(ids) >= length:
+            rows.append(ids[:length])
+        if len(rows) == n:
+            break
+    if not rows:
+        raise EvalError(f"no probe text has {length} tokens; use longer texts")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def apply_input_transforms(tokens: torch.Tensor, train: dict[str, Any], vocab_size: int,
+                           seed: int = PROBE_SEED) -> torch.Tensor:
+    """The run's training-time input transforms applied to probe tokens (N, T); random tokens are drawn
+    from a fixed seed so reports are reproducible."""
+    transforms = input_transforms(train)
+    tokens = tokens.clone()
+    length = tokens.shape[1]
+    if transforms["random_token_range"]:
+        start, end = (min(v, length) for v in transforms["random_token_range"])
+        generator = torch.Generator().manual_seed(seed)
+        tokens[:, start:end] = torch.randint(0, vocab_size, (tokens.shape[0], max(end - start, 0)),
+                                             generator=generator)
+    if transforms["fixed_token"]:
+        pos, token_id = transforms["fixed_token"]
+        if pos < length:
+            tokens[:, pos] = token_id
+    return tokens
+
+
+def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optional[torch.Tensor]:
+    """Next-token predictions counted in the probe loss: the first `ignore_loss` are skipped as in
+    training, and a prefix LM's first P - 1 (predicting tokens inside the bidirectional prefix)."""
+    skipped = max(int(train.get("ignore_loss") or 0), config.prefix_tokens - 1, 0)
+    if not skipped:
+        return None
+    mask = torch.ones(length - 1, dtype=torch.bool)
+    mask[:skipped] = False
+    return mask
+
+
+# --------------------------------------------------------------------------------------- evaluate
+def evaluate_run(model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3, k: int = 10,
+                 batch_size: int = 20) -> dict:
+    """Sink report of a loaded checkpoint on raw probe tokens (N, T); transforms are applied here."""
+    cfg = model.config
+    train = train_args(ckpt)
+    tokens = apply_input_transforms(tokens, train, cfg.vocab_size)
+    result = evaluate_gpt(model, tokens, eps, k, batch_size, probe_loss_mask(cfg, train, tokens.shape[1]))
+    result.update(
+        variant=cfg.variant_summary(),
+        config=cfg.asdict(),
+        iter_num=ckpt.get("iter_num"),
+        step_count=ckpt.get("step_count"),
+        tokens_seen=ckpt.get("tokens_seen"),
+        input_transforms={**input_transforms(train), "ignore_loss": train.get("ignore_loss")},
+    )
+    return result
+
+
+@torch.no_grad()
+def example_maps(model: GPT, ckpt: dict, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Attention maps of the first probe sequence (transforms applied), for heatmaps."""
+    first = apply_input_transforms(tokens[:1], train_args(ckpt), model.config.vocab_size)
+    return model(first, return_attention=True)[1]
+
+
+def format_table(result: dict) -> str:
+    """A plain-text report of `evaluate_run` / `evaluate_probe` results."""
+    rates = result["sink_rates"]
+    lines = []
+    if "variant" in result:
+        lines.append(f"variant: {result['variant']}    tokens seen: {result.get('tokens_seen')}")
+    lines.append(f"probe: {result['n_sequences']} sequences    loss: {result['loss']:.4f}    eps: {result['eps']}")
+    lines.append("")
+    lines.append("  ".join(f"{name.replace('sink_', 'Sink_'):>10}" for name in rates))
+    lines.append("  ".join(f"{value:>10.2f}" for value in rates.values()))
+    lines.append("")
+    per_layer = result["layer_sink_rates"]
+    shown = [name for name in ("sink_1", "sink_star", "sink_token") if name in per_layer]
+    stats = result["massive_activations"]
+    header = ["layer", *shown, "top1", "top2", "top3", "median", "|h| pos0", "|h| mean"]
+    lines.append("".join(f"{h:>11}" for h in header))
+    hidden = result["norms"]["hidden"]
+    n_sink = result["n_sink_tokens"]
+    for layer in range(len(hidden)):
+        rates_here = [per_layer[name][layer - 1] if layer else float("nan") for name in shown]
+        norms = hidden[layer][n_sink:]
+        row = [*rates_here, *(stats[s][layer] for s in ("top1", "top2", "top3", "median")),
+               norms[0], sum(norms) / len(norms)]
+        label = "embed" if layer == 0 else str(layer)
+        lines.append(f"{label:>11}" + "".join(f"{v:>11.3f}" for v in row))
+    return "\n".join(lines)
+
+
+__all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
+           "load_checkpoint", "probe_loss_mask", "probe_texts", "probe_tokens", "tokenizer_for", "train_args"]

@@ -1,0 +1,144 @@
+"""End-to-end checks of the evaluation entry points on a briefly trained `micro` checkpoint."""
+
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from jsonargparse import CLI  # noqa: E402
+
+from lit_gpt.config import Config  # noqa: E402
+from lit_gpt.evaluation import (apply_input_transforms, example_maps, input_transforms, load_checkpoint,  # noqa: E402
+                                probe_loss_mask)
+from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.tokenizer import train_bpe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the a cat dog sat ran on under mat log big small red blue and then quickly slowly".split()
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py").replace("/", "_"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # jsonargparse reads the docstrings through the module
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_texts(n, seed):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 90))) + "." for _ in range(n)]
+
+
+def train_checkpoint(path, tokenizer, texts, train_extra=None, steps=30, **overrides):
+    """Train a micro model a few steps on `texts` and save it in the training-checkpoint format."""
+    torch.manual_seed(0)
+    config = Config.from_name("micro", vocab_size=tokenizer.vocab_size, **overrides)
+    model = GPT(config)
+    stream = torch.tensor([t for ids in tokenizer.encode_batch(texts) for t in ids + [tokenizer.eos_id]])
+    windows = stream[: len(stream) // 65 * 65].view(-1, 65)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        batch = windows[torch.randint(0, len(windows), (8,))]
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    train = {"fixed_token_pos": None, "fixed_token_id": 1, "random_token_start": None, "random_token_end": None,
+             "ignore_loss": 0, "train_data_dir": str(path.parent), "tokenizer": str(tokenizer.path)}
+    train.update(train_extra or {})
+    torch.save({"model": model.state_dict(), "config": config.asdict(), "train": train, "iter_num": steps,
+                "step_count": steps, "tokens_seen": steps * 8 * 64, "optimizer": optimizer.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    tokenizer = train_bpe(synthetic_texts(50, seed=0), 300, root / "tokenizer.json")
+    probe = root / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(12, seed=1)))
+    (root / "default").mkdir()
+    ckpt = train_checkpoint(root / "default" / "iter-000030.pth", tokenizer, synthetic_texts(60, seed=2))
+    return {"root": root, "ckpt": ckpt, "probe": probe, "tokenizer": tokenizer}
+
+
+def test_eval_writes_every_field_and_pngs_that_open(run, tmp_path):
+    out = tmp_path / "sink.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "pretrain/eval_sink_pretrain.py"), "--load_from", str(run["ckpt"]),
+         "--probe", str(run["probe"]), "--json", str(out), "--plots", str(tmp_path / "plots"),
+         "--layers", "[0, 1]", "--heads", "[0, 2]"],
+        capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "Sink_1" in completed.stdout
+    result = json.loads(out.read_text())
+    assert result["n_sequences"] == 12
+    assert [f"sink_{k}" for k in range(1, 11)] == list(result["sink_rates"])
+    assert len(result["layer_sink_rates"]["sink_1"]) == 2
+    assert 0 < result["loss"] < 10
+    assert {"hidden", "keys", "values"} == set(result["norms"])
+    assert len(result["norms"]["hidden"]) == 3 and len(result["norms"]["hidden"][0]) == 64
+    assert {"top1", "top2", "top3", "median"} == set(result["massive_activations"])
+    assert result["tokens_seen"] == 30 * 8 * 64 and result["variant"] == "softmax norm:sum"
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 5
+    for png in pngs:
+        assert mpimg.imread(png).shape[0] > 100
+
+
+def test_slot_variant_reports_sink_star(run, tmp_path):
+    ckpt = train_checkpoint(tmp_path / "kv.pth", run["tokenizer"], synthetic_texts(20, seed=3), steps=3,
+                            k_bias=True, v_bias=True)
+    out = tmp_path / "kv.json"
+    CLI(script("pretrain/eval_sink_pretrain.py").main, as_positional=False,
+        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out)])
+    rates = json.loads(out.read_text())["sink_rates"]
+    assert "sink_star" in rates and "sink_1" in rates
+
+
+def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
+    tokens = torch.arange(40).view(4, 10)
+    train = {"fixed_token_pos": 2, "fixed_token_id": 99, "random_token_start": 5, "random_token_end": 7}
+    assert input_transforms(train) == {"fixed_token": (2, 99), "random_token_range": (5, 7)}
+    assert input_transforms({"fixed_token": [2, 99], "random_token_range": None})["fixed_token"] == (2, 99)
+    out = apply_input_transforms(tokens, train, vocab_size=300)
+    assert torch.all(out[:, 2] == 99)
+    assert torch.equal(out[:, [0, 1, 3, 4, 7, 8, 9]], tokens[:, [0, 1, 3, 4, 7, 8, 9]])
+    assert torch.equal(out, apply_input_transforms(tokens, train, vocab_size=300))  # reproducible
+    prefix = Config.from_name("micro", prefix_tokens=3)
+    assert probe_loss_mask(prefix, {}, 10).tolist() == [False] * 2 + [True] * 7
+    assert probe_loss_mask(prefix, {"ignore_loss": 4}, 10).tolist() == [False] * 4 + [True] * 5
+    assert probe_loss_mask(Config.from_name("micro"), {"ignore_loss": 0}, 10) is None
+
+    ckpt = train_checkpoint(tmp_path / "fixed.pth", run["tokenizer"], synthetic_texts(20, seed=4), steps=3,
+                            train_extra={"fixed_token_pos": 3, "fixed_token_id": 7})
+    out_json = tmp_path / "fixed.json"
+    CLI(script("pretrain/eval_sink_pretrain.py").main, as_positional=False,
+        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out_json)])
+    assert json.loads(out_json.read_text())["input_transforms"]["fixed_token"] == [3, 7]
+    model, loaded = load_checkpoint(ckpt)
+    maps = example_maps(model, loaded, torch.zeros(1, 8, dtype=torch.long))
+    first = apply_input_transforms(torch.zeros(1, 8, dtype=torch.long), loaded["train"], 300)
+    with torch.no_grad():
+        assert torch.allclose(maps[0], model(first, return_attention=True)[1][0])
+
+
+def test_loading_refuses_files_that_are_not_checkpoints(tmp_path):
+    from lit_gpt.evaluation import EvalError
+
+    with pytest.raises(EvalError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pth")
+    torch.save({"weights": 1}, tmp_path / "bad.pth")
+    with pytest.raises(EvalError, match="not a training checkpoint"):
+        load_checkpoint(tmp_path / "bad.pth")
