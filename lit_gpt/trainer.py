@@ -1,0 +1,397 @@
+"""Pretraining: setup -> fit -> validate, on Lightning Fabric.
+
+`setup(args)` builds Fabric (accelerator auto; strategy auto | ddp | fsdp; precision bf16-mixed on
+capable GPUs, 32-true otherwise) and runs `main` on every process. `main` builds data, model and
+optimizer, restores the run's single `state` dict when resuming, and calls `fit`, which trains with
+gradient accumulation, validates every `eval_step_interval` steps (loss/ppl per domain and the sink
+metric on the probe set) and checkpoints atomically every `save_step_interval` steps.
+
+Resume is exact: the state holds the model, optimizer, data-loader position (a pure function of the
+step, see `lit_gpt.data.loader`) and RNG states, so a resumed run computes what an uninterrupted one
+would have, batch for batch. SIGTERM/SIGINT (e.g. cluster preemption) finish the current step, save
+and return; a non-finite loss stops the run before the optimizer applies it, so the newest checkpoint
+on disk is the last good one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import signal
+import time
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.fabric.strategies import FSDPStrategy
+from tqdm import tqdm
+
+from lit_gpt.checkpoint import checkpoint_path, find_latest, prune, save_atomic
+from lit_gpt.config import Config
+from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
+from lit_gpt.data.stream import INDEX, open_stream
+from lit_gpt.flops import estimated_flops_per_step
+from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
+from lit_gpt.metrics import SinkAccumulator
+from lit_gpt.model import GPT, Block
+from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
+from lit_gpt.train_args import ArgsError, TrainArgs
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SHARD_INDEX_RE = re.compile(r"[-_]\d+$")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue; the message says why and what is left on disk."""
+
+
+# ------------------------------------------------------------------------------------------ setup
+def default_precision() -> str:
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def make_strategy(args: TrainArgs):
+    if args.strategy == "fsdp":
+        return FSDPStrategy(
+            auto_wrap_policy={Block},
+            activation_checkpointing_policy={Block} if args.activation_checkpointing else None,
+            state_dict_type="full",
+            sharding_strategy="FULL_SHARD",
+            limit_all_gathers=True,
+        )
+    return args.strategy
+
+
+def make_fabric(args: TrainArgs) -> L.Fabric:
+    loggers = [CSVMetrics(args.out_dir)]
+    dashboard = dashboard_logger(args.logger, args.out_dir / "logs", args.out_name)
+    if dashboard is not None:
+        loggers.append(dashboard)
+    return L.Fabric(accelerator="auto", devices=args.devices, num_nodes=args.num_nodes, strategy=make_strategy(args),
+                    precision=args.precision or default_precision(), loggers=loggers)
+
+
+def setup(args: TrainArgs) -> None:
+    """Run the training described by `args` on every process Fabric manages (or was launched with)."""
+    args.validate()
+    check_data_dirs(args)
+    fabric = make_fabric(args)
+    fabric.launch(main, args)
+
+
+def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    per_step = micro_batch_size * world_size
+    if global_batch_size % per_step:
+        raise ArgsError(f"global_batch_size={global_batch_size} is not a multiple of micro_batch_size * devices = "
+                        f"{micro_batch_size} * {world_size}; change one of them")
+    return global_batch_size // per_step
+
+
+# ------------------------------------------------------------------------------------------ data
+def check_data_dirs(args: TrainArgs) -> None:
+    """Fail before any process starts when a data folder or the probe file is missing."""
+    for flag, folder in (("train_data_dir", args.train_data_dir), ("val_data_dir", args.val_data_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise DataError(f"{flag} {folder} does not exist; run `bash preprocess/run_preprocess.sh --source embedded` "
+                            f"or pass --{flag} pointing at tokenized shards")
+    if args.eval_sink and (args.probe_file is None or not Path(args.probe_file).is_file()):
+        raise DataError(f"probe file {args.probe_file} does not exist; build it with preprocess/run_preprocess.sh, "
+                        "pass --probe_file, or disable the sink metric with --eval_sink false")
+
+
+def dataset_names(data_dir: Path, split: str) -> list[str]:
+    """Datasets of a split in a data folder: litdata folders `<split>_*` and LITPKDS `<split>_*.bin` files."""
+    names = {path.name for path in data_dir.glob(f"{split}_*") if (path / INDEX).is_file()}
+    names |= {SHARD_INDEX_RE.sub("", path.stem) for path in data_dir.glob(f"{split}_*.bin")}
+    if not names:
+        raise DataError(f"{data_dir} holds no '{split}_*' datasets; run preprocess/run_preprocess.sh or fix the data dir")
+    return sorted(names)
+
+
+def train_mixture(args: TrainArgs) -> dict[str, float]:
+    """The YAML's train weights, or every train dataset weighted by its size (plain concatenation)."""
+    if args.train:
+        return dict(args.train)
+    return {name: float(open_stream(args.train_data_dir, name).n_tokens)
+            for name in dataset_names(args.train_data_dir, "train")}
+
+
+def transforms(args: TrainArgs) -> dict[str, Any]:
+    random_range = (args.random_token_start, args.random_token_end) if args.random_token_start is not None else None
+    fixed = (args.fixed_token_pos, args.fixed_token_id) if args.fixed_token_pos is not None else None
+    return {"random_token_range": random_range, "fixed_token": fixed}
+
+
+def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
+    """(train loader, {domain: valid loader}, probe windows or None), sharded by rank."""
+    shard = {"rank": fabric.global_rank, "world_size": fabric.world_size, "seed": args.seed,
+             "vocab_size": config.vocab_size, **transforms(args)}
+    train = build_train_loader(args.train_data_dir, train_mixture(args), config.block_size, args.micro_batch_size,
+                               downsample_ratio=args.downsample_ratio, **shard)
+    val_dir = args.val_data_dir or args.train_data_dir
+    valid_names = list(args.valid) or dataset_names(val_dir, "valid")
+    valid = build_valid_loaders(val_dir, valid_names, config.block_size, args.micro_batch_size, **shard)
+    probe = None
+    if args.eval_sink:
+        probe = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir,
+                                   fixed_token=transforms(args)["fixed_token"])
+    return train, valid, probe
+
+
+def split_batch(batch: torch.Tensor, ignore_loss: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs [:, :-1] and targets [:, 1:] of a (B, T + 1) batch, the first `ignore_loss` targets masked."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    return inputs, (mask_ignored_prefix(targets, ignore_loss) if ignore_loss else targets)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+# ------------------------------------------------------------------------------------------ state
+class RNGState:
+    """Python, NumPy and torch (CPU and CUDA) generators, as one stateful entry of the checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_path(resume, out_dir: Path) -> Optional[Path]:
+    if resume is False:
+        return None
+    if resume is True or resume == "auto":
+        latest = find_latest(out_dir)
+        if latest is None and resume is True:
+            raise ArgsError(f"--resume True but {out_dir} holds no checkpoint; use --resume auto to start fresh")
+        return latest
+    return Path(resume)
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag checked between optimizer steps (agreed across ranks)."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal = signum
+
+    @contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        previous = {sig: signal.signal(sig, self) for sig in PREEMPTION_SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------------------------ model
+def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.Module:
+    """The model set up for the strategy; under FSDP it is created on the meta device and FSDP
+    materialises it shard by shard through each module's `reset_parameters` (the paper's init)."""
+    with fabric.init_module(empty_init=args.strategy == "fsdp"):
+        model = GPT(config)
+    if args.activation_checkpointing and args.strategy != "fsdp":
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+
+        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block),
+                                       checkpoint_wrapper_fn=partial(checkpoint_wrapper,
+                                                                     checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+    if args.compile:
+        model = torch.compile(model)
+    return fabric.setup(model)
+
+
+def main(fabric: L.Fabric, args: TrainArgs) -> None:
+    config = args.model_config()
+    accumulation = gradient_accumulation(args.global_batch_size, args.micro_batch_size, fabric.world_size)
+    if fabric.global_rank == 0:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    fabric.seed_everything(args.seed)
+    train_loader, valid_loaders, probe = build_data(fabric, args, config)
+    model = build_model(fabric, config, args)
+    optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay,
+                                                       (args.beta1, args.beta2), args.decay_norms_and_biases))
+    state = {"model": model, "optimizer": optimizer, "train_loader": train_loader, "rng": RNGState(),
+             "iter_num": 0, "step_count": 0, "tokens_seen": 0, "config": config.asdict(), "train": args.to_dict()}
+    path = resume_path(args.resume, args.out_dir)
+    if path is not None:
+        fabric.print(f"Resuming from {path}")
+        fabric.load(path, state, weights_only=False)
+        if state["config"] != config.asdict():
+            raise ArgsError(f"{path} was trained with a different model config; resume with the same model settings")
+        state["train"] = args.to_dict()
+        for logger in fabric.loggers:
+            if isinstance(logger, CSVMetrics):
+                logger.truncate_after(state["step_count"])
+    else:
+        fabric.logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
+    n_params = sum(p.numel() for p in model.parameters())
+    fabric.print(f"{config.name} ({config.variant_summary()}), {n_params:,} parameters on this rank, "
+                 f"{fabric.world_size} process(es), gradient accumulation {accumulation}")
+    fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
+
+
+# ------------------------------------------------------------------------------------------ fit
+def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe: Optional[torch.Tensor],
+        args: TrainArgs, accumulation: int) -> None:
+    model, optimizer = state["model"], state["optimizer"]
+    config: Config = model.config
+    tokens_per_step = args.global_batch_size * config.block_size
+    flops_per_step = estimated_flops_per_step(config, args.micro_batch_size, config.block_size) * accumulation
+    peak = peak_flops(fabric.device, torch.float32 if "32" in str(fabric._precision.precision) else torch.bfloat16,
+                      args.peak_flops)
+    throughput = Throughput(tokens_per_step, flops_per_step * fabric.world_size, peak * fabric.world_size)
+    batches = iter(train_loader)
+    bar = tqdm(total=args.max_step, initial=state["step_count"], desc="train", unit="step", dynamic_ncols=True,
+               disable=not (args.progress_bar and fabric.global_rank == 0))
+    say = bar.write if not bar.disable else fabric.print
+
+    if state["step_count"] == 0:
+        evaluate(fabric, model, valid_loaders, probe, args, state, say)
+    with StopRequest().installed() as stop:
+        while state["step_count"] < args.max_step:
+            if fabric.strategy.reduce_boolean_decision(stop.signal is not None, all=False):
+                say(f"Stop requested by signal; saving step {state['step_count']} and exiting")
+                save(fabric, state, args, say)
+                break
+            started = time.perf_counter()
+            loss, grad_norm, lr = train_step(fabric, state, batches, args, accumulation)
+            throughput.add(time.perf_counter() - started)
+            step = state["step_count"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if step % args.log_step_interval == 0:
+                speed = throughput.report()
+                fabric.log_dict({"metric/train_loss": loss, "lr": lr, "gradient_norm": grad_norm,
+                                 "total_tokens": state["tokens_seen"], **speed}, step=step)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed['throughput/tokens_per_sec']:.0f}")
+                if bar.disable:
+                    say(f"step {step}/{args.max_step} | loss {loss:.4f} | lr {lr:.3e} | "
+                        f"{speed['throughput/tokens_per_sec']:.0f} tok/s | mfu {speed['throughput/mfu']:.1%}")
+            if step % args.eval_step_interval == 0 or step == args.max_step:
+                evaluate(fabric, model, valid_loaders, probe, args, state, say)
+            if step % args.save_step_interval == 0 or step == args.max_step:
+                save(fabric, state, args, say)
+    bar.close()
+
+
+def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], args: TrainArgs,
+               accumulation: int) -> tuple[float, float, float]:
+    """One optimizer step over `accumulation` micro-batches -> (loss averaged over ranks, grad norm, lr)."""
+    model, optimizer = state["model"], state["optimizer"]
+    step = state["step_count"]
+    lr = learning_rate_at(step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr)
+    set_learning_rate(optimizer, lr)
+    total = torch.zeros((), device=fabric.device)
+    for micro in range(accumulation):
+        inputs, targets = split_batch(fabric.to_device(next(batches)), args.ignore_loss)
+        with fabric.no_backward_sync(model, enabled=micro < accumulation - 1):
+            loss = lm_loss(model(inputs), targets)
+            fabric.backward(loss / accumulation)
+        total += loss.detach()
+        state["iter_num"] += 1
+    loss = fabric.all_reduce(total / accumulation, reduce_op="mean").item()
+    if args.grad_clip > 0:
+        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=args.grad_clip, error_if_nonfinite=False)
+    else:
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
+    grad_norm = float(grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        latest = find_latest(args.out_dir)
+        raise TrainingError(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
+                            f"stopped before the update. Last good checkpoint: {latest or 'none'}. Lower "
+                            f"--learning_rate or check the data and model settings")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state["step_count"] += 1
+    state["tokens_seen"] += args.global_batch_size * model.config.block_size
+    return loss, grad_norm, lr
+
+
+def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
+    path = checkpoint_path(args.out_dir, state["step_count"])
+    save_atomic(fabric, path, state)
+    if fabric.global_rank == 0:
+        prune(args.out_dir, args.keep_last)
+    say(f"Saved checkpoint {path}")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ validate
+def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs,
+             state: dict, say) -> dict[str, float]:
+    """Validation loss/ppl per domain and the sink metric, logged at the current step."""
+    metrics = validate(fabric, model, valid_loaders, args.eval_iters, args.ignore_loss)
+    if probe is not None:
+        metrics.update(sink_metrics(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size))
+    metrics["total_tokens"] = state["tokens_seen"]
+    fabric.log_dict(metrics, step=state["step_count"])
+    summary = " | ".join(f"{k.removeprefix('metric/')} {v:.4g}" for k, v in metrics.items()
+                         if k.endswith("val_loss") or k in ("metric/sink_1", "metric/sink_star"))
+    say(f"eval step {state['step_count']}: {summary}")
+    return metrics
+
+
+@torch.no_grad()
+def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, ignore_loss: int = 0) -> dict[str, float]:
+    """Mean loss over up to `eval_iters` batches of each domain, averaged over ranks, and its perplexity."""
+    model.eval()
+    metrics = {}
+    for domain, loader in valid_loaders.items():
+        losses = []
+        for index, batch in enumerate(loader):
+            if index >= eval_iters:
+                break
+            inputs, targets = split_batch(fabric.to_device(batch), ignore_loss)
+            losses.append(lm_loss(model(inputs), targets))
+        if not losses:
+            raise DataError(f"validation domain {domain} yielded no batch on rank {fabric.global_rank}; "
+                            "add validation data or lower micro_batch_size")
+        loss = fabric.all_reduce(torch.stack(losses).mean(), reduce_op="mean").item()
+        metrics[f"metric/{domain}_val_loss"] = loss
+        metrics[f"metric/{domain}_val_ppl"] = math.exp(min(loss, 80.0))
+    model.train()
+    return metrics
+
+
+@torch.no_grad()
+def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int) -> dict[str, float]:
+    """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the loss on the probe windows.
+
+    Every rank computes the same numbers (the probe set is small); under FSDP every rank must run the
+    forward anyway.
+    """
+    model.eval()
+    config: Config = model.config
+    accumulator = SinkAccumulator(config.n_slots, config.sink_tokens, eps, k)
+    losses = []
+    for chunk in fabric.to_device(probe).split(batch_size):
+        logits, maps = model(chunk, return_attention=True)
+        accumulator.update(maps)
+        losses.append(lm_loss(logits[:, :-1], chunk[:, 1:]) * chunk.shape[0])
+    model.train()
+    metrics = {f"metric/{name}": value for name, value in accumulator.rates().items()}
+    metrics["metric/probe_loss"] = float(sum(losses) / probe.shape[0])
+    return metrics

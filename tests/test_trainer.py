@@ -1,0 +1,300 @@
+"""End-to-end training through the CLI and the library, on the `micro` preset and a tiny synthetic corpus.
+
+The corpus is a word-level language with a learnable structure (each word mostly determines the next),
+tokenized with a word-level `tokenizer.json` and stored as LITPKDS shards, so loss must fall quickly.
+"""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tokenizers
+import torch
+from tokenizers import models, pre_tokenizers
+
+from lit_gpt.checkpoint import find_latest, list_checkpoints, load_model
+from lit_gpt.config import ConfigError
+from lit_gpt.data import DataError
+from lit_gpt.logging_utils import metric_series, read_metrics
+from lit_gpt.train_args import ArgsError, parse_args
+from lit_gpt.trainer import setup
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "pretrain" / "tinyllama.py"
+N_WORDS = 100
+VOCAB = N_WORDS + 1  # word ids 1..N_WORDS, EOS = 0
+
+
+def _sentences(rng: np.random.Generator, n_docs: int) -> list[str]:
+    docs = []
+    for _ in range(n_docs):
+        word, words = int(rng.integers(N_WORDS)), []
+        for _ in range(int(rng.integers(80, 160))):
+            words.append(f"w{word}")
+            word = (7 * word + 3) % N_WORDS if rng.random() < 0.85 else int(rng.integers(N_WORDS))
+        docs.append(" ".join(words))
+    return docs
+
+
+def _write_litpkds(path: Path, tokens: list[int]) -> None:
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<7sQBQ", b"LITPKDS", 1, 8, len(tokens)))
+        handle.write(np.asarray(tokens, dtype=np.uint16).tobytes())
+
+
+def build_corpus(folder: Path, domains: tuple[str, ...] = ("alpha", "beta")) -> Path:
+    """Shards `train_<domain>.bin`/`valid_<domain>.bin`, `tokenizer.json`, `meta.json` and a probe file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|endoftext|>": 0, **{f"w{i}": i + 1 for i in range(N_WORDS)}}
+    tokenizer = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "meta.json").write_text(json.dumps({"tokenizer": {"vocab_size": VOCAB}}))
+    rng = np.random.default_rng(0)
+    for split, n_docs in (("train", 160), ("valid", 24)):
+        for domain in domains:
+            ids = []
+            for doc in _sentences(rng, n_docs):
+                ids += [vocab[word] for word in doc.split()] + [0]
+            _write_litpkds(folder / f"{split}_{domain}.bin", ids)
+    probe = folder / "probe_valid.jsonl"
+    probe.write_text("".join(json.dumps({"text": text}) + "\n" for text in _sentences(rng, 8)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def cli_args(corpus: Path, out_root: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name", "micro",
+        "--train_data_dir", str(corpus), "--probe_file", str(corpus / "probe_valid.jsonl"),
+        "--checkpoint_root", str(out_root), "--out_name", "run",
+        "--global_batch_size", "8", "--micro_batch_size", "4", "--max_step", "30",
+        "--learning_rate", "1e-2", "--min_lr", "1e-3", "--warmup_steps", "3", "--weight_decay", "0.1",
+        "--eval_step_interval", "10", "--eval_iters", "2", "--save_step_interval", "10", "--log_step_interval", "1",
+        "--logger", "none", "--progress_bar", "false", "--peak_flops", "1e11", "--seed", "7",
+        *extra,
+    ]
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=300, **kwargs)
+
+
+@pytest.mark.slow
+def test_training_decreases_valid_loss_and_writes_checkpoints_and_csv(corpus, tmp_path):
+    setup(parse_args(cli_args(corpus, tmp_path, "--keep_last", "2")))
+    out = tmp_path / "run"
+    assert [p.name for p in list_checkpoints(out)] == ["iter-000020-ckpt.pth", "iter-000030-ckpt.pth"]
+    rows = read_metrics(out / "metrics.csv")
+    names = {name for _, name, _ in rows}
+    assert {"metric/train_loss", "metric/alpha_val_loss", "metric/beta_val_ppl", "metric/sink_1", "lr",
+            "gradient_norm", "total_tokens", "throughput/tokens_per_sec", "throughput/mfu"} <= names
+    for domain in ("alpha", "beta"):
+        valid = metric_series(out / "metrics.csv", f"metric/{domain}_val_loss")
+        assert sorted(valid) == [0, 10, 20, 30]
+        assert valid[30] < valid[0] - 1.0
+    assert 0 <= metric_series(out / "metrics.csv", "metric/sink_1")[30] <= 100
+    assert metric_series(out / "metrics.csv", "total_tokens")[30] == 30 * 8 * 64
+
+    model, checkpoint = load_model(find_latest(out))
+    assert checkpoint["step_count"] == 30 and checkpoint["iter_num"] == 60
+    assert checkpoint["train"]["ignore_loss"] == 0 and checkpoint["train"]["train_data_dir"] == str(corpus)
+    assert {"optimizer", "train_loader", "rng", "tokens_seen"} <= set(checkpoint)
+    assert model.config.name == "micro" and not model.training
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls run fastest on one thread, and the suite shares two cores with other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path):
+    common = ("--max_step", "12", "--save_step_interval", "6", "--eval_step_interval", "6")
+    straight = run_cli(cli_args(corpus, tmp_path / "straight", *common))
+    assert straight.returncode == 0, straight.stderr
+
+    interrupted_root = tmp_path / "interrupted"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(corpus, interrupted_root, *common)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in process.stdout:
+            if line.startswith("Saved checkpoint") and "iter-000006" in line:
+                process.send_signal(signal.SIGKILL)
+                break
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    out = interrupted_root / "run"
+    # Should the run have outpaced the kill, drop what it wrote later: the state on disk is then
+    # exactly that of a process killed right after step 6.
+    for path in list_checkpoints(out)[1:]:
+        path.unlink()
+    assert [p.name for p in list_checkpoints(out)] == ["iter-000006-ckpt.pth"]
+
+    resumed = run_cli(cli_args(corpus, interrupted_root, *common, "--resume", "True"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stdout
+
+    for metric in ("metric/train_loss", "metric/alpha_val_loss", "gradient_norm", "lr", "metric/probe_loss"):
+        expected = metric_series(tmp_path / "straight" / "run" / "metrics.csv", metric)
+        assert metric_series(out / "metrics.csv", metric) == expected, metric
+    assert sorted(metric_series(out / "metrics.csv", "metric/train_loss")) == list(range(1, 13))
+    final_straight = torch.load(find_latest(tmp_path / "straight" / "run"), weights_only=False)
+    final_resumed = torch.load(find_latest(out), weights_only=False)
+    assert _state_dicts_equal(final_straight["model"], final_resumed["model"])
+    assert final_straight["train_loader"] == final_resumed["train_loader"]
+    assert final_resumed["step_count"] == 12 and final_resumed["iter_num"] == 24
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(corpus, tmp_path):
+    common = ("--max_step", "6", "--eval_sink", "false", "--save_step_interval", "6", "--eval_step_interval", "6")
+    single = run_cli(cli_args(corpus, tmp_path / "single", *common))
+    assert single.returncode == 0, single.stderr
+    ddp = run_cli(cli_args(corpus, tmp_path / "ddp", *common, "--devices", "2", "--strategy", "ddp"))
+    assert ddp.returncode == 0, ddp.stderr
+    assert "2 process(es), gradient accumulation 1" in ddp.stdout
+
+    one = metric_series(tmp_path / "single" / "run" / "metrics.csv", "metric/train_loss")
+    two = metric_series(tmp_path / "ddp" / "run" / "metrics.csv", "metric/train_loss")
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5)
+    weights_one = torch.load(find_latest(tmp_path / "single" / "run"), weights_only=False)["model"]
+    weights_two = torch.load(find_latest(tmp_path / "ddp" / "run"), weights_only=False)["model"]
+    for name, tensor in weights_one.items():
+        torch.testing.assert_close(weights_two[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    args = cli_args(corpus, tmp_path, "--max_step", "100000", "--save_step_interval", "100000",
+                    "--eval_step_interval", "100000", "--warmup_steps", "1")
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env=env)
+    try:
+        for line in process.stdout:
+            if line.startswith("step 3/"):
+                process.send_signal(signal.SIGTERM)
+                break
+        rest = process.stdout.read()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert "Stop requested by signal" in rest
+    (saved,) = list_checkpoints(tmp_path / "run")
+    assert saved.name == f"iter-{torch.load(saved, weights_only=False)['step_count']:06d}-ckpt.pth"
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    import lit_gpt.trainer as trainer
+
+    calls = {"n": 0}
+    real_loss = trainer.lm_loss
+
+    def loss_turning_nan(logits, targets):
+        calls["n"] += 1
+        loss = real_loss(logits, targets)
+        return loss * float("nan") if calls["n"] > 10 else loss
+
+    monkeypatch.setattr(trainer, "lm_loss", loss_turning_nan)
+    args = cli_args(corpus, tmp_path, "--max_step", "8", "--save_step_interval", "2", "--eval_step_interval", "100",
+                    "--eval_sink", "false", "--eval_iters", "1")
+    with pytest.raises(trainer.TrainingError, match=r"non-finite training loss \(nan\).*Last good checkpoint: .*iter-000004"):
+        setup(parse_args(args))
+    model, checkpoint = load_model(find_latest(tmp_path / "run"))
+    assert checkpoint["step_count"] == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_upstream_yaml_keys_are_accepted_and_cli_overrides_them(tmp_path):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(
+        "train:\n  train_the_pile_arxiv: 0.1052\n  train_the_pile_github: 0.0427\n"
+        "valid:\n  valid_the_pile_arxiv: 1.0\n"
+        "seed: 42\ntemperature: 0.5\nmin_strength: 0.1\nmax_strength: 5.0\nminimum: 0.0002\n"
+        "sample_multiplier: 100\nmaximum_usage: 15\n"
+        "model_name: tinyllama_60M\ntotal_devices: 4\nnum_of_devices: 4\nglobal_batch_size: 512\n"
+        "micro_batch_size: 16\nmax_step: 20000\nsave_step_interval: 1000\neval_step_interval: 1000\n"
+        "learning_rate: 0.0004\nmin_lr: 0.0004\nwarmup_steps: 100\nwindow_size: 128\n"
+    )
+    args = parse_args(["--data_yaml_file", str(run_yaml), "--learning_rate", "1e-3", "--model.window_size", "64"],
+                      exit_on_error=False)
+    assert args.train == {"train_the_pile_arxiv": 0.1052, "train_the_pile_github": 0.0427}
+    assert args.valid == {"valid_the_pile_arxiv": 1.0}
+    assert (args.devices, args.seed, args.micro_batch_size, args.min_lr) == (4, 42, 16, 4e-4)
+    assert args.learning_rate == 1e-3 and args.model == {"window_size": 64}
+    assert args.model_config().window_size == 64 and args.model_config().n_layer == 10
+
+
+def test_example_run_yaml_parses():
+    args = parse_args(["--config", str(ROOT / "configs" / "tinyllama_60m.yaml")], exit_on_error=False)
+    assert args.model_name == "tinyllama_60M" and len(args.train) == 17 and args.max_step == 20000
+
+
+def test_unknown_yaml_key_is_an_error_listing_the_valid_keys(tmp_path):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model_name: micro\nlearning_rat: 0.1\n")
+    with pytest.raises(ArgsError, match=r"unknown key\(s\) learning_rat; valid keys: .*learning_rate"):
+        parse_args(["--config", str(run_yaml)], exit_on_error=False)
+    run_yaml.write_text("model: {attn_scor: sigmoid}\n")
+    with pytest.raises(ArgsError, match=r"unknown model field\(s\) attn_scor; valid: .*attn_score"):
+        parse_args(["--config", str(run_yaml)], exit_on_error=False)
+
+
+def test_bad_overrides_are_clear_errors():
+    with pytest.raises(ConfigError, match="attn_score='cosine' is not one of softmax"):
+        parse_args(["--model_name", "micro", "--model.attn_score", "cosine"], exit_on_error=False)
+    with pytest.raises(ConfigError, match="unknown model preset 'nano'"):
+        parse_args(["--model_name", "nano"], exit_on_error=False)
+    with pytest.raises(Exception, match="max_step"):
+        parse_args(["--max_step", "many"], exit_on_error=False)
+    with pytest.raises(Exception, match="no_such_flag"):
+        parse_args(["--no_such_flag", "1"], exit_on_error=False)
+    with pytest.raises(ArgsError, match="strategy='deepspeed'"):
+        parse_args(["--model_name", "micro", "--strategy", "deepspeed"], exit_on_error=False)
+    with pytest.raises(ArgsError, match="random_token_start and random_token_end"):
+        parse_args(["--model_name", "micro", "--random_token_start", "3"], exit_on_error=False)
+
+
+def test_missing_data_dir_and_probe_file_are_clear_errors(corpus, tmp_path):
+    with pytest.raises(DataError, match="train_data_dir .*nowhere does not exist; run `bash preprocess/run_preprocess.sh"):
+        setup(parse_args(cli_args(corpus, tmp_path, "--train_data_dir", str(tmp_path / "nowhere"))))
+    with pytest.raises(DataError, match="probe file .*missing.jsonl does not exist"):
+        setup(parse_args(cli_args(corpus, tmp_path, "--probe_file", str(tmp_path / "missing.jsonl"))))
+
+
+def test_batch_sizes_that_do_not_divide_are_an_error(corpus, tmp_path):
+    with pytest.raises(ArgsError, match="global_batch_size=10 is not a multiple of micro_batch_size"):
+        setup(parse_args(cli_args(corpus, tmp_path, "--global_batch_size", "10")))
+
+
+def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path):
+    result = run_cli(["--model_name", "micro", "--train_data_dir", str(tmp_path / "absent"), "--logger", "none"])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
