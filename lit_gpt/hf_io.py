@@ -1,0 +1,189 @@
+"""Hugging Face folders: export to / import from `LlamaForCausalLM`, and loading HF causal LMs for the sink
+evaluation of open-source models.
+
+The tensor and config mapping (and the refusal of variants a LLaMA cannot express) lives in
+`lit_gpt.convert`; this module handles files (config.json + safetensors), hub ids and HF forward passes.
+Hub ids are resolved from the local HF cache first; when the hub cannot be reached the call fails within
+seconds with a message saying so, instead of retrying for minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lit_gpt.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
+from lit_gpt.checkpoint import load_model
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.hub import hub_reachable
+from lit_gpt.model import GPT
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+# Our unpadded vocabulary size, kept in config.json so an exported model imports back unchanged.
+VOCAB_KEY = "lit_gpt_vocab_size"
+
+
+class HFError(ValueError):
+    """A Hugging Face model cannot be found, loaded or read; the message names the fix."""
+
+
+# ------------------------------------------------------------------------------------------ export
+def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path]) -> Path:
+    """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA folder: config.json + model.safetensors.
+
+    Raises `ConfigError` before writing anything when the variant is not a LLaMA.
+    """
+    model = source if isinstance(source, GPT) else load_model(source)[0]
+    config = hf_config(model.config)
+    state = {name: tensor.contiguous() for name, tensor in to_hf_state_dict(model).items()}
+    config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, out_dir / WEIGHTS, metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------ import
+def is_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith(("/", ".", "~")) and not spec.endswith("/")
+
+
+def resolve_model_dir(spec: Union[str, Path]) -> Path:
+    """A local folder for a folder path or a hub id (from the HF cache, else downloaded if the hub is up)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if not is_hub_id(str(spec)):
+        raise HFError(f"{spec} is neither a model folder nor a hub id like owner/name")
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "tokenizer.model"]
+    try:
+        return Path(huggingface_hub.snapshot_download(str(spec), allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if not hub_reachable():
+        raise HFError(f"'{spec}' is not in the local Hugging Face cache and the hub is unreachable (offline?); "
+                      f"download the model on a connected machine and pass its folder instead")
+    try:
+        return Path(huggingface_hub.snapshot_download(str(spec), allow_patterns=patterns, etag_timeout=5))
+    except (HfHubHTTPError, OSError) as error:
+        raise HFError(f"could not download '{spec}' from the hub ({type(error).__name__}); check the id "
+                      f"or pass a local folder") from None
+
+
+def read_hf_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise HFError(f"{folder} has no config.json; pass a Hugging Face model folder")
+    return json.loads(path.read_text())
+
+
+def load_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a HF folder: `model.safetensors` or the shards listed in its index."""
+    if (folder / WEIGHTS).is_file():
+        return load_file(folder / WEIGHTS)
+    if (folder / WEIGHTS_INDEX).is_file():
+        shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(folder / shard))
+        return state
+    raise HFError(f"{folder} holds no {WEIGHTS} or {WEIGHTS_INDEX}; save the model with safetensors")
+
+
+def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
+    """Our GPT (eval mode, float32) and its Config from a HF LLaMA folder or hub id."""
+    folder = resolve_model_dir(spec)
+    hf = read_hf_config(folder)
+    if hf.get("model_type") != "llama":
+        raise ConfigError(f"{folder} holds a {hf.get('model_type')!r} model; only LLaMA folders can be imported")
+    config = config_from_hf(hf, **({"vocab_size": hf[VOCAB_KEY]} if VOCAB_KEY in hf else {}))
+    state = {name: tensor.float() for name, tensor in load_hf_weights(folder).items()}
+    if "lm_head.weight" not in state and hf.get("tie_word_embeddings"):
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model = GPT(config)
+    model.load_state_dict(from_hf_state_dict(state, config))
+    return model.eval(), config
+
+
+# ----------------------------------------------------------------------------- open-source models
+def load_hf_causal_lm(spec: Union[str, Path]):
+    """A HF causal LM in float32 with eager attention (the only implementation that returns the maps)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve_model_dir(spec)
+    read_hf_config(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    return model.eval()
+
+
+def decoder_layers(model) -> list:
+    """The decoder layers of a LLaMA-family HF model (layers with self_attn.k_proj / v_proj)."""
+    layers = getattr(model.get_decoder(), "layers", None)
+    if layers is None or not all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "k_proj")
+                                 for layer in layers):
+        raise HFError(f"{type(model).__name__} is not a LLaMA-family decoder (layers with self_attn.k_proj); "
+                      f"norms of keys and values cannot be read from it")
+    return list(layers)
+
+
+def hf_probe_forward(model) -> ProbeForward:
+    """A `ProbeForward` for a HF causal LM: attention maps from `output_attentions`, hidden states at the
+    input of the first layer and the output of every layer, keys and values from k_proj / v_proj."""
+    layers = decoder_layers(model)
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    modules = {f"layer{i}": layer for i, layer in enumerate(layers)}
+    modules.update({f"k{i}": layer.self_attn.k_proj for i, layer in enumerate(layers)})
+    modules.update({f"v{i}": layer.self_attn.v_proj for i, layer in enumerate(layers)})
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
+
+    def forward(idx: torch.Tensor) -> ProbeOutputs:
+        store = {}
+        handle = layers[0].register_forward_pre_hook(
+            lambda m, args, kwargs: store.__setitem__("embedding", args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True)
+        try:
+            with record_outputs(modules) as outs:
+                out = model(idx, output_attentions=True, use_cache=False)
+        finally:
+            handle.remove()
+        n = len(layers)
+        return ProbeOutputs(
+            logits=out.logits,
+            maps=list(out.attentions),
+            hidden=[store["embedding"]] + [outs[f"layer{i}"] for i in range(n)],
+            keys=[heads(outs[f"k{i}"]) for i in range(n)],
+            values=[heads(outs[f"v{i}"]) for i in range(n)],
+        )
+
+    return forward
+
+
+@torch.no_grad()
+def evaluate_hf(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 10) -> dict:
+    """The sink report (`lit_gpt.analysis.evaluate_probe`) of a HF causal LM on probe tokens (N, T)."""
+    result = evaluate_probe(hf_probe_forward(model), tokens, eps=eps, k=k, batch_size=batch_size)
+    result["config"] = model.config.to_dict()
+    return result
+
+
+@torch.no_grad()
+def hf_example_maps(model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Attention maps of the first probe sequence, for heatmaps."""
+    return list(model(tokens[:1], output_attentions=True, use_cache=False).attentions)
+
+
+__all__ = ["HFError", "decoder_layers", "evaluate_hf", "export_hf", "hf_example_maps", "hf_probe_forward",
+           "import_hf", "load_hf_causal_lm", "load_hf_weights", "resolve_model_dir"]

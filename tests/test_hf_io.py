@@ -1,0 +1,137 @@
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gpt.analysis import evaluate_gpt
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.hf_io import HFError, evaluate_hf, export_hf, import_hf, load_hf_causal_lm, resolve_model_dir
+from lit_gpt.model import GPT
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_hf_llama(folder, tie=False):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=tie)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # HF's init is tiny; larger weights give attention maps with structure
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(std=0.3)
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tiny_hf_llama(folder)
+    return folder
+
+
+def probe(n=6, length=24):
+    return torch.randint(0, 300, (n, length), generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def test_import_of_a_hf_llama_gives_the_same_logits(hf_dir):
+    model, config = import_hf(hf_dir)
+    assert (config.n_layer, config.n_head, config.n_query_groups, config.padded_vocab_size) == (2, 4, 2, 320)
+    hf = load_hf_causal_lm(hf_dir)
+    idx = probe()
+    torch.testing.assert_close(model(idx), hf(idx).logits, atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_tied_embeddings_import(tmp_path):
+    hf = tiny_hf_llama(tmp_path, tie=True)
+    model, _ = import_hf(tmp_path)
+    torch.testing.assert_close(model(probe()), hf(probe()).logits, atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_export_loads_in_hf_with_the_same_logits_and_imports_back(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(Config.from_name("micro", n_query_groups=2, vocab_size=100)).eval()
+    ckpt = tmp_path / "iter-000001-ckpt.pth"
+    torch.save({"model": model.state_dict(), "config": model.config.asdict(), "train": {}}, ckpt)
+    out = export_hf(ckpt, tmp_path / "hf")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+    idx = torch.randint(0, 100, (2, 20))
+    torch.testing.assert_close(hf(idx).logits, model(idx), atol=1e-4, rtol=0)
+
+    back, config = import_hf(out)
+    assert config.vocab_size == 100 and config.padded_vocab_size == model.config.padded_vocab_size
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("overrides", [dict(attn_score="sigmoid", attn_normalize="none"), dict(window_size=8),
+                                       dict(k_bias=True, v_bias=True), dict(sink_tokens=1), dict(prefix_tokens=2)])
+def test_variants_hf_cannot_express_are_refused_without_writing(tmp_path, overrides):
+    model = GPT(Config.from_name("micro", **overrides))
+    with pytest.raises(ConfigError, match="is not a LLaMA"):
+        export_hf(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_ids_fail_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(HFError, match="unreachable"):
+        resolve_model_dir("someone/not-cached-model")
+    assert time.monotonic() - start < 15
+    with pytest.raises(HFError, match="neither a model folder nor a hub id"):
+        resolve_model_dir(tmp_path / "missing" / "deep")
+
+
+def test_open_source_eval_matches_our_metric_on_the_converted_model(hf_dir):
+    tokens = probe(n=8, length=32)
+    # eps 0.1: this random model's heads spread across that threshold, so the rates are not trivially 0
+    theirs = evaluate_hf(load_hf_causal_lm(hf_dir), tokens, eps=0.1, batch_size=3)
+    ours = evaluate_gpt(import_hf(hf_dir)[0], tokens, eps=0.1, batch_size=3)
+    assert 0 < ours["sink_rates"]["sink_1"] < 100
+    assert theirs["sink_rates"] == ours["sink_rates"]
+    for key, alphas in ours["layer_mean_alpha"].items():
+        assert theirs["layer_mean_alpha"][key] == pytest.approx(alphas, abs=1e-6)
+    assert theirs["layer_sink_rates"] == ours["layer_sink_rates"]
+    assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
+    for name in ("hidden", "keys", "values"):
+        torch.testing.assert_close(torch.tensor(theirs["norms"][name]), torch.tensor(ours["norms"][name]),
+                                   atol=1e-4, rtol=1e-5)
+    for stat, values in ours["massive_activations"].items():
+        torch.testing.assert_close(torch.tensor(theirs["massive_activations"][stat]), torch.tensor(values),
+                                   atol=1e-4, rtol=1e-5)
+
+
+def test_open_source_cli_writes_json_and_plots(hf_dir, tmp_path):
+    from jsonargparse import CLI
+
+    from lit_gpt.tokenizer import train_bpe
+
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    texts = [" ".join(words[(i * j) % 8] for j in range(80)) for i in range(1, 6)]
+    train_bpe(texts, 300, tmp_path / "tokenizer.json")
+    probe_file = tmp_path / "probe.jsonl"
+    probe_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    spec = importlib.util.spec_from_file_location("eval_sink_open_source", ROOT / "eval_sink_open_source.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "result.json"
+    CLI(module.main, as_positional=False,
+        args=["--model", str(hf_dir), "--tokenizer", str(tmp_path / "tokenizer.json"), "--probe", str(probe_file),
+              "--length", "32", "--json", str(out), "--plots", str(tmp_path / "plots")])
+    result = json.loads(out.read_text())
+    assert result["n_sequences"] == 5 and "sink_1" in result["sink_rates"]
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 5
