@@ -19,7 +19,8 @@ import torch
 from tokenizers import models, pre_tokenizers
 
 from lit_gpt.checkpoint import find_latest, list_checkpoints, load_model
-from lit_gpt.config import ConfigError
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.model import GPT
 from lit_gpt.data import DataError
 from lit_gpt.logging_utils import metric_series, read_metrics
 from lit_gpt.train_args import ArgsError, parse_args
@@ -298,3 +299,43 @@ def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path):
     result = run_cli(["--model_name", "micro", "--train_data_dir", str(tmp_path / "absent"), "--logger", "none"])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"k_bias": True, "v_bias": True, "head_bias": True, "sink_tokens": 2, "attn_gate": "headwise"},
+    {"pos_embedding": "relative", "attn_score": "linear", "attn_kernel": "mlp", "attn_normalize": "none"},
+])
+def test_fsdp_meta_device_materialisation_applies_the_paper_init(overrides):
+    """Lightning runs FSDP on GPUs only, so this follows FSDP's contract on CPU: each module holding
+    parameters of its own is moved off the meta device and its `reset_parameters` is called."""
+    from lit_gpt.model import Block
+    from lit_gpt.trainer import make_strategy
+
+    strategy = make_strategy(parse_args(["--model_name", "micro", "--strategy", "fsdp"], exit_on_error=False))
+    assert strategy._fsdp_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert strategy._state_dict_type == "full"
+
+    config = Config.from_name("tiny", **overrides)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = GPT(config)
+    assert all(p.is_meta for p in model.parameters())
+    for module in model.modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            module.to_empty(device="cpu", recurse=False)
+            module.reset_parameters()
+    params = dict(model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in params.values())
+    init_std, out_std = model.init_std, 1 / config.intermediate_size**0.5 / config.n_layer
+    for name, param in params.items():
+        if name.endswith("mlp.down_proj.weight"):
+            assert param.std().item() == pytest.approx(out_std, rel=0.1), name
+        elif name.endswith(".weight") and param.ndim == 2 and "norm" not in name:
+            assert param.std().item() == pytest.approx(init_std, rel=0.1), name
+        elif "norm" in name:
+            assert torch.equal(param, torch.ones_like(param)), name
+    if config.k_bias:
+        assert params["blocks.0.attn.slots.k_star"].std().item() == pytest.approx(0.02, rel=0.3)
+    if config.sink_tokens:
+        assert params["sink_tokens"].std().item() == pytest.approx(init_std, rel=0.3)

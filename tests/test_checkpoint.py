@@ -1,0 +1,84 @@
+import lightning as L
+import pytest
+import torch
+
+import lit_gpt.checkpoint as checkpoint
+from lit_gpt.checkpoint import checkpoint_path, find_latest, list_checkpoints, load_model, prune, save_atomic
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+
+
+@pytest.fixture
+def fabric():
+    return L.Fabric(accelerator="cpu", devices=1)
+
+
+def _state(step: int) -> dict:
+    config = Config.from_name("micro", k_bias=True, v_bias=True)
+    torch.manual_seed(step)
+    model = GPT(config)
+    return {"model": model, "optimizer": torch.optim.AdamW(model.parameters()), "step_count": step,
+            "iter_num": 2 * step, "tokens_seen": 0, "config": config.asdict(), "train": {"ignore_loss": 0}}
+
+
+def test_checkpoints_are_found_by_step_not_by_name_and_pruned_oldest_first(tmp_path):
+    for step in (999_999, 1_000_000, 20, 5):
+        checkpoint_path(tmp_path, step).write_bytes(b"x")
+    (tmp_path / "iter-000030-ckpt.pth.tmp").write_bytes(b"partial")
+    (tmp_path / "metrics.csv").write_text("step,metric,value\n")
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "iter-000005-ckpt.pth", "iter-000020-ckpt.pth", "iter-999999-ckpt.pth", "iter-1000000-ckpt.pth"]
+    assert find_latest(tmp_path).name == "iter-1000000-ckpt.pth"
+    assert [p.name for p in prune(tmp_path, keep_last=2)] == ["iter-000005-ckpt.pth", "iter-000020-ckpt.pth"]
+    assert len(list_checkpoints(tmp_path)) == 2 and (tmp_path / "metrics.csv").exists()
+    assert prune(tmp_path, keep_last=0) == []
+    assert find_latest(tmp_path / "missing") is None
+
+
+def test_saved_checkpoint_loads_as_model_and_plain_dict(fabric, tmp_path):
+    state = _state(3)
+    path = checkpoint_path(tmp_path, 3)
+    save_atomic(fabric, path, state)
+    model, ckpt = load_model(path)
+    assert ckpt["step_count"] == 3 and ckpt["iter_num"] == 6 and ckpt["train"] == {"ignore_loss": 0}
+    assert Config.from_dict(ckpt["config"]) == state["model"].config
+    for name, tensor in state["model"].state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    assert "state" in torch.load(path, weights_only=False)["optimizer"]
+    idx = torch.randint(0, 100, (2, 16))
+    assert torch.equal(model(idx), state["model"].eval()(idx))
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint_loadable(fabric, tmp_path, monkeypatch):
+    save_atomic(fabric, checkpoint_path(tmp_path, 10), _state(10))
+
+    def crash_midway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 truncated")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic(fabric, checkpoint_path(tmp_path, 20), _state(20))
+    monkeypatch.undo()
+
+    assert find_latest(tmp_path) == checkpoint_path(tmp_path, 10)
+    assert not checkpoint_path(tmp_path, 20).exists()
+    _, ckpt = load_model(find_latest(tmp_path))
+    assert ckpt["step_count"] == 10
+    # The next successful save replaces the stale temporary file.
+    save_atomic(fabric, checkpoint_path(tmp_path, 20), _state(20))
+    assert find_latest(tmp_path) == checkpoint_path(tmp_path, 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter-000010-ckpt.pth", "iter-000020-ckpt.pth"]
+
+
+def test_rename_happens_only_after_the_file_is_complete(fabric, tmp_path, monkeypatch):
+    seen = []
+    real_replace = checkpoint.os.replace
+
+    def record(src, dst):
+        seen.append((torch.load(src, weights_only=False)["step_count"], dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", record)
+    save_atomic(fabric, checkpoint_path(tmp_path, 7), _state(7))
+    assert seen == [(7, checkpoint_path(tmp_path, 7))]
