@@ -100,8 +100,9 @@ class Config:
     """Output gate sigmoid(x W_g) on each head's output: `none`, `headwise`, `elementwise`."""
     attn_backend: str = "auto"
     """`auto | eager | sdpa | flex | flash | xformers`; auto never changes what is computed."""
-    attn_chunk_size: int = 256
-    """Queries per chunk in the eager backend (bounds memory; recomputed in backward)."""
+    attn_chunk_size: int = 0
+    """Queries per chunk in the eager backend (bounds memory; recomputed in backward); 0 = automatic,
+    score blocks of half the size of the queries at T = 2048."""
     kernel_hidden: int = 0
     """Hidden width of the `mlp` feature map; `head_size` when 0."""
 
@@ -129,7 +130,7 @@ class Config:
             raise ConfigError(f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}")
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
-        for key in ("window_size", "prefix_tokens", "sink_tokens"):
+        for key in ("window_size", "prefix_tokens", "sink_tokens", "attn_chunk_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.attn_kernel != "none" and self.attn_score != "linear":

@@ -84,6 +84,29 @@ def test_chunked_eager_equals_unchunked_with_gradients():
         torch.testing.assert_close(a, b)
 
 
+EAGER_VARIANTS = {name: o for name, o in VARIANTS.items() if name not in SOFTMAX_VARIANTS}
+
+
+@pytest.mark.parametrize("overrides", EAGER_VARIANTS.values(), ids=EAGER_VARIANTS.keys())
+def test_chunked_model_equals_unchunked_with_gradients(overrides):
+    """Small chunks (recomputed in backward) give the same logits and gradients as one block."""
+    models = []
+    for chunk in (3, 0):
+        torch.manual_seed(0)
+        model = GPT(micro(attn_chunk_size=chunk, **overrides))
+        model(tokens(length=12)).logsumexp(-1).sum().backward()
+        models.append(model)
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_auto_chunk_bounds_the_score_block_at_half_the_queries():
+    head_size, length = 96, 2048
+    chunk = backends.auto_chunk_size(length, head_size)
+    assert chunk * length == head_size * length // 2
+    assert backends.auto_chunk_size(64, head_size) >= 64  # short sequences are one block
+
+
 # --------------------------------------------------------------------------- layer-level equivalences
 def layer_output(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(x.shape[1])

@@ -107,8 +107,12 @@ class AttentionSpec:
 
 # ----------------------------------------------------------------------------------------- eager
 def auto_chunk_size(n_keys: int, head_size: int) -> int:
-    """Queries per chunk so one (B, H, chunk, Tk) block is about the size of q at T = 2048."""
-    return max(16, head_size * 2048 // max(n_keys, 1))
+    """Queries per chunk so one (B, H, chunk, Tk) block is half the size of q at T = 2048.
+
+    Backward recomputes a chunk and holds a few such blocks (scores, weights, their gradients) at
+    once; at this size a non-softmax layer stays within ~1.5x of SDPA's memory (bench/attention.py).
+    """
+    return max(16, head_size * 1024 // max(n_keys, 1))
 
 
 def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_pos: torch.Tensor,
