@@ -46,6 +46,8 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     tokens = prompt[None] if squeeze else prompt
     forced = forced_tokens or {}
     total = tokens.shape[1] + max_new_tokens
+    if tokens.shape[1] == 0:
+        raise ValueError("the prompt is empty; give at least one token")
     if total > cfg.block_size:
         raise ValueError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
                          f"block_size={cfg.block_size}")

@@ -76,6 +76,16 @@ def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_siz
     return F.cross_entropy(logits, tokens[0, 1:], reduction="none")
 
 
+def long_text(texts, tokenizer, n_tokens: int) -> torch.Tensor:
+    """The first `n_tokens` of the documents packed back to back with EOS after each, as in training."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer.encode(text) + [tokenizer.eos_id])
+        if len(ids) >= n_tokens:
+            return torch.tensor(ids[:n_tokens], dtype=torch.long)
+    raise ValueError(f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)")
+
+
 def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int = 4,
                            policies: tuple[str, ...] = POLICIES) -> dict:
     """Perplexity (and mean NLL) of `tokens` (N,) under each policy, plus the settings used."""
@@ -91,4 +101,4 @@ def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int
     return result
 
 
-__all__ = ["CachePolicy", "POLICIES", "policy", "streaming_perplexities", "token_nlls"]
+__all__ = ["CachePolicy", "POLICIES", "long_text", "policy", "streaming_perplexities", "token_nlls"]

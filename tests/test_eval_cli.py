@@ -142,3 +142,40 @@ def test_loading_refuses_files_that_are_not_checkpoints(tmp_path):
     torch.save({"weights": 1}, tmp_path / "bad.pth")
     with pytest.raises(EvalError, match="not a training checkpoint"):
         load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(run):
+    main = script("pretrain/generate.py").main
+    args = ["--load_from", str(run["ckpt"]), "--prompt", "the cat sat", "--max_new_tokens", "12"]
+    cached = CLI(main, as_positional=False, args=args)
+    recomputed = CLI(main, as_positional=False, args=args + ["--use_cache", "false"])
+    assert cached == recomputed and cached[0].startswith("the cat sat") and len(cached[0]) > len("the cat sat")
+    sampled = CLI(main, as_positional=False, args=args + ["--temperature", "1.0", "--top_k", "5", "--num_samples", "2"])
+    assert len(sampled) == 2
+
+
+def test_streaming_cli_reports_three_perplexities(run, tmp_path):
+    out = tmp_path / "stream.json"
+    results = CLI(script("pretrain/eval_streaming.py").main, as_positional=False,
+                  args=["--load_from", f"[{run['ckpt']}]", "--text", str(run["probe"]), "--length", "200",
+                        "--window", "16", "--n_sink", "2", "--json", str(out)])
+    assert json.loads(out.read_text()) == results
+    perplexity = results[0]["perplexity"]
+    assert set(perplexity) == {"full", "window", "sink"}
+    assert all(1.0 < value < 1000.0 for value in perplexity.values())
+
+
+def test_report_cli_tabulates_runs(run, tmp_path):
+    second = tmp_path / "kv_bias"
+    second.mkdir()
+    train_checkpoint(second / "iter-000003-ckpt.pth", run["tokenizer"], synthetic_texts(20, seed=5), steps=3,
+                     k_bias=True, v_bias=True)
+    (second / "metrics.csv").write_text("step,metric,value\n3,metric/a_val_loss,4.0\n3,metric/b_val_loss,5.0\n")
+    module = script("pretrain/report.py")
+    table = module.main(**module.parse([str(run["ckpt"]), str(second), "--probe", str(run["probe"]),
+                                        "--out", str(tmp_path / "report")]))
+    assert "| run | variant | Sink_1 (%) | Sink* (%) |" in table
+    assert "| kv_bias | softmax norm:sum k_bias v_bias |" in table and "| 4.500 |" in table
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.csv", "report.md", "report.png"]
+    assert mpimg.imread(tmp_path / "report" / "report.png").shape[0] > 100
+    assert (second / "iter-000003-ckpt.pth.sink.json").is_file()

@@ -77,5 +77,7 @@ def test_eos_forced_tokens_and_length_limits():
     assert torch.equal(forced, generate(model, prompt, 6, forced_tokens={0: 9, 5: 42}, use_cache=False))
     with pytest.raises(ValueError, match="block_size"):
         generate(model, prompt, 64)
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, prompt[:, :0], 2)
     with pytest.raises(ValueError, match="prefix"):
         generate(sharp_model(prefix_tokens=4), prompt, 2)

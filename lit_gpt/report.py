@@ -1,0 +1,142 @@
+"""One table over a sweep of runs (the paper's Sink_1 / Sink* / loss tables for your own checkpoints).
+
+Each run contributes its newest checkpoint (or the checkpoint file given). Its sink evaluation is
+cached next to the checkpoint as `<checkpoint>.sink.json` and reused while probe and eps are the same,
+so re-running a report after one more run finishes evaluates only that run. The validation loss comes
+from the run's `metrics.csv` (mean over validation domains at the checkpoint's step); the probe loss
+from the sink evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lit_gpt.checkpoint import find_latest  # noqa: E402
+from lit_gpt.evaluation import (EvalError, evaluate_run, load_checkpoint, probe_texts, probe_tokens,  # noqa: E402
+                                tokenizer_for, train_args)
+from lit_gpt.logging_utils import read_metrics  # noqa: E402
+
+COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "tokens_seen", "step")
+HEADERS = {"run": "run", "variant": "variant", "sink_1": "Sink_1 (%)", "sink_star": "Sink* (%)",
+           "valid_loss": "valid loss", "probe_loss": "probe loss", "tokens_seen": "tokens seen", "step": "step"}
+
+
+def run_checkpoint(path) -> Path:
+    """The checkpoint a report uses for `path`: the file itself, or the newest one in a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    latest = find_latest(path) if path.is_dir() else None
+    if latest is None:
+        raise EvalError(f"{path} is neither a checkpoint file nor a run folder holding iter-*-ckpt.pth files")
+    return latest
+
+
+def valid_loss(run_dir: Path, step: Optional[int]) -> Optional[float]:
+    """Mean validation loss over domains at the last evaluation at or before `step`, from metrics.csv."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return None
+    by_step: dict[int, dict[str, float]] = {}
+    for row_step, name, value in read_metrics(path):
+        if name.endswith("_val_loss") and (step is None or row_step <= step):
+            by_step.setdefault(row_step, {})[name] = value
+    if not by_step:
+        return None
+    losses = by_step[max(by_step)]
+    return sum(losses.values()) / len(losses)
+
+
+def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3,
+                      n_sequences: int = 100, length: int = 64) -> dict:
+    """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
+    cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
+    key = {"probe": str(Path(probe).resolve()), "eps": eps, "n_sequences": n_sequences, "length": length}
+    if cache.is_file() and cache.stat().st_mtime >= ckpt_path.stat().st_mtime:
+        cached = json.loads(cache.read_text())
+        if cached.get("report_key") == key:
+            return cached
+    model, ckpt = load_checkpoint(ckpt_path)
+    tokens = probe_tokens(probe_texts(probe), tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
+    result = evaluate_run(model, ckpt, tokens, eps)
+    result["report_key"] = key
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3) -> dict:
+    ckpt_path = run_checkpoint(path)
+    result = cached_evaluation(ckpt_path, probe, tokenizer, eps)
+    run_dir = Path(path) if Path(path).is_dir() else ckpt_path.parent
+    rates = result["sink_rates"]
+    return {
+        "run": run_dir.name,
+        "variant": result["variant"],
+        "sink_1": rates["sink_1"],
+        "sink_star": rates.get("sink_star"),
+        "valid_loss": valid_loss(run_dir, result.get("step_count")),
+        "probe_loss": result["loss"],
+        "tokens_seen": result.get("tokens_seen"),
+        "step": result.get("step_count"),
+    }
+
+
+def report_rows(paths: Sequence, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3) -> list[dict]:
+    return [report_row(path, probe, tokenizer, eps) for path in paths]
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "--"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: ("" if row[c] is None else row[c]) for c in COLUMNS} for row in rows)
+    return path
+
+
+def bar_chart(rows: Sequence[dict], path: Path) -> Path:
+    """Sink_1 and (where a run has key slots) Sink* per run, side by side."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8))
+    positions = range(len(rows))
+    width = 0.4
+    ax.bar([p - width / 2 for p in positions], [row["sink_1"] for row in rows], width, label="Sink_1")
+    ax.bar([p + width / 2 for p in positions], [row["sink_star"] or 0.0 for row in rows], width, label="Sink*")
+    ax.set_xticks(list(positions), [row["run"] for row in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("sink rate (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "report_row", "report_rows", "run_checkpoint", "to_markdown",
+           "valid_loss", "write_csv"]

@@ -1,0 +1,58 @@
+"""StreamingLLM-style evaluation: perplexity on long validation text with a KV cache of the last W tokens,
+with and without keeping the first n tokens (attention-sink cache), against full attention.
+
+    python pretrain/eval_streaming.py --load_from '[out/softmax/iter-020000-ckpt.pth, out/sigmoid/iter-020000-ckpt.pth]' \
+        --text datasets/probe_valid.jsonl --length 4096 --window 256 --n_sink 4
+"""
+
+import json as jsonlib
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.evaluation import load_checkpoint, probe_texts, tokenizer_for, train_args
+from lit_gpt.streaming import long_text, streaming_perplexities
+
+
+def main(
+    load_from: list[Path],
+    text: Path = Path("datasets/probe_valid.jsonl"),
+    length: int = 1024,
+    window: int = 64,
+    n_sink: int = 4,
+    tokenizer: Optional[str] = None,
+    json: Optional[Path] = None,
+) -> list[dict]:
+    """Print full / window / sink perplexities per checkpoint.
+
+    Args:
+        load_from: Training checkpoints (.pth) to compare.
+        text: JSONL file of documents (`text` field), packed back to back with EOS.
+        length: Tokens of text to score.
+        window: Recent tokens the bounded caches keep (the current token included).
+        n_sink: First tokens the attention-sink cache keeps in addition.
+        tokenizer: Tokenizer file or folder (default: each checkpoint's own).
+        json: Write the results as JSON to this file.
+    """
+    texts = probe_texts(text)
+    results = []
+    print(f"{'checkpoint':<40} {'variant':<28} {'full':>9} {'window':>9} {'sink':>9}")
+    for path in load_from:
+        model, ckpt = load_checkpoint(path)
+        tokens = long_text(texts, tokenizer_for(train_args(ckpt), tokenizer), length)
+        result = streaming_perplexities(model, tokens, window, n_sink)
+        result.update(checkpoint=str(path), variant=model.config.variant_summary())
+        results.append(result)
+        ppl = result["perplexity"]
+        print(f"{str(path)[-40:]:<40} {result['variant'][:28]:<28} {ppl['full']:>9.2f} {ppl['window']:>9.2f} "
+              f"{ppl['sink']:>9.2f}")
+    if json is not None:
+        json.parent.mkdir(parents=True, exist_ok=True)
+        json.write_text(jsonlib.dumps(results, indent=1))
+        print(f"wrote {json}")
+    return results
+
+
+if __name__ == "__main__":
+    CLI(main, as_positional=False)

@@ -1,0 +1,71 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.evaluation import EvalError
+from lit_gpt.model import GPT
+from lit_gpt.report import cached_evaluation, report_row, run_checkpoint, to_markdown, valid_loss, write_csv
+from lit_gpt.tokenizer import train_bpe
+
+TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    tokenizer = train_bpe(TEXTS, 300, tmp_path / "tokenizer.json")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.manual_seed(0)
+    model = GPT(Config.from_name("micro", vocab_size=tokenizer.vocab_size))
+    for step in (2, 10):
+        torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": step,
+                    "tokens_seen": step * 100, "train": {"tokenizer": str(tokenizer.path)}},
+                   folder / f"iter-{step:06d}-ckpt.pth")
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    return folder, probe
+
+
+def test_the_newest_checkpoint_of_a_run_is_used(run_dir, tmp_path):
+    folder, _ = run_dir
+    assert run_checkpoint(folder).name == "iter-000010-ckpt.pth"
+    assert run_checkpoint(folder / "iter-000002-ckpt.pth").name == "iter-000002-ckpt.pth"
+    with pytest.raises(EvalError, match="neither a checkpoint"):
+        run_checkpoint(tmp_path / "nothing")
+
+
+def test_valid_loss_is_the_domain_mean_at_the_last_eval_before_the_checkpoint(tmp_path):
+    assert valid_loss(tmp_path, 10) is None
+    (tmp_path / "metrics.csv").write_text(
+        "step,metric,value\n5,metric/a_val_loss,6.0\n5,metric/b_val_loss,4.0\n5,metric/sink_1,30.0\n"
+        "10,metric/a_val_loss,3.0\n20,metric/a_val_loss,1.0\n")
+    assert valid_loss(tmp_path, 9) == 5.0
+    assert valid_loss(tmp_path, 10) == 3.0
+    assert valid_loss(tmp_path, None) == 1.0
+
+
+def test_evaluations_are_cached_per_probe_and_eps(run_dir):
+    folder, probe = run_dir
+    ckpt = run_checkpoint(folder)
+    first = cached_evaluation(ckpt, probe, length=32)
+    cache = ckpt.with_name(ckpt.name + ".sink.json")
+    stamp = cache.stat().st_mtime_ns
+    assert cached_evaluation(ckpt, probe, length=32) == first and cache.stat().st_mtime_ns == stamp
+    other = cached_evaluation(ckpt, probe, eps=0.1, length=32)
+    assert other["eps"] == 0.1 and cache.stat().st_mtime_ns != stamp
+
+
+def test_row_markdown_and_csv(run_dir, tmp_path):
+    folder, probe = run_dir
+    row = report_row(folder, probe)
+    assert (row["run"], row["step"], row["tokens_seen"], row["sink_star"], row["valid_loss"]) == ("run", 10, 1000,
+                                                                                                  None, None)
+    table = to_markdown([row])
+    assert table.splitlines()[2].startswith("| run | softmax norm:sum | ")
+    assert "| -- | -- |" in table and "| 1,000 | 10 |" in table
+    path = write_csv([row], tmp_path / "out" / "report.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert rows[0]["run"] == "run" and rows[0]["sink_star"] == "" and float(rows[0]["sink_1"]) == row["sink_1"]
