@@ -5,7 +5,6 @@ progress bar, and throughput (tokens/s, MFU against a per-device peak).
 from __future__ import annotations
 
 import csv
-import math
 import os
 import time
 from pathlib import Path
@@ -145,9 +144,3 @@ class Throughput:
         return {"throughput/tokens_per_sec": self.tokens_per_step / per_step,
                 "throughput/mfu": self.flops_per_step / per_step / self.peak_flops_total}
 
-
-def format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
