@@ -10,7 +10,7 @@ from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, probe_texts, probe_tokens
+from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe
 from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir
 from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import load_tokenizer
@@ -47,8 +47,7 @@ def main(
         batch_size: Probe sequences per forward pass.
     """
     hf_model = load_hf_causal_lm(model)
-    tokens = probe_tokens(probe_texts(probe), load_tokenizer(tokenizer or resolve_model_dir(model)),
-                          n_sequences, length)
+    tokens = load_probe(probe, load_tokenizer(tokenizer or resolve_model_dir(model)), n_sequences, length)
     result = evaluate_hf(hf_model, tokens, eps, positions, batch_size)
     result["model"] = model
     print(format_table(result))

@@ -6,15 +6,16 @@ position range) come from the checkpoint, so no model name or mode has to be pas
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
+from lit_gpt.data.loader import WindowTransform
+from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import load_tokenizer
 
@@ -67,44 +68,20 @@ def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
     raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
 
 
-def probe_texts(path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"probe file {path} does not exist; pass a JSONL file with a 'text' field per line")
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line)["text"] for line in handle if line.strip()]
-
-
-def probe_tokens(texts: Sequence[str], tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> torch.Tensor:
-    """The first `length` tokens (no BOS) of the first `n` texts that have that many -> (N, length)."""
-    rows = []
-    for ids in tokenizer.encode_batch(list(texts)):
-        if len(ids) >= length:
-            rows.append(ids[:length])
-        if len(rows) == n:
-            break
-    if not rows:
-        raise EvalError(f"no probe text has {length} tokens; use longer texts")
-    return torch.tensor(rows, dtype=torch.long)
+def load_probe(path, tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> torch.Tensor:
+    """The first `length` tokens (no BOS) of the first `n` probe texts -> (N, length), untransformed."""
+    return load_probe_windows(path, tokenizer, length)[:n]
 
 
 def apply_input_transforms(tokens: torch.Tensor, train: dict[str, Any], vocab_size: int,
                            seed: int = PROBE_SEED) -> torch.Tensor:
-    """The run's training-time input transforms applied to probe tokens (N, T); random tokens are drawn
-    from a fixed seed so reports are reproducible."""
+    """The run's input transforms applied to probe tokens (N, T) by the training loader's own transform;
+    random tokens come from a fixed seed, so reports are reproducible."""
     transforms = input_transforms(train)
-    tokens = tokens.clone()
-    length = tokens.shape[1]
-    if transforms["random_token_range"]:
-        start, end = (min(v, length) for v in transforms["random_token_range"])
-        generator = torch.Generator().manual_seed(seed)
-        tokens[:, start:end] = torch.randint(0, vocab_size, (tokens.shape[0], max(end - start, 0)),
-                                             generator=generator)
-    if transforms["fixed_token"]:
-        pos, token_id = transforms["fixed_token"]
-        if pos < length:
-            tokens[:, pos] = token_id
-    return tokens
+    if not any(transforms.values()):
+        return tokens
+    transform = WindowTransform(seed, vocab_size, **transforms)
+    return torch.stack([transform(row.numpy().copy(), 0, index) for index, row in enumerate(tokens)])
 
 
 def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optional[torch.Tensor]:
@@ -173,4 +150,4 @@ def format_table(result: dict) -> str:
 
 
 __all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
-           "load_checkpoint", "probe_loss_mask", "probe_texts", "probe_tokens", "tokenizer_for", "train_args"]
+           "load_checkpoint", "load_probe", "probe_loss_mask", "tokenizer_for", "train_args"]

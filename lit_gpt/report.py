@@ -21,8 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lit_gpt.checkpoint import find_latest  # noqa: E402
-from lit_gpt.evaluation import (EvalError, evaluate_run, load_checkpoint, probe_texts, probe_tokens,  # noqa: E402
-                                tokenizer_for, train_args)
+from lit_gpt.evaluation import EvalError, evaluate_run, load_checkpoint, load_probe, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "tokens_seen", "step")
@@ -66,7 +65,7 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
         if cached.get("report_key") == key:
             return cached
     model, ckpt = load_checkpoint(ckpt_path)
-    tokens = probe_tokens(probe_texts(probe), tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
+    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
     result = evaluate_run(model, ckpt, tokens, eps)
     result["report_key"] = key
     cache.write_text(json.dumps(result, indent=1))

@@ -11,7 +11,7 @@ from typing import Optional
 from jsonargparse import CLI
 
 from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps, format_table,
-                                load_checkpoint, probe_texts, probe_tokens, tokenizer_for, train_args)
+                                load_checkpoint, load_probe, tokenizer_for, train_args)
 from lit_gpt.plots import write_plots
 
 
@@ -46,7 +46,7 @@ def main(
         batch_size: Probe sequences per forward pass.
     """
     model, ckpt = load_checkpoint(load_from)
-    tokens = probe_tokens(probe_texts(probe), tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
+    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)
     print(format_table(result))

@@ -11,7 +11,8 @@ from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.evaluation import load_checkpoint, probe_texts, tokenizer_for, train_args
+from lit_gpt.data.documents import iter_texts
+from lit_gpt.evaluation import load_checkpoint, tokenizer_for, train_args
 from lit_gpt.streaming import long_text, streaming_perplexities
 
 
@@ -28,19 +29,18 @@ def main(
 
     Args:
         load_from: Training checkpoints (.pth) to compare.
-        text: JSONL file of documents (`text` field), packed back to back with EOS.
+        text: Document file (.jsonl, .jsonl.zst or .parquet with a `text` field), packed back to back with EOS.
         length: Tokens of text to score.
         window: Recent tokens the bounded caches keep (the current token included).
         n_sink: First tokens the attention-sink cache keeps in addition.
         tokenizer: Tokenizer file or folder (default: each checkpoint's own).
         json: Write the results as JSON to this file.
     """
-    texts = probe_texts(text)
     results = []
     print(f"{'checkpoint':<40} {'variant':<28} {'full':>9} {'window':>9} {'sink':>9}")
     for path in load_from:
         model, ckpt = load_checkpoint(path)
-        tokens = long_text(texts, tokenizer_for(train_args(ckpt), tokenizer), length)
+        tokens = long_text(iter_texts(text), tokenizer_for(train_args(ckpt), tokenizer), length)
         result = streaming_perplexities(model, tokens, window, n_sink)
         result.update(checkpoint=str(path), variant=model.config.variant_summary())
         results.append(result)
