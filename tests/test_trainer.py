@@ -95,7 +95,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_training_decreases_valid_loss_and_writes_checkpoints_and_csv(corpus, tmp_path):
-    setup(parse_args(cli_args(corpus, tmp_path, "--keep_last", "2")))
+    setup(parse_args(cli_args(corpus, tmp_path, "--keep_last", "2", "--logger", "tensorboard")))
     out = tmp_path / "run"
     assert [p.name for p in list_checkpoints(out)] == ["iter-000020-ckpt.pth", "iter-000030-ckpt.pth"]
     rows = read_metrics(out / "metrics.csv")
@@ -114,6 +114,7 @@ def test_training_decreases_valid_loss_and_writes_checkpoints_and_csv(corpus, tm
     assert checkpoint["train"]["ignore_loss"] == 0 and checkpoint["train"]["train_data_dir"] == str(corpus)
     assert {"optimizer", "train_loader", "rng", "tokens_seen"} <= set(checkpoint)
     assert model.config.name == "micro" and not model.training
+    assert list((out / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 @pytest.fixture(autouse=True)
