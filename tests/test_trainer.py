@@ -133,8 +133,7 @@ def _state_dicts_equal(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path):
     common = ("--max_step", "12", "--save_step_interval", "6", "--eval_step_interval", "6")
-    straight = run_cli(cli_args(corpus, tmp_path / "straight", *common))
-    assert straight.returncode == 0, straight.stderr
+    setup(parse_args(cli_args(corpus, tmp_path / "straight", *common)))
 
     interrupted_root = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -174,8 +173,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(corpus, tmp_path):
     common = ("--max_step", "6", "--eval_sink", "false", "--save_step_interval", "6", "--eval_step_interval", "6")
-    single = run_cli(cli_args(corpus, tmp_path / "single", *common))
-    assert single.returncode == 0, single.stderr
+    setup(parse_args(cli_args(corpus, tmp_path / "single", *common)))
     ddp = run_cli(cli_args(corpus, tmp_path / "ddp", *common, "--devices", "2", "--strategy", "ddp"))
     assert ddp.returncode == 0, ddp.stderr
     assert "2 process(es), gradient accumulation 1" in ddp.stdout
@@ -191,26 +189,24 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
         torch.testing.assert_close(weights_two[name], tensor, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    args = cli_args(corpus, tmp_path, "--max_step", "100000", "--save_step_interval", "100000",
-                    "--eval_step_interval", "100000", "--warmup_steps", "1")
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, env=env)
-    try:
-        for line in process.stdout:
-            if line.startswith("step 3/"):
-                process.send_signal(signal.SIGTERM)
-                break
-        rest = process.stdout.read()
-        assert process.wait(timeout=60) == 0
-    finally:
-        process.kill()
-        process.wait()
-    assert "Stop requested by signal" in rest
-    (saved,) = list_checkpoints(tmp_path / "run")
-    assert saved.name == f"iter-{torch.load(saved, weights_only=False)['step_count']:06d}-ckpt.pth"
+def test_sigterm_saves_a_checkpoint_and_stops_cleanly(corpus, tmp_path, monkeypatch, capsys):
+    import lit_gpt.trainer as trainer
+
+    real_step = trainer.train_step
+
+    def step_then_get_preempted(fabric, state, *args):
+        result = real_step(fabric, state, *args)
+        if state["step_count"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_get_preempted)
+    handler = signal.getsignal(signal.SIGTERM)
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "1000", "--save_step_interval", "1000",
+                              "--eval_step_interval", "1000", "--eval_sink", "false", "--eval_iters", "1")))
+    assert "Stop requested by signal; saving step 3 and exiting" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter-000003-ckpt.pth"]
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
@@ -296,10 +292,18 @@ def test_batch_sizes_that_do_not_divide_are_an_error(corpus, tmp_path):
         setup(parse_args(cli_args(corpus, tmp_path, "--global_batch_size", "10")))
 
 
-def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path):
-    result = run_cli(["--model_name", "micro", "--train_data_dir", str(tmp_path / "absent"), "--logger", "none"])
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
+def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model_name", "micro", "--train_data_dir", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert str(exit_info.value.code).startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model_name", "micro", "--max_step", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "error: max_step must be positive, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides", [
