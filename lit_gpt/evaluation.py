@@ -121,33 +121,38 @@ def example_maps(model: GPT, ckpt: dict, tokens: torch.Tensor) -> list[torch.Ten
     return model(first, return_attention=True)[1]
 
 
+def metric_label(name: str) -> str:
+    """`sink_1` -> `Sink_1`, `sink_star` -> `Sink*`, `sink_star_2` -> `Sink*_2`, `sink_token` -> `Sink_tok`."""
+    return name.replace("sink_star", "Sink*").replace("sink_token", "Sink_tok").replace("sink_", "Sink_")
+
+
 def format_table(result: dict) -> str:
-    """A plain-text report of `evaluate_run` / `evaluate_probe` results."""
+    """A plain-text report of `evaluate_run` / `evaluate_probe` results: overall rates, then one row per
+    hidden state (embedding output, then each layer) with its sink rates, |activation| extremes and norms."""
     rates = result["sink_rates"]
     lines = []
     if "variant" in result:
         lines.append(f"variant: {result['variant']}    tokens seen: {result.get('tokens_seen')}")
     lines.append(f"probe: {result['n_sequences']} sequences    loss: {result['loss']:.4f}    eps: {result['eps']}")
     lines.append("")
-    lines.append("  ".join(f"{name.replace('sink_', 'Sink_'):>10}" for name in rates))
-    lines.append("  ".join(f"{value:>10.2f}" for value in rates.values()))
+    lines.append("".join(f"{metric_label(name):>10}" for name in rates) + "   (% of layer x head x sequence)")
+    lines.append("".join(f"{value:>10.2f}" for value in rates.values()))
     lines.append("")
     per_layer = result["layer_sink_rates"]
     shown = [name for name in ("sink_1", "sink_star", "sink_token") if name in per_layer]
     stats = result["massive_activations"]
-    header = ["layer", *shown, "top1", "top2", "top3", "median", "|h| pos0", "|h| mean"]
-    lines.append("".join(f"{h:>11}" for h in header))
+    header = ["layer", *map(metric_label, shown), "top1", "top2", "top3", "median", "|h| pos0", "|h| mean"]
+    lines.append("".join(f"{h:>10}" for h in header))
     hidden = result["norms"]["hidden"]
     n_sink = result["n_sink_tokens"]
     for layer in range(len(hidden)):
-        rates_here = [per_layer[name][layer - 1] if layer else float("nan") for name in shown]
+        cells = [f"{per_layer[name][layer - 1]:>10.2f}" if layer else f"{'--':>10}" for name in shown]
         norms = hidden[layer][n_sink:]
-        row = [*rates_here, *(stats[s][layer] for s in ("top1", "top2", "top3", "median")),
-               norms[0], sum(norms) / len(norms)]
+        values = [*(stats[s][layer] for s in ("top1", "top2", "top3", "median")), norms[0], sum(norms) / len(norms)]
         label = "embed" if layer == 0 else str(layer)
-        lines.append(f"{label:>11}" + "".join(f"{v:>11.3f}" for v in row))
+        lines.append(f"{label:>10}" + "".join(cells) + "".join(f"{v:>10.3f}" for v in values))
     return "\n".join(lines)
 
 
 __all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
-           "load_checkpoint", "load_probe", "probe_loss_mask", "tokenizer_for", "train_args"]
+           "load_checkpoint", "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

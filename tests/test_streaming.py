@@ -64,5 +64,5 @@ def test_sink_cache_differs_from_window_and_all_agree_when_the_window_covers_the
 
 def test_text_longer_than_the_block_size_streams():
     model = micro()
-    result = streaming_perplexities(model, text(model.config.block_size + 16), window=16, n_sink=2)
+    result = streaming_perplexities(model, text(model.config.block_size + 4), window=8, n_sink=2)
     assert all(v > 1.0 for v in result["perplexity"].values())
