@@ -259,8 +259,9 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
     config: Config = model.config
     tokens_per_step = args.global_batch_size * config.block_size
     flops_per_step = estimated_flops_per_step(config, args.micro_batch_size, config.block_size) * accumulation
-    peak = peak_flops(fabric.device, torch.float32 if "32" in str(fabric._precision.precision) else torch.bfloat16,
-                      args.peak_flops)
+    precision = args.precision or default_precision()
+    compute_dtype = {"16": torch.float16, "bf16": torch.bfloat16}.get(precision.split("-")[0], torch.float32)
+    peak = peak_flops(fabric.device, compute_dtype, args.peak_flops)
     throughput = Throughput(tokens_per_step, flops_per_step * fabric.world_size, peak * fabric.world_size)
     batches = iter(train_loader)
     bar = tqdm(total=args.max_step, initial=state["step_count"], desc="train", unit="step", dynamic_ncols=True,

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
