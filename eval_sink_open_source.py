@@ -5,15 +5,19 @@ own checkpoints (see pretrain/eval_sink_pretrain.py).
 """
 
 import json as jsonlib
+import sys
 from pathlib import Path
 from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe
-from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir
-from lit_gpt.plots import write_plots
-from lit_gpt.tokenizer import load_tokenizer
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lit_gpt.evaluation import CLI_ERRORS, PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe  # noqa: E402
+from lit_gpt.hf_io import HFError, evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir  # noqa: E402
+from lit_gpt.plots import write_plots  # noqa: E402
+from lit_gpt.tokenizer import load_tokenizer  # noqa: E402
 
 
 def main(
@@ -61,4 +65,7 @@ def main(
 
 
 if __name__ == "__main__":
-    CLI(main, as_positional=False)
+    try:
+        CLI(main, as_positional=False)
+    except (*CLI_ERRORS, HFError) as error:
+        sys.exit(f"error: {error}")

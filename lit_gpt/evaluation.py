@@ -13,11 +13,12 @@ import torch
 
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.checkpoint import load_model
-from lit_gpt.config import Config
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.data.errors import DataError
 from lit_gpt.data.loader import WindowTransform
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.model import GPT
-from lit_gpt.tokenizer import load_tokenizer
+from lit_gpt.tokenizer import TokenizerError, load_tokenizer
 
 PROBE_SEQUENCES = 100
 PROBE_LENGTH = 64
@@ -27,6 +28,10 @@ PROBE_SEED = 1234
 
 class EvalError(ValueError):
     """The checkpoint, probe or tokenizer cannot be used; the message names the fix."""
+
+
+# Errors whose message tells a command-line user what to fix (entry points print them without a traceback).
+CLI_ERRORS = (EvalError, ConfigError, DataError, TokenizerError)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -154,5 +159,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
+__all__ = ["CLI_ERRORS", "EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
            "load_checkpoint", "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

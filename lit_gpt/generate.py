@@ -12,6 +12,10 @@ from typing import Optional
 import torch
 
 
+class GenerationError(ValueError):
+    """A prompt or length that cannot be generated from; the message says why."""
+
+
 def next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 0.0, top_k: Optional[int] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Pick one token per row of `logits` (B, V); rows beyond `vocab_size` (padding) are never chosen.
@@ -47,12 +51,12 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     forced = forced_tokens or {}
     total = tokens.shape[1] + max_new_tokens
     if tokens.shape[1] == 0:
-        raise ValueError("the prompt is empty; give at least one token")
+        raise GenerationError("the prompt is empty; give at least one token")
     if total > cfg.block_size:
-        raise ValueError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
+        raise GenerationError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
                          f"block_size={cfg.block_size}")
     if tokens.shape[1] < cfg.prefix_tokens:
-        raise ValueError(f"a prefix LM (prefix_tokens={cfg.prefix_tokens}) is conditioned on its whole prefix; "
+        raise GenerationError(f"a prefix LM (prefix_tokens={cfg.prefix_tokens}) is conditioned on its whole prefix; "
                          f"give a prompt of at least {cfg.prefix_tokens} tokens (got {tokens.shape[1]})")
     tokens = tokens.clone()
     for pos, token_id in forced.items():
@@ -77,4 +81,4 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     return tokens[0] if squeeze else tokens
 
 
-__all__ = ["generate", "next_token"]
+__all__ = ["GenerationError", "generate", "next_token"]

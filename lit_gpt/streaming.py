@@ -23,6 +23,10 @@ import torch.nn.functional as F
 POLICIES = ("full", "window", "sink")
 
 
+class StreamingError(ValueError):
+    """Settings or text the streaming evaluation cannot use; the message says how to fix them."""
+
+
 @dataclass(frozen=True)
 class CachePolicy:
     """Which cache entries survive: the first `keep_first` real tokens and the last `window` ones.
@@ -47,7 +51,7 @@ def policy(name: str, window: int, n_sink: int) -> CachePolicy:
         return CachePolicy(window)
     if name == "sink":
         return CachePolicy(window, n_sink)
-    raise ValueError(f"unknown cache policy {name!r}; use one of {', '.join(POLICIES)}")
+    raise StreamingError(f"unknown cache policy {name!r}; use one of {', '.join(POLICIES)}")
 
 
 @torch.no_grad()
@@ -83,16 +87,16 @@ def long_text(texts, tokenizer, n_tokens: int) -> torch.Tensor:
         ids.extend(tokenizer.encode(text) + [tokenizer.eos_id])
         if len(ids) >= n_tokens:
             return torch.tensor(ids[:n_tokens], dtype=torch.long)
-    raise ValueError(f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)")
+    raise StreamingError(f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)")
 
 
 def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int = 4,
                            policies: tuple[str, ...] = POLICIES) -> dict:
     """Perplexity (and mean NLL) of `tokens` (N,) under each policy, plus the settings used."""
     if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        raise StreamingError(f"window must be >= 1, got {window}")
     if tokens.numel() < 2:
-        raise ValueError("need at least two tokens to measure perplexity")
+        raise StreamingError("need at least two tokens to measure perplexity")
     result = {"n_tokens": int(tokens.numel()), "window": window, "n_sink": n_sink, "nll": {}, "perplexity": {}}
     for name in policies:
         nll = float(token_nlls(model, tokens, policy(name, window, n_sink)).mean())
@@ -101,4 +105,4 @@ def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int
     return result
 
 
-__all__ = ["CachePolicy", "POLICIES", "long_text", "policy", "streaming_perplexities", "token_nlls"]
+__all__ = ["CachePolicy", "POLICIES", "StreamingError", "long_text", "policy", "streaming_perplexities", "token_nlls"]

@@ -1,18 +1,22 @@
 """Attention-sink evaluation of a training checkpoint on the probe set (see REFERENCE.md for the metric).
 
-    python pretrain/eval_sink_pretrain.py --load_from out/run/iter-020000.pth --json out/run/sink.json \
+    python pretrain/eval_sink_pretrain.py --load_from out/run/iter-020000-ckpt.pth --json out/run/sink.json \
         --plots out/run/plots
 """
 
 import json as jsonlib
+import sys
 from pathlib import Path
 from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps, format_table,
-                                load_checkpoint, load_probe, tokenizer_for, train_args)
-from lit_gpt.plots import write_plots
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.evaluation import (CLI_ERRORS, PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
+                                format_table, load_checkpoint, load_probe, tokenizer_for, train_args)
+from lit_gpt.plots import write_plots  # noqa: E402
 
 
 def main(
@@ -60,4 +64,7 @@ def main(
 
 
 if __name__ == "__main__":
-    CLI(main, as_positional=False)
+    try:
+        CLI(main, as_positional=False)
+    except CLI_ERRORS as error:
+        sys.exit(f"error: {error}")

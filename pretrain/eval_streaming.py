@@ -6,14 +6,18 @@ with and without keeping the first n tokens (attention-sink cache), against full
 """
 
 import json as jsonlib
+import sys
 from pathlib import Path
 from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.data.documents import iter_texts
-from lit_gpt.evaluation import load_checkpoint, tokenizer_for, train_args
-from lit_gpt.streaming import long_text, streaming_perplexities
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.data.documents import iter_texts  # noqa: E402
+from lit_gpt.evaluation import CLI_ERRORS, load_checkpoint, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities  # noqa: E402
 
 
 def main(
@@ -55,4 +59,7 @@ def main(
 
 
 if __name__ == "__main__":
-    CLI(main, as_positional=False)
+    try:
+        CLI(main, as_positional=False)
+    except (*CLI_ERRORS, StreamingError) as error:
+        sys.exit(f"error: {error}")

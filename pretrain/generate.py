@@ -4,14 +4,18 @@
         --temperature 0.8
 """
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import torch
 from jsonargparse import CLI
 
-from lit_gpt.evaluation import input_transforms, load_checkpoint, tokenizer_for, train_args
-from lit_gpt.generate import generate
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.evaluation import CLI_ERRORS, input_transforms, load_checkpoint, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.generate import GenerationError, generate  # noqa: E402
 
 
 def main(
@@ -54,4 +58,7 @@ def main(
 
 
 if __name__ == "__main__":
-    CLI(main, as_positional=False)
+    try:
+        CLI(main, as_positional=False)
+    except (*CLI_ERRORS, GenerationError) as error:
+        sys.exit(f"error: {error}")

@@ -3,12 +3,17 @@
     python pretrain/report.py out/softmax out/sigmoid out/kv_bias --probe datasets/probe_valid.jsonl --out out/report
 """
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 from jsonargparse import ArgumentParser
 
-from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.evaluation import CLI_ERRORS  # noqa: E402
+from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv  # noqa: E402
 
 
 def main(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
@@ -38,4 +43,7 @@ def parse(argv: Optional[list[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(**parse())
+    try:
+        main(**parse())
+    except CLI_ERRORS as error:
+        sys.exit(f"error: {error}")
