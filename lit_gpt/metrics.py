@@ -75,16 +75,6 @@ class SinkAccumulator:
         self.alpha_sums: dict[str, list[float]] = {}
         self.counts: list[int] = []
 
-    def _names(self, n_tokens: int) -> list[str]:
-        names = [f"sink_{i + 1}" for i in range(n_tokens)]
-        if self.n_slots:
-            names.append("sink_star")
-            if self.n_slots > 1:
-                names += [f"sink_star_{s + 1}" for s in range(self.n_slots)]
-        if self.n_sink_tokens:
-            names.append("sink_token")
-        return names
-
     def _layer_alphas(self, attn: torch.Tensor) -> dict[str, torch.Tensor]:
         """name -> (B, H) alpha for every reported key."""
         parts = alphas(attn, self.n_slots, self.n_sink_tokens, self.k)

@@ -50,6 +50,15 @@ def test_import_of_a_hf_llama_gives_the_same_logits(hf_dir):
     torch.testing.assert_close(model(idx), hf(idx).logits, atol=1e-4, rtol=0)
 
 
+def test_llamas_with_biases_are_refused(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, attention_bias=True)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="bias"):
+        import_hf(tmp_path)
+
+
 @torch.no_grad()
 def test_tied_embeddings_import(tmp_path):
     hf = tiny_hf_llama(tmp_path, tie=True)
