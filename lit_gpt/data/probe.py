@@ -1,0 +1,77 @@
+"""The probe set for the sink metric: held-out texts, and their first 64 tokens as model input.
+
+The metric (see REFERENCE.md) averages attention over 100 sequences of 64 tokens taken from held-out
+text with no BOS prepended. Preprocessing picks the texts from the validation split, one per document,
+alternating between domains, and stores text (not ids) so any tokenizer can be probed.
+"""
+
+import itertools
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+import torch
+
+from lit_gpt.data.errors import DataError
+from lit_gpt.data.loader import set_fixed_token
+from lit_gpt.tokenizer import Tokenizer, load_tokenizer
+
+PROBE_TOKENS = 64
+PROBE_COUNT = 100
+# Generous for 64 tokens with any tokenizer, short enough to keep the file small.
+SNIPPET_CHARS = 2000
+
+
+def _snippet(text: str) -> str:
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    cut = text.rfind("\n", 0, SNIPPET_CHARS)
+    return text[: cut + 1] if cut > 0 else text[:SNIPPET_CHARS]
+
+
+def select_probe_texts(texts_by_domain: dict[str, Iterable[str]], tokenizer: Tokenizer, count: int = PROBE_COUNT) -> list[dict]:
+    """`count` records {"domain", "text"} whose text has >= 64 tokens, taken round-robin over domains."""
+
+    def eligible(domain: str, texts: Iterable[str]) -> Iterator[dict]:
+        for snippet in map(_snippet, texts):
+            if len(tokenizer.encode(snippet)) >= PROBE_TOKENS:
+                yield {"domain": domain, "text": snippet}
+
+    records = []
+    for layer in itertools.zip_longest(*itertools.starmap(eligible, texts_by_domain.items())):
+        records.extend(record for record in layer if record is not None)
+        if len(records) >= count:
+            return records[:count]
+    raise DataError(f"the validation split has only {len(records)} documents of >= {PROBE_TOKENS} tokens for the probe set; lower --probe_count or add data")
+
+
+def write_probe(records: list[dict], path: Path) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    temporary.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    temporary.replace(path)
+
+
+def load_probe_windows(
+    path: Union[str, Path] = "datasets/probe_valid.jsonl",
+    tokenizer: Union[str, Path, Tokenizer] = "datasets/embedded",
+    length: int = PROBE_TOKENS,
+    fixed_token: Optional[tuple[int, int]] = None,
+) -> torch.Tensor:
+    """The probe texts as a LongTensor (N, length): the first `length` tokens of each text.
+
+    `tokenizer` is a `Tokenizer` or anything `load_tokenizer` accepts, e.g. the dataset folder holding the
+    saved `tokenizer.json`. `fixed_token=(position, id)` applies the same transform as the training loader
+    (e.g. a BOS written over position 0).
+    """
+    tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"probe file {path} does not exist; run preprocess/run_preprocess.sh --source embedded")
+    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [tokenizer.encode(text)[:length] for text in texts]
+    short = [index for index, row in enumerate(ids) if len(row) < length]
+    if not texts or short:
+        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
+    windows = torch.tensor(ids, dtype=torch.long)
+    return set_fixed_token(windows, fixed_token) if fixed_token else windows
