@@ -65,6 +65,9 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
     activation = {act: kind for kind, act in HF_ACTIVATION.items()}
     if hf.get("hidden_act", "silu") not in activation:
         raise ConfigError(f"hidden_act={hf['hidden_act']!r} has no gated MLP here; valid: {', '.join(activation)}")
+    biased = [key for key in ("attention_bias", "mlp_bias") if hf.get(key)]
+    if biased:
+        raise ConfigError(f"{', '.join(biased)} set: this LLaMA has bias terms, which our model does not have")
     rope = hf.get("rope_parameters") or {"rope_type": "default", "rope_theta": hf.get("rope_theta", 10000.0)}
     if rope.get("rope_type", "default") != "default":
         raise ConfigError(f"rope_type={rope['rope_type']!r} is not supported; only default RoPE")
@@ -116,9 +119,21 @@ def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
-    """Our GPT's state dict from a HF `LlamaForCausalLM` state dict (for `GPT(config).load_state_dict`)."""
+    """Our GPT's state dict from a HF `LlamaForCausalLM` state dict (for `GPT(config).load_state_dict`).
+
+    A checkpoint with tied embeddings may omit `lm_head.weight`; the head is then a copy of the
+    embedding. Tensors that would be left unused (biases, extra layers) are an error, not dropped.
+    """
     check_llama(config)
-    ours = {name: state_dict[theirs].clone() for name, theirs in _names(config).items()}
+    state_dict = dict(state_dict)
+    state_dict.setdefault("lm_head.weight", state_dict["model.embed_tokens.weight"])
+    names = _names(config)
+    qkv = {f"model.layers.{i}.self_attn.{p}.weight" for i in range(config.n_layer) for p in ("q_proj", "k_proj", "v_proj")}
+    unused = sorted(set(state_dict) - set(names.values()) - qkv)
+    unused = [name for name in unused if not name.endswith("rotary_emb.inv_freq")]
+    if unused:
+        raise ConfigError(f"HF weights our model has no place for: {', '.join(unused[:5])}")
+    ours = {name: state_dict[theirs].clone() for name, theirs in names.items()}
     for i in range(config.n_layer):
         parts = [state_dict[f"model.layers.{i}.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
         if tuple(p.shape[0] for p in parts) != _qkv_sizes(config):

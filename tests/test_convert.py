@@ -44,3 +44,16 @@ def test_variants_that_are_not_a_llama_are_refused(overrides):
     key = next(iter(overrides))
     with pytest.raises(ConfigError, match=f"is not a LLaMA; differs in .*{key}="):
         to_hf_state_dict(GPT(micro(**overrides)))
+
+
+def test_import_refuses_weights_it_would_drop_and_accepts_tied_embeddings():
+    torch.manual_seed(0)
+    model = GPT(micro())
+    hf = to_hf_state_dict(model)
+    with pytest.raises(ConfigError, match="no place for: model.layers.0.self_attn.q_proj.bias"):
+        from_hf_state_dict({**hf, "model.layers.0.self_attn.q_proj.bias": torch.zeros(32)}, model.config)
+    with pytest.raises(ConfigError, match="attention_bias set"):
+        config_from_hf({**hf_config(model.config), "attention_bias": True})
+    del hf["lm_head.weight"]
+    tied = from_hf_state_dict(hf, model.config)
+    assert torch.equal(tied["lm_head.weight"], model.wte.weight)
