@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from lit_gpt.metrics import normalize_rows  # noqa: E402
@@ -80,6 +81,7 @@ def layer_sink_rates(result: dict, path: Path) -> Path:
             values = result["layer_sink_rates"][name]
             ax.plot(range(len(values)), values, marker="o", label=name)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("sink rate (%)")
     ax.set_ylim(-2, 102)
     ax.legend()
@@ -111,6 +113,7 @@ def massive_activations(result: dict, path: Path) -> Path:
         ax.plot(range(len(stats[name])), stats[name], marker="o", label=name)
     ax.set_yscale("log")
     ax.set_xlabel("layer (0 = embedding)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("|activation|")
     ax.legend()
     return _save(fig, path)
