@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,6 +22,7 @@ from lit_gpt.config import Config, ConfigError
 from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
 from lit_gpt.hub import hub_reachable
 from lit_gpt.model import GPT
+from lit_gpt.tokenizer import load_tokenizer
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -34,8 +35,10 @@ class HFError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ export
-def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path]) -> Path:
-    """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA folder: config.json + model.safetensors.
+def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
+              tokenizer: Optional[Union[str, Path]] = None) -> Path:
+    """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA folder: config.json + model.safetensors,
+    plus the tokenizer file when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
 
     Raises `ConfigError` before writing anything when the variant is not a LLaMA.
     """
@@ -47,6 +50,8 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, out_dir / WEIGHTS, metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if tokenizer is not None:
+        load_tokenizer(tokenizer).save(out_dir)
     return out_dir
 
 

@@ -180,3 +180,17 @@ def test_report_cli_tabulates_runs(run, tmp_path):
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.csv", "report.md", "report.png"]
     assert mpimg.imread(tmp_path / "report" / "report.png").shape[0] > 100
     assert (second / "iter-000003-ckpt.pth.sink.json").is_file()
+
+
+def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run, tmp_path):
+    from lit_gpt.evaluation import evaluate_run, load_probe
+    from lit_gpt.hf_io import evaluate_hf, export_hf, load_hf_causal_lm
+
+    folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
+    assert (folder / "tokenizer.json").is_file()
+    tokens = load_probe(run["probe"], folder, n=6, length=32)
+    model, ckpt = load_checkpoint(run["ckpt"])
+    ours = evaluate_run(model, ckpt, tokens, eps=0.1)
+    theirs = evaluate_hf(load_hf_causal_lm(folder), tokens, eps=0.1)
+    assert theirs["sink_rates"] == ours["sink_rates"]
+    assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
