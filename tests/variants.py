@@ -35,6 +35,7 @@ ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     "sigmoid_kv_bias": dict(attn_score="sigmoid", attn_normalize="none", k_bias=True, v_bias=True),
     "off_by_one": dict(softmax_off_by_one=True),
     "sink_logit": dict(sink_logit=True),
+    "sink_logit_kv_bias_window": dict(sink_logit=True, k_bias=True, v_bias=True, window_size=5),
     "sink_tokens": dict(sink_tokens=2),
     "sink_tokens_window": dict(sink_tokens=2, window_size=5),
     "sink_tokens_prefix_kv_bias": dict(sink_tokens=1, prefix_tokens=3, k_bias=True, v_bias=True),

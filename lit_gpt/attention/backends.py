@@ -154,14 +154,38 @@ def eager(problem: AttentionProblem, spec: AttentionSpec, need_weights: bool = F
 
 # ------------------------------------------------------------------------------------------ sdpa
 def sdpa(problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
-    """torch's fused softmax attention; masks, slots and position biases become an explicit mask."""
+    """torch's fused softmax attention; masks, slots and position biases become an explicit mask.
+
+    A learned slot logit (the only bias without a position bias) is instead folded into one extra
+    query/key channel: a float mask that requires grad sends SDPA to its unfused math path, which
+    stores the full (B, H, T, T) attention and took ~9x the memory at T = 2048.
+    """
     if problem.aligned and spec.mask.is_plain_causal and not problem.n_slots and problem.position_bias is None:
         return F.scaled_dot_product_attention(problem.q, problem.k, problem.v, is_causal=True)
-    keys, values = problem.full_keys()
+    q, (keys, values) = problem.q, problem.full_keys()
     visible = problem.visible(spec.mask, problem.q_pos)
+    if problem.slot_bias is not None and problem.position_bias is None:
+        q, keys, values = _slot_bias_channel(problem, keys, values)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=problem.scale)
+        return y[..., :-1]
     bias = problem.score_bias(problem.q_pos)
     mask = visible if bias is None else bias.masked_fill(~visible, float("-inf"))
-    return F.scaled_dot_product_attention(problem.q, keys, values, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+
+def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: torch.Tensor):
+    """q, keys, values with one more channel so that q'.k' * scale = q.k * scale + slot bias.
+
+    Queries get a constant 1, slot keys bias / scale, real keys and all values 0 (the extra output
+    channel is dropped; values are widened only because fused kernels want equal head sizes).
+    """
+    batch, heads, n_queries, _ = problem.q.shape
+    slot = (problem.slot_bias.to(keys.dtype) / problem.scale)[None, :, :, None].expand(batch, -1, -1, -1)
+    real = keys.new_zeros(batch, heads, problem.k.shape[2], 1)
+    q = torch.cat((problem.q, problem.q.new_ones(batch, heads, n_queries, 1)), dim=-1)
+    keys = torch.cat((keys, torch.cat((slot, real), dim=2)), dim=-1)
+    values = torch.cat((values, values.new_zeros(batch, heads, values.shape[2], 1)), dim=-1)
+    return q, keys, values
 
 
 # ------------------------------------------------------------------------------------------ flex
