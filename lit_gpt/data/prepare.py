@@ -149,7 +149,8 @@ def prepare(
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    write_probe(meta.pop("probe_records"), probe_path)
+    if meta["probe_records"]:
+        write_probe(meta["probe_records"], probe_path)
     return output_dir
 
 
