@@ -3,7 +3,6 @@ import torch
 
 from lit_gpt.attention import AttentionProblem, AttentionSpec, CausalSelfAttention, MaskSpec, choose_backend, eager
 from lit_gpt.attention import backends
-from lit_gpt.attention.weights import attention_weights
 from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lit_gpt.config import Config
