@@ -38,10 +38,10 @@ def block_matmul_params(config: Config) -> int:
 
 
 def num_parameters(config: Config) -> dict[str, int]:
-    """{"total", "non_embedding"}: the model's parameter count, with and without the input embeddings.
+    """{"total", "non_embedding"}: the model's parameter count, with and without the vocabulary matrices.
 
-    `non_embedding` leaves out the token, learnable-position and sink-token embeddings (lookups, not
-    compute) but keeps the untied LM head, which is a matmul like any other layer.
+    `non_embedding` (Kaplan et al.'s N) leaves out the token embedding, the LM head, learnable
+    positions and sink tokens; it is the figure model names use (tinyllama_60M: 59.0M).
     """
     c = config
     per_block = c.n_embd * c.n_head * c.head_size + c.n_embd * 2 * c.n_query_groups * c.head_size
@@ -52,10 +52,10 @@ def num_parameters(config: Config) -> dict[str, int]:
         per_block += 2 * c.head_size * (c.kernel_hidden or c.head_size)
     slot_rows = c.n_head if c.head_bias else 1
     per_block += (int(c.k_bias) + int(c.v_bias)) * slot_rows * c.head_size + (c.n_head if c.sink_logit else 0)
-    shared = c.n_embd + c.padded_vocab_size * c.n_embd  # final norm, LM head
+    shared = c.n_embd  # final norm
     if c.pos_embedding == "relative":
         shared += c.relative_buckets * c.n_head
-    embedding = c.padded_vocab_size * c.n_embd + c.sink_tokens * c.n_embd
+    embedding = 2 * c.padded_vocab_size * c.n_embd + c.sink_tokens * c.n_embd  # token embedding, LM head
     if c.pos_embedding == "learnable":
         embedding += (c.block_size + c.sink_tokens) * c.n_embd
     non_embedding = c.n_layer * per_block + shared

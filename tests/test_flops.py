@@ -12,8 +12,12 @@ def test_tiny_preset_matches_the_reference_figures():
     counts = num_parameters(config)
     assert counts["total"] == sum(p.numel() for p in GPT(config).parameters())
     assert round(counts["total"] / 1e6, 2) == 1.31
-    assert counts["non_embedding"] == counts["total"] - config.padded_vocab_size * config.n_embd
+    assert counts["non_embedding"] == counts["total"] - 2 * config.padded_vocab_size * config.n_embd
     assert estimated_flops_per_step(config, 32, 256) / 1e9 == pytest.approx(80, rel=0.02)
+
+
+def test_non_embedding_count_is_what_model_names_mean():
+    assert round(num_parameters(Config.from_name("tinyllama_60M"))["non_embedding"] / 1e6, 1) == 59.0
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
