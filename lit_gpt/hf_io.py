@@ -113,11 +113,6 @@ def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
         raise ConfigError(f"{folder} holds a {hf.get('model_type')!r} model; only LLaMA folders can be imported")
     config = config_from_hf(hf, **({"vocab_size": hf[VOCAB_KEY]} if VOCAB_KEY in hf else {}))
     state = {name: tensor.float() for name, tensor in load_hf_weights(folder).items()}
-    biases = sorted(name for name in state if name.endswith(".bias"))
-    if biases:
-        raise ConfigError(f"{folder} has bias terms ({', '.join(biases[:3])}, ...); our LLaMA has none")
-    if "lm_head.weight" not in state and hf.get("tie_word_embeddings"):
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model = GPT(config)
     model.load_state_dict(from_hf_state_dict(state, config))
     return model.eval(), config
