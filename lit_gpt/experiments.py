@@ -18,6 +18,7 @@ composition is written as one plain run YAML that `pretrain/tinyllama.py --confi
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -153,11 +154,17 @@ def preprocess_command(scale: str, out_dir: Optional[Path] = None, root: Path = 
     return command
 
 
-def missing_data(train_data_dir: Path, probe_file: Optional[Path]) -> Optional[str]:
-    """What is missing for a run on `train_data_dir` (and the probe set), or None."""
+def missing_data(train_data_dir: Path, probe_file: Optional[Path], vocab_size: Optional[int] = None) -> Optional[str]:
+    """What is missing for a run on `train_data_dir` (and the probe set), or None. With `vocab_size`, shards
+    whose tokenizer (`meta.json`) has more entries than the model's vocabulary count as missing."""
     folder = Path(train_data_dir)
     if not folder.is_dir() or not any(folder.glob("train_*")):
         return f"no training shards in {folder}"
+    meta = folder / "meta.json"
+    if vocab_size is not None and meta.is_file():
+        built = json.loads(meta.read_text()).get("tokenizer", {}).get("vocab_size", 0)
+        if built > vocab_size:
+            return f"{folder} was built with a {built}-entry tokenizer, more than the model's {vocab_size}"
     if probe_file is not None and not Path(probe_file).is_file():
         return f"no probe set at {probe_file}"
     return None

@@ -36,31 +36,34 @@ def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = 
     if probe_file is not None:
         overrides["probe_file"] = str(probe_file)
     args = load_composed(yaml, scale, out=out, overrides=overrides)
-    problem = missing_data(args.train_data_dir, args.probe_file if args.eval_sink else None)
+    problem = missing_data(args.train_data_dir, args.probe_file if args.eval_sink else None,
+                           args.model_config().vocab_size)
     if problem:
         raise DataError(f"{problem}; build the data with `{preprocess_command(scale, folder)}`")
 
 
-def data(scale: str = "paper", folder: Optional[Path] = None, build: bool = False) -> None:
-    """Check that the data of `scale` is there; with `build`, build it when it is not (embedded corpus only).
+def data(scale: str = "paper", folder: Optional[Path] = None, probe_file: Path = Path("datasets/probe_valid.jsonl"),
+         build: bool = False) -> None:
+    """Check that the data of `scale` is there; with `build`, build it when it is not (offline corpora only).
 
     Args:
         scale: `paper` or a folder of configs/ holding base.yaml.
         folder: Data folder (default: the scale's usual folder).
-        build: Build missing data offline (not for `paper`, whose data comes from the hub).
+        probe_file: Probe set for the sink metric, written by the same preprocessing.
+        build: Build missing data (not for `paper`, whose data comes from the hub).
     """
     folder = folder or data_dir(scale)
-    problem = missing_data(folder, Path("datasets/probe_valid.jsonl"))
+    options = data_options(scale)
+    problem = missing_data(folder, probe_file, options.get("vocab_size"))
     if problem is None:
         return
     command = preprocess_command(scale, folder)
-    options = data_options(scale)
     if not build or options["source"] == "hub":
         raise DataError(f"{problem}; build the data with `{command}`")
     from lit_gpt.data.prepare import prepare
 
     print(f"{problem}: running `{command}`", flush=True)
-    prepare(output_dir=folder, **options)
+    prepare(output_dir=folder, probe_path=probe_file, **options)
 
 
 def latest(run_dir: Path) -> None:
