@@ -1,0 +1,141 @@
+"""scripts/: each family's sweep script runs train -> sink eval -> report end to end at the cpu scale, on
+small shards with the embedded corpus' domains, for two optimizer steps.
+
+The test per family runs one value; `SCRIPTS_FULL=1` also runs every script (one value each), which
+takes several minutes on 2 cores.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_fixtures import sentences, write_jsonl
+from lit_gpt.data.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+def build_small_embedded(root: Path) -> tuple[Path, Path]:
+    """(shard folder, probe file) with the embedded corpus' three domains and a 300-entry BPE."""
+    docs = root / "docs"
+    for index, domain in enumerate(("code", "tests", "docs")):
+        write_jsonl(docs / f"{domain}-0.jsonl", sentences(index, 80))
+    probe = root / "probe.jsonl"
+    out = prepare(source="jsonl", input_dir=docs, output_dir=root / "shards", vocab_size=300, valid_fraction=0.2,
+                  probe_count=10, probe_path=probe, num_workers=1)
+    return out, probe
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> tuple[Path, Path]:
+    return build_small_embedded(tmp_path_factory.mktemp("small_embedded"))
+
+
+def script_env(data: Path, probe: Path, checkpoints: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCALE", "MAX_STEPS", "NUMBER_OF_GPUS"))}
+    env.update(SCALE="cpu", MAX_STEPS="2", DATA_DIR=str(data), PROBE_FILE=str(probe),
+               CHECKPOINT_ROOT=str(checkpoints), TRAIN_ARGS="--eval_iters 1 --progress_bar false", FILL_DOCS="0",
+               PYTHON=sys.executable, **extra)
+    return env
+
+
+def run_script(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def check_run(checkpoints: Path, run: str, sweep: str) -> dict:
+    run_dir = checkpoints / run
+    assert (run_dir / "iter-000002-ckpt.pth").is_file()
+    evaluation = json.loads((run_dir / "sink_eval.json").read_text())
+    assert evaluation["checkpoint"].endswith("iter-000002-ckpt.pth")
+    assert sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    report = (checkpoints / f"{sweep}_cpu_report" / "report.md").read_text()
+    assert f"| {run} |" in report
+    assert (checkpoints / f"{sweep}_cpu_report" / "report.csv").is_file()
+    return evaluation
+
+
+FAMILIES = [
+    # (script, argument, run folder, sweep, a property of the run's model that shows the right config ran)
+    ("optimization/run_lr.sh", "1e-3", "tinyllama_60M_lr1e-3_cpu", "lr", "softmax"),
+    ("data_distribution/run_fix_token.sh", "1", "tinyllama_60M_fix_position1_cpu", "fix_token", "softmax"),
+    ("loss_function/run_prefix.sh", "2", "tinyllama_60M_prefix2_cpu", "prefix", "prefix:2"),
+    ("model_architecture/run_kv_bias.sh", "kv_bias", "tinyllama_60M_kv_bias_cpu", "kv_bias", "k_bias"),
+    ("sink_removal/run_sink_removal.sh", "gate_headwise", "tinyllama_60M_gate_headwise_cpu", "sink_removal",
+     "gate:headwise"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,value,run,sweep,variant", FAMILIES, ids=[f[0].split("/")[0] for f in FAMILIES])
+def test_family_script_trains_evaluates_and_reports(small_data, tmp_path, script, value, run, sweep, variant):
+    checkpoints = tmp_path / "checkpoints"
+    run_script(script, value, env=script_env(*small_data, checkpoints))
+    evaluation = check_run(checkpoints, run, sweep)
+    assert variant in evaluation["variant"]
+    composed = (checkpoints / run / "run.yaml").read_text()
+    assert "model_name: tiny" in composed and str(small_data[0]) in composed
+
+
+def test_missing_dataset_names_the_preprocess_command(tmp_path):
+    env = script_env(tmp_path / "nothing", tmp_path / "probe.jsonl", tmp_path / "checkpoints")
+    result = subprocess.run(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "bash preprocess/run_preprocess.sh --source embedded --vocab_size 512" in result.stderr
+    assert not list((tmp_path / "checkpoints").glob("*/iter-*"))
+
+
+def test_shards_built_for_a_larger_vocabulary_are_refused_before_training(small_data, tmp_path):
+    data = tmp_path / "shards"
+    subprocess.run(["cp", "-r", str(small_data[0]), str(data)], check=True)
+    meta = data / "meta.json"
+    meta.write_text(meta.read_text().replace('"vocab_size": 300', '"vocab_size": 8192'))
+    result = subprocess.run(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO,
+                            env=script_env(data, small_data[1], tmp_path / "checkpoints"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    assert "8192-entry tokenizer, more than the model's 512" in result.stderr
+    assert "--vocab_size 512" in result.stderr
+
+
+ALL_SCRIPTS = [
+    ("run_default.sh", [], "tinyllama_60M_cpu", "defaults"),
+    ("run_defaults_60m.sh", [], "tinyllama_60M_cpu", "defaults"),
+    ("run_defaults_1b.sh", [], "tinyllama_1b_cpu", "defaults"),
+    ("run_sigmoid_1b.sh", [], "tinyllama_1b_sigmoid_cpu", "defaults"),
+    ("optimization/run_batch.sh", ["128"], "tinyllama_60M_batch128_cpu", "batch"),
+    ("data_distribution/run_data_amount.sh", ["0.5"], "tinyllama_60M_downsample_ratio0.5_cpu", "data_amount"),
+    ("data_distribution/run_random_token.sh", ["0", "1"], "tinyllama_60M_random0_1_cpu", "random_token"),
+    ("loss_function/run_decay.sh", ["1e0"], "tinyllama_60M_decay1e0_cpu", "decay"),
+    ("loss_function/run_window.sh", ["256"], "tinyllama_60M_window256_cpu", "window"),
+    ("model_architecture/run_pos.sh", ["alibi"], "tinyllama_60M_alibi_cpu", "pos"),
+    ("model_architecture/run_relpos.sh", ["relative"], "tinyllama_60M_relative_cpu", "pos"),
+    ("model_architecture/run_ffn.sh", ["geglu"], "tinyllama_60M_geglu_cpu", "ffn"),
+    ("model_architecture/run_postln.sh", [], "tinyllama_60M_postln_cpu", "postln"),
+    ("model_architecture/run_sim.sh", ["sigmoid_no_norm"], "tinyllama_60M_sim_sigmoid_no_norm_cpu", "attnsim"),
+    ("model_architecture/run_kernel.sh", ["mlp_norm"], "tinyllama_60M_kernel_mlp_norm_cpu", "attnkernel"),
+]
+
+
+def test_every_script_is_covered():
+    covered = {f[0] for f in FAMILIES} | {s[0] for s in ALL_SCRIPTS}
+    present = {str(p.relative_to(SCRIPTS)) for p in SCRIPTS.rglob("run_*.sh")}
+    assert present == covered
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SCRIPTS_FULL") != "1", reason="every script end to end: set SCRIPTS_FULL=1")
+@pytest.mark.parametrize("script,args,run,sweep", ALL_SCRIPTS, ids=[s[0] for s in ALL_SCRIPTS])
+def test_every_script_end_to_end(small_data, tmp_path, script, args, run, sweep):
+    checkpoints = tmp_path / "checkpoints"
+    run_script(script, *args, env=script_env(*small_data, checkpoints))
+    check_run(checkpoints, run, sweep)
