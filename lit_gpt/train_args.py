@@ -241,6 +241,11 @@ def load_run_yaml(path: Path) -> dict[str, Any]:
             raw = yaml.safe_load(handle)
         except yaml.YAMLError as error:
             raise ArgsError(f"{path} is not valid YAML: {error}") from None
+    if isinstance(raw, dict) and "base" in raw:
+        # A layered experiment config (configs/**): compose it with its bases at the paper's scale.
+        from lit_gpt.experiments import compose
+
+        raw = compose(path)
     return normalize_run_yaml(raw, str(path))
 
 

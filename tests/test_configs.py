@@ -170,3 +170,12 @@ def test_every_sweep_doc_has_a_results_block_per_scale_for_its_scripts():
         for sweep in sweeps:
             for scale in ("paper", "cpu"):
                 assert f"<!-- results: {sweep} {scale} -->" in doc.read_text(), (script, sweep, scale)
+
+
+def test_trainer_loads_a_layered_config_directly():
+    """`pretrain/tinyllama.py --config configs/<family>/<x>.yaml` composes the bases (paper scale)."""
+    from lit_gpt.train_args import parse_args
+
+    args = parse_args(["--config", "configs/lr/tinyllama_60m_lr1e-3.yaml", "--logger", "none"], exit_on_error=False)
+    assert args.learning_rate == 1e-3
+    assert args.model_name == "tinyllama_60M" and args.global_batch_size == 512
