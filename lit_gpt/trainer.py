@@ -36,6 +36,7 @@ from lit_gpt.checkpoint import checkpoint_path, find_latest, prune, save_atomic
 from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
 from lit_gpt.data.stream import INDEX, open_stream
+from lit_gpt.evaluation import apply_input_transforms, input_transforms
 from lit_gpt.flops import estimated_flops_per_step
 from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
 from lit_gpt.metrics import SinkAccumulator
@@ -124,16 +125,10 @@ def train_mixture(args: TrainArgs) -> dict[str, float]:
             for name in dataset_names(args.train_data_dir, "train")}
 
 
-def transforms(args: TrainArgs) -> dict[str, Any]:
-    random_range = (args.random_token_start, args.random_token_end) if args.random_token_start is not None else None
-    fixed = (args.fixed_token_pos, args.fixed_token_id) if args.fixed_token_pos is not None else None
-    return {"random_token_range": random_range, "fixed_token": fixed}
-
-
 def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     """(train loader, {domain: valid loader}, probe windows or None), sharded by rank."""
     shard = {"rank": fabric.global_rank, "world_size": fabric.world_size, "seed": args.seed,
-             "vocab_size": config.vocab_size, **transforms(args)}
+             "vocab_size": config.vocab_size, **input_transforms(args.to_dict())}
     train = build_train_loader(args.train_data_dir, train_mixture(args), config.block_size, args.micro_batch_size,
                                downsample_ratio=args.downsample_ratio, **shard)
     val_dir = args.val_data_dir or args.train_data_dir
@@ -141,8 +136,9 @@ def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     valid = build_valid_loaders(val_dir, valid_names, config.block_size, args.micro_batch_size, **shard)
     probe = None
     if args.eval_sink:
-        probe = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir,
-                                   fixed_token=transforms(args)["fixed_token"])
+        # The same transforms (fixed and random tokens) as the evaluation script, so both report alike.
+        raw = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir)
+        probe = apply_input_transforms(raw, args.to_dict(), config.vocab_size)
     return train, valid, probe
 
 
