@@ -98,8 +98,9 @@ def test_sweep_configs_change_only_their_key_from_the_60m_baseline(paper_runs):
 
 
 def test_cpu_scale_sections_scale_batch_and_window_and_replace_the_1b_setup():
+    default = load_composed(CONFIGS / "tinyllama_60m.yaml", "cpu").global_batch_size
     batch = load_composed(CONFIGS / "batch" / "tinyllama_60m_batch128.yaml", "cpu")
-    assert (batch.global_batch_size, batch.micro_batch_size) == (8, 8)
+    assert batch.global_batch_size == default * 128 // 512  # the paper's ratio to its default of 512
     window = load_composed(CONFIGS / "window" / "tinyllama_60m_window1024.yaml", "cpu")
     assert window.model_config().window_size == window.model_config().block_size // 2
     sigmoid_1b = load_composed(CONFIGS / "tinyllama_1b_sigmoid.yaml", "cpu")
