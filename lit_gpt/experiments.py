@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import yaml
 
-from lit_gpt.train_args import ArgsError, TrainArgs, normalize_run_yaml, parse_args
+from lit_gpt.train_args import ArgsError, TrainArgs, normalize_run_yaml, parse_args, read_yaml_mapping
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER = "paper"
@@ -43,18 +43,6 @@ def scales(root: Path = CONFIGS) -> list[str]:
     return [PAPER] + sorted(path.parent.name for path in Path(root).glob("*/base.yaml"))
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ArgsError(f"config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ArgsError(f"{path} is not valid YAML: {error}") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ArgsError(f"{path} must be a mapping of keys to values")
-    return raw or {}
-
-
 def chain(path: Path) -> list[Path]:
     """`path` and its bases, root first."""
     files: list[Path] = []
@@ -63,7 +51,7 @@ def chain(path: Path) -> list[Path]:
         if path in files:
             raise ArgsError(f"{path} is its own base (through {', '.join(map(str, files))})")
         files.insert(0, path)
-        base = _read(path).get(BASE_KEY)
+        base = read_yaml_mapping(path).get(BASE_KEY)
         if base is None:
             return files
         path = (path.parent / base).resolve()
@@ -71,7 +59,7 @@ def chain(path: Path) -> list[Path]:
 
 def _layers(path: Path, known_scales: list[str], scale: str) -> list[dict[str, Any]]:
     """Parser-keyed values of `path` and of its `scale` section, validated by the trainer's rules."""
-    raw = _read(path)
+    raw = read_yaml_mapping(path)
     own = {key: value for key, value in raw.items() if key != BASE_KEY and key not in known_scales}
     layers = [normalize_run_yaml(own, str(path))]
     section = raw.get(scale)
@@ -89,7 +77,7 @@ def compose(path: Path, scale: str = PAPER, root: Path = CONFIGS) -> dict[str, A
         raise ArgsError(f"unknown scale {scale!r}; valid scales: {', '.join(known)}")
     files = chain(path)
     if scale != PAPER:
-        setup = max(index for index, file in enumerate(files) if index == 0 or "model_name" in _read(file))
+        setup = max(index for index, file in enumerate(files) if index == 0 or "model_name" in read_yaml_mapping(file))
         files[setup + 1:setup + 1] = chain(Path(root) / scale / "base.yaml")
     values: dict[str, Any] = {}
     for file in files:

@@ -232,16 +232,23 @@ def normalize_run_yaml(raw: Any, source: str = "run YAML") -> dict[str, Any]:
     return values
 
 
-def load_run_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds ({} for an empty file); `ArgsError` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ArgsError(f"run YAML {path} does not exist; pass an existing file to --data_yaml_file/--config")
-    with open(path) as handle:
-        try:
-            raw = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ArgsError(f"{path} is not valid YAML: {error}") from None
-    if isinstance(raw, dict) and "base" in raw:
+        raise ArgsError(f"config {path} does not exist; pass an existing YAML file to --config/--data_yaml_file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ArgsError(f"{path} is not valid YAML: {error}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ArgsError(f"{path} must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw or {}
+
+
+def load_run_yaml(path: Path) -> dict[str, Any]:
+    raw = read_yaml_mapping(path)
+    if "base" in raw:
         # A layered experiment config (configs/**): compose it with its bases at the paper's scale.
         from lit_gpt.experiments import compose
 
