@@ -14,8 +14,9 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lit_gpt.evaluation import CLI_ERRORS, PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe  # noqa: E402
-from lit_gpt.hf_io import HFError, evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe  # noqa: E402
+from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir  # noqa: E402
 from lit_gpt.plots import write_plots  # noqa: E402
 from lit_gpt.tokenizer import load_tokenizer  # noqa: E402
 
@@ -65,7 +66,4 @@ def main(
 
 
 if __name__ == "__main__":
-    try:
-        CLI(main, as_positional=False)
-    except (*CLI_ERRORS, HFError) as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: CLI(main, as_positional=False))

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
+from lit_gpt.errors import UserError
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "attn_score": ("softmax", "sigmoid", "elu", "linear"),
     "attn_kernel": ("none", "linear", "elu", "mlp"),
@@ -25,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or combination that cannot be built; the message says how to fix it."""
 
 

@@ -11,14 +11,14 @@ from typing import Any, Optional
 
 import torch
 
+from lit_gpt.errors import UserError
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.checkpoint import load_model
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.data.errors import DataError
+from lit_gpt.config import Config
 from lit_gpt.data.loader import WindowTransform
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.model import GPT
-from lit_gpt.tokenizer import TokenizerError, load_tokenizer
+from lit_gpt.tokenizer import load_tokenizer
 
 PROBE_SEQUENCES = 100
 PROBE_LENGTH = 64
@@ -26,12 +26,8 @@ PROBE_LENGTH = 64
 PROBE_SEED = 1234
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """The checkpoint, probe or tokenizer cannot be used; the message names the fix."""
-
-
-# Errors whose message tells a command-line user what to fix (entry points print them without a traceback).
-CLI_ERRORS = (EvalError, ConfigError, DataError, TokenizerError)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -159,5 +155,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CLI_ERRORS", "EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
+__all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
            "load_checkpoint", "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

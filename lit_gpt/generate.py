@@ -11,8 +11,10 @@ from typing import Optional
 
 import torch
 
+from lit_gpt.errors import UserError
 
-class GenerationError(ValueError):
+
+class GenerationError(UserError, ValueError):
     """A prompt or length that cannot be generated from; the message says why."""
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 from safetensors.torch import load_file, save_file
 
+from lit_gpt.errors import UserError
 from lit_gpt.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
@@ -30,7 +31,7 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 VOCAB_KEY = "lit_gpt_vocab_size"
 
 
-class HFError(ValueError):
+class HFError(UserError, ValueError):
     """A Hugging Face model cannot be found, loaded or read; the message names the fix."""
 
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lit_gpt.errors import UserError
+
 POLICIES = ("full", "window", "sink")
 
 
-class StreamingError(ValueError):
+class StreamingError(UserError, ValueError):
     """Settings or text the streaming evaluation cannot use; the message says how to fix them."""
 
 

@@ -13,6 +13,7 @@ import sentencepiece
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from lit_gpt.errors import UserError
 from lit_gpt.hub import hub_reachable
 
 # Checked in order against the tokenizer's vocabulary; GPT-NeoX uses <|endoftext|> for both roles.
@@ -23,7 +24,7 @@ TRAINED_SPECIAL = "<|endoftext|>"
 BYTE_ALPHABET = 256
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """The tokenizer cannot be found or used; the message is one line naming it and the fix."""
 
 

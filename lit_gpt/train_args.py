@@ -27,6 +27,7 @@ import docstring_parser
 import yaml
 from jsonargparse import ArgumentParser
 
+from lit_gpt.errors import UserError
 from lit_gpt.config import Config, ConfigError
 
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -42,7 +43,7 @@ IGNORED = ("temperature", "min_strength", "max_strength", "minimum", "sample_mul
            "total_devices")
 
 
-class ArgsError(ValueError):
+class ArgsError(UserError, ValueError):
     """A run configuration that cannot be used; the message names the key and how to fix it."""
 
 

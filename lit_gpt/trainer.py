@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
+from lit_gpt.errors import UserError
 from lit_gpt.checkpoint import checkpoint_path, find_latest, prune, save_atomic
 from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
@@ -48,7 +49,7 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SHARD_INDEX_RE = re.compile(r"[-_]\d+$")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot continue; the message says why and what is left on disk."""
 
 

@@ -10,13 +10,8 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.data.errors import DataError  # noqa: E402
 from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.tokenizer import TokenizerError  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        CLI(prepare, as_positional=False)
-    except (DataError, TokenizerError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(lambda: CLI(prepare, as_positional=False))

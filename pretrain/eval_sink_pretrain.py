@@ -14,7 +14,8 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.evaluation import (CLI_ERRORS, PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
                                 format_table, load_checkpoint, load_probe, tokenizer_for, train_args)
 from lit_gpt.plots import write_plots  # noqa: E402
 
@@ -64,7 +65,4 @@ def main(
 
 
 if __name__ == "__main__":
-    try:
-        CLI(main, as_positional=False)
-    except CLI_ERRORS as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: CLI(main, as_positional=False))

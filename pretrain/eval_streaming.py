@@ -16,8 +16,9 @@ from jsonargparse import CLI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lit_gpt.data.documents import iter_texts  # noqa: E402
-from lit_gpt.evaluation import CLI_ERRORS, load_checkpoint, tokenizer_for, train_args  # noqa: E402
-from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.evaluation import load_checkpoint, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.streaming import long_text, streaming_perplexities  # noqa: E402
 
 
 def main(
@@ -59,7 +60,4 @@ def main(
 
 
 if __name__ == "__main__":
-    try:
-        CLI(main, as_positional=False)
-    except (*CLI_ERRORS, StreamingError) as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: CLI(main, as_positional=False))

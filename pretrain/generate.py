@@ -14,8 +14,9 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.evaluation import CLI_ERRORS, input_transforms, load_checkpoint, tokenizer_for, train_args  # noqa: E402
-from lit_gpt.generate import GenerationError, generate  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.evaluation import input_transforms, load_checkpoint, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.generate import generate  # noqa: E402
 
 
 def main(
@@ -58,7 +59,4 @@ def main(
 
 
 if __name__ == "__main__":
-    try:
-        CLI(main, as_positional=False)
-    except (*CLI_ERRORS, GenerationError) as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: CLI(main, as_positional=False))

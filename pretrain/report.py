@@ -12,7 +12,7 @@ from jsonargparse import ArgumentParser
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.evaluation import CLI_ERRORS  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
 from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv  # noqa: E402
 
 
@@ -43,7 +43,4 @@ def parse(argv: Optional[list[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(**parse())
-    except CLI_ERRORS as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: main(**parse()))

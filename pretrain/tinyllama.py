@@ -13,13 +13,9 @@ from pathlib import Path
 # Run from a checkout without installing the package, as upstream's scripts did.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.config import ConfigError  # noqa: E402
-from lit_gpt.data import DataError  # noqa: E402
-from lit_gpt.train_args import ArgsError, parse_args  # noqa: E402
-from lit_gpt.trainer import TrainingError, setup  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.train_args import parse_args  # noqa: E402
+from lit_gpt.trainer import setup  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        setup(parse_args())
-    except (ArgsError, ConfigError, DataError, TrainingError) as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: setup(parse_args()))

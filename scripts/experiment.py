@@ -14,10 +14,9 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.config import ConfigError  # noqa: E402
 from lit_gpt.data.errors import DataError  # noqa: E402
 from lit_gpt.experiments import data_dir, data_options, fill_results, load_composed, missing_data, preprocess_command  # noqa: E402
-from lit_gpt.train_args import ArgsError  # noqa: E402
+from lit_gpt.errors import run_cli  # noqa: E402
 
 
 def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = None,
@@ -83,7 +82,4 @@ def fill(doc: Path, key: str, table: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        CLI([compose, data, latest, fill], as_positional=False)
-    except (ArgsError, ConfigError, DataError) as error:
-        sys.exit(f"error: {error}")
+    run_cli(lambda: CLI([compose, data, latest, fill], as_positional=False))

@@ -5,6 +5,8 @@ from a bug. Every `DataError` message is one line naming the file and what to do
 CLI prints exactly that line and exits non-zero.
 """
 
+from lit_gpt.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Input documents, shards or mixture files are unusable; the message names the file and the fix."""

@@ -1,0 +1,61 @@
+"""User-facing errors and the one place each command line turns them into `error: ...`.
+
+Why: a user's mistake (a bad flag, a missing or corrupt file, a wrong tokenizer) must read differently
+from a bug. Every module raises its own subclass of `UserError` with a message that names the culprit
+and the fix; every entry point runs through `run_cli`, which prints that message as one line on stderr
+and exits non-zero. Anything else is a bug and keeps its traceback.
+
+Signals: before training installs its own graceful handler (save, then exit), SIGTERM and SIGINT stop
+the program at once with one line and exit status 128 + signal number, the shell convention. Nothing
+is lost by that: start-up writes nothing that a later run cannot rebuild.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, Callable, NoReturn
+
+
+class UserError(Exception):
+    """Input that cannot be used; the message names the file, key or value and what to do."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT arrived while the program was not in a state that could stop gracefully."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> NoReturn:
+    raise Interrupted(signum)
+
+
+def one_line(message: object) -> str:
+    """The message with its line breaks folded, so the user sees exactly one `error:` line."""
+    return " ".join(str(message).split())
+
+
+def fail(message: object, status: int = 1) -> NoReturn:
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    sys.exit(status)
+
+
+def run_cli(main: Callable[[], Any]) -> Any:
+    """Run an entry point's `main()`: `UserError` -> one `error:` line and exit 1; SIGTERM/SIGINT before a
+    graceful handler takes over -> one line and exit 128 + signal."""
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return main()
+    except UserError as error:
+        fail(error)
+    except Interrupted as stop:
+        fail(f"stopped by {signal.Signals(stop.signum).name} before any work was saved", 128 + stop.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["Interrupted", "UserError", "fail", "one_line", "run_cli"]
