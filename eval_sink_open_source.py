@@ -66,4 +66,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False))
+    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))

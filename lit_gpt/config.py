@@ -27,6 +27,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Sizes and constants that only make sense above zero (None = derived later).
+POSITIVE_FIELDS = ("block_size", "vocab_size", "padding_multiple", "padded_vocab_size", "n_layer", "n_head", "n_embd",
+                   "head_size", "n_query_groups", "intermediate_size", "norm_eps", "rope_base", "relative_buckets",
+                   "relative_max_distance")
+
+
 class ConfigError(UserError, ValueError):
     """A configuration value or combination that cannot be built; the message says how to fix it."""
 
@@ -109,6 +115,7 @@ class Config:
     """Hidden width of the `mlp` feature map; `head_size` when 0."""
 
     def __post_init__(self) -> None:
+        self._check_sizes()
         if self.head_size is None:
             if self.n_embd % self.n_head:
                 raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; set head_size")
@@ -120,6 +127,14 @@ class Config:
         self.validate()
 
     # ------------------------------------------------------------------ validation
+    def _check_sizes(self) -> None:
+        """Sizes are checked before anything is derived from them (n_embd // n_head with n_head = 0 would
+        fail inside Python, not with a message naming the field)."""
+        for key in POSITIVE_FIELDS:
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
     def validate(self) -> None:
         """Raise `ConfigError` for unknown choices and combinations that cannot mean what they say."""
         for key, allowed in CHOICES.items():
@@ -132,7 +147,8 @@ class Config:
             raise ConfigError(f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}")
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
-        for key in ("window_size", "prefix_tokens", "sink_tokens", "attn_chunk_size"):
+        self._check_sizes()
+        for key in ("window_size", "prefix_tokens", "sink_tokens", "attn_chunk_size", "kernel_hidden"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.attn_kernel != "none" and self.attn_score != "linear":

@@ -12,8 +12,10 @@ is lost by that: start-up writes nothing that a later run cannot rebuild.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
+from argparse import ArgumentError
 from typing import Any, Callable, NoReturn
 
 
@@ -43,16 +45,32 @@ def fail(message: object, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
+def argument_message(error: Exception) -> str:
+    """jsonargparse's multi-line type error as one short line: `--top_k: expected int or None, got 'abc'`."""
+    text = str(error)
+    key = re.search(r'Parser key "([^"]+)"', text)
+    value = re.search(r"(?:Given|Got) value: (.*)$", text, re.MULTILINE)
+    expected = re.findall(r"Expected a <class '(\w+)'>", text)
+    if not (key and value and expected):
+        return one_line(text)
+    names = [("None" if name == "NoneType" else name) for name in dict.fromkeys(expected)]
+    return f"--{key.group(1)}: expected {' or '.join(names)}, got {value.group(1).strip()!r}"
+
+
 def run_cli(main: Callable[[], Any]) -> Any:
-    """Run an entry point's `main()`: `UserError` -> one `error:` line and exit 1; SIGTERM/SIGINT before a
-    graceful handler takes over -> one line and exit 128 + signal."""
+    """Run an entry point's `main()`: `UserError` -> one `error:` line and exit 1; a flag its parser refused
+    (parsers built with `exit_on_error=False`) -> one line and exit 2; SIGTERM/SIGINT before a graceful
+    handler takes over -> one line and exit 128 + signal."""
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return main()
     except UserError as error:
         fail(error)
+    except ArgumentError as error:  # a flag the parser refused (unknown, missing, wrong type)
+        fail(f"{argument_message(error)} (see --help)", status=2)
     except Interrupted as stop:
-        fail(f"stopped by {signal.Signals(stop.signum).name} before any work was saved", 128 + stop.signum)
+        fail(f"interrupted by {signal.Signals(stop.signum).name}; nothing of the interrupted work was written",
+             128 + stop.signum)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -25,10 +25,11 @@ from typing import Any, Optional, Union
 
 import docstring_parser
 import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 
-from lit_gpt.errors import UserError
 from lit_gpt.config import Config, ConfigError
+from lit_gpt.errors import UserError, argument_message, fail
+from lit_gpt.loss import ignored_predictions
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 LOGGERS = ("wandb", "tensorboard", "csv", "none")
@@ -74,7 +75,8 @@ class TrainArgs:
     downsample_ratio: float = 1.0
     """Fraction of the training data to use (the data-amount experiment)."""
     ignore_loss: int = 0
-    """Exclude the first N predictions of each sequence from the loss (prefix-LM runs)."""
+    """Exclude the first N predictions of each sequence from the loss; a prefix LM always excludes at least
+    its first `prefix_tokens - 1` (they read the answer inside the bidirectional prefix)."""
     fixed_token_pos: Optional[int] = None
     """Replace the token at this position of every sequence by `fixed_token_id`."""
     fixed_token_id: int = 1
@@ -191,8 +193,9 @@ class TrainArgs:
         if isinstance(self.resume, str) and self.resume != "auto" and not Path(self.resume).is_file():
             raise ArgsError(f"resume={self.resume!r} is neither True, False, 'auto' nor an existing checkpoint file")
         config = self.model_config()
-        if self.ignore_loss >= config.block_size:
-            raise ArgsError(f"ignore_loss={self.ignore_loss} leaves no prediction of a {config.block_size}-token block")
+        if ignored_predictions(config, self.ignore_loss) >= config.block_size:
+            raise ArgsError(f"ignore_loss={self.ignore_loss} (at least prefix_tokens - 1 = {config.prefix_tokens - 1}) "
+                            f"leaves no prediction of a {config.block_size}-token block")
 
 
 ARG_FIELDS = tuple(f.name for f in fields(TrainArgs) if f.name != "model")
@@ -267,8 +270,9 @@ def _config_path(argv: list[str]) -> Optional[str]:
     return found
 
 
-def build_parser(exit_on_error: bool = True) -> ArgumentParser:
-    parser = ArgumentParser(prog="pretrain/tinyllama.py", description=TrainArgs.__doc__, exit_on_error=exit_on_error,
+def build_parser() -> ArgumentParser:
+    """The trainer's parser; it raises on bad input (`parse_args` decides how to report it)."""
+    parser = ArgumentParser(prog="pretrain/tinyllama.py", description=TrainArgs.__doc__, exit_on_error=False,
                             default_meta=False)
     parser.add_class_arguments(TrainArgs, skip={"model", "data_yaml_file"})
     parser.add_argument(*CONFIG_FLAGS, dest="data_yaml_file", type=Optional[Path], default=None,
@@ -286,24 +290,49 @@ def _doc(cls: type, name: str) -> str:
     return ""
 
 
+def typed_yaml_values(parser: ArgumentParser, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Run-YAML values checked and converted by the parser's own types, exactly as the same flags would be
+    (`max_step: ten` is refused, `learning_rate: 1e-3`, a string to YAML, becomes a float)."""
+    hints = {**typing.get_type_hints(TrainArgs), **{f"model.{k}": v for k, v in typing.get_type_hints(Config).items()}}
+    typed = {}
+    for key, value in values.items():
+        head, _, field_name = key.partition(".")
+        try:
+            namespace = parser.parse_object({head: {field_name: value}} if field_name else {key: value}, defaults=False)
+        except ArgumentError:
+            raise ArgsError(f"{source}: {key} must be {_type_text(hints[key])}, got {value!r}; fix the value in the "
+                            f"YAML") from None
+        typed[key] = namespace[key]
+    return typed
+
+
+def _type_text(hint: Any) -> str:
+    """`Optional[int]` -> 'int or null', for messages a YAML author reads."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is Union and args:
+        return " or ".join(_type_text(arg) for arg in args) + (" or null" if type(None) in typing.get_args(hint) else "")
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
 def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> TrainArgs:
     """Parse a command line (with the run YAML it names) into validated `TrainArgs`.
 
-    With `exit_on_error=False` every problem raises (`ArgsError`, `ConfigError` or jsonargparse's
-    `ArgumentError`) instead of printing usage and exiting.
+    Every problem (an unknown flag or key, a value of the wrong type, an invalid setting) ends in one
+    `error:` line and exit status 2; with `exit_on_error=False` it raises instead (`ArgsError`,
+    `ConfigError` or jsonargparse's `ArgumentError`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(exit_on_error)
+    parser = build_parser()
     try:
         yaml_path = _config_path(argv)
         if yaml_path is not None:
-            parser.set_defaults(load_run_yaml(Path(yaml_path)))
+            parser.set_defaults(typed_yaml_values(parser, load_run_yaml(Path(yaml_path)), yaml_path))
         namespace = parser.parse_args(argv).as_dict()
         model = {k: v for k, v in namespace.pop("model", {}).items() if v is not None}
         args = TrainArgs(**namespace, model=model)
         args.validate()
-    except (ArgsError, ConfigError) as error:
+    except (ArgsError, ConfigError, ArgumentError) as error:
         if not exit_on_error:
             raise
-        parser.exit(2, f"error: {error}\n")
+        fail(f"{argument_message(error)} (see --help)" if isinstance(error, ArgumentError) else error, status=2)
     return args

@@ -14,4 +14,4 @@ from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(prepare, as_positional=False))
+    run_cli(lambda: CLI(prepare, as_positional=False, exit_on_error=False))

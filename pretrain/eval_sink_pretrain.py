@@ -14,9 +14,10 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
 from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
-                                format_table, load_checkpoint, load_probe, tokenizer_for, train_args)
+                                format_table, load_probe, tokenizer_for, train_args)
 from lit_gpt.plots import write_plots  # noqa: E402
 
 
@@ -50,8 +51,9 @@ def main(
         length: Tokens per probe sequence.
         batch_size: Probe sequences per forward pass.
     """
-    model, ckpt = load_checkpoint(load_from)
-    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
+    model, ckpt = load_model(load_from)
+    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length,
+                        model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)
     print(format_table(result))
@@ -65,4 +67,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False))
+    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))

@@ -8,21 +8,23 @@ with and without keeping the first n tokens (attention-sink cache), against full
 import json as jsonlib
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from jsonargparse import CLI
 
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.data.documents import iter_texts  # noqa: E402
+from lit_gpt.data.vocab import check_token_ids  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.evaluation import load_checkpoint, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.evaluation import tokenizer_for, train_args  # noqa: E402
 from lit_gpt.streaming import long_text, streaming_perplexities  # noqa: E402
 
 
 def main(
-    load_from: list[Path],
+    load_from: Union[Path, list[Path]],
     text: Path = Path("datasets/probe_valid.jsonl"),
     length: int = 1024,
     window: int = 64,
@@ -33,7 +35,7 @@ def main(
     """Print full / window / sink perplexities per checkpoint.
 
     Args:
-        load_from: Training checkpoints (.pth) to compare.
+        load_from: Training checkpoint (.pth), or a list `[a.pth, b.pth]` to compare.
         text: Document file (.jsonl, .jsonl.zst or .parquet with a `text` field), packed back to back with EOS.
         length: Tokens of text to score.
         window: Recent tokens the bounded caches keep (the current token included).
@@ -42,10 +44,13 @@ def main(
         json: Write the results as JSON to this file.
     """
     results = []
+    paths = load_from if isinstance(load_from, list) else [load_from]
     print(f"{'checkpoint':<40} {'variant':<28} {'full':>9} {'window':>9} {'sink':>9}")
-    for path in load_from:
-        model, ckpt = load_checkpoint(path)
-        tokens = long_text(iter_texts(text), tokenizer_for(train_args(ckpt), tokenizer), length)
+    for path in paths:
+        model, ckpt = load_model(path)
+        tok = tokenizer_for(train_args(ckpt), tokenizer)
+        tokens = check_token_ids(long_text(iter_texts(text), tok, length), model.config.vocab_size,
+                                 f"{text} tokenized with {tok.path}")
         result = streaming_perplexities(model, tokens, window, n_sink)
         result.update(checkpoint=str(path), variant=model.config.variant_summary())
         results.append(result)
@@ -60,4 +65,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False))
+    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))

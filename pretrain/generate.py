@@ -14,9 +14,10 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.evaluation import input_transforms, load_checkpoint, tokenizer_for, train_args  # noqa: E402
-from lit_gpt.generate import generate  # noqa: E402
+from lit_gpt.evaluation import input_transforms, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions  # noqa: E402
 
 
 def main(
@@ -32,31 +33,38 @@ def main(
 ) -> list[str]:
     """Print `num_samples` continuations of `prompt`.
 
+    A run trained with a fixed token at position p (e.g. BOS at 0) gets that token inserted at p, as in
+    training; the printed text leaves it out, so it starts with the prompt as typed.
+
     Args:
         load_from: Training checkpoint (.pth).
         prompt: Text to continue (no BOS is added, as in training).
-        max_new_tokens: Tokens to generate (prompt + new tokens must fit the block size).
-        temperature: 0 is greedy; otherwise sample from softmax(logits / temperature).
-        top_k: Sample only among the k most likely tokens.
-        num_samples: Number of continuations.
+        max_new_tokens: Tokens to generate, >= 0 (prompt + new tokens must fit the block size).
+        temperature: 0 is greedy; otherwise (> 0) sample from softmax(logits / temperature).
+        top_k: Sample only among the k >= 1 most likely tokens (unset: all).
+        num_samples: Number of continuations (>= 1).
         seed: Random seed for sampling.
         tokenizer: Tokenizer file or folder (default: the run's own).
         use_cache: Decode with the KV cache (off: recompute the whole sequence per token).
     """
-    model, ckpt = load_checkpoint(load_from)
+    check_sampling(max_new_tokens, temperature, top_k)
+    if num_samples < 1:
+        raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
+    model, ckpt = load_model(load_from)
     tok = tokenizer_for(train_args(ckpt), tokenizer)
     ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
     fixed = input_transforms(train_args(ckpt))["fixed_token"]
+    inserted = dict([fixed]) if fixed else {}
     generator = torch.Generator().manual_seed(seed)
     outputs = []
     for _ in range(num_samples):
         out = generate(model, ids, max_new_tokens, temperature, top_k, use_cache, eos_id=tok.eos_id,
-                       forced_tokens=dict([fixed]) if fixed else None, generator=generator)
-        outputs.append(tok.decode(out.tolist()))
+                       inserted_tokens=inserted, generator=generator)
+        outputs.append(tok.decode(without_positions(out, inserted)))
         print(outputs[-1])
         print("-" * 40)
     return outputs
 
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False))
+    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))

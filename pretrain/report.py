@@ -30,7 +30,7 @@ def main(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out:
 
 
 def parse(argv: Optional[list[str]] = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
     parser.add_argument("runs", nargs="+", help="Run folders (newest iter-*-ckpt.pth is used) or checkpoint files.")
     parser.add_argument("--probe", type=Path, default=Path("datasets/probe_valid.jsonl"),
                         help="JSONL probe set with a `text` field per line.")

@@ -82,4 +82,4 @@ def fill(doc: Path, key: str, table: Path) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI([compose, data, latest, fill], as_positional=False))
+    run_cli(lambda: CLI([compose, data, latest, fill], as_positional=False, exit_on_error=False))

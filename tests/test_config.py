@@ -44,7 +44,7 @@ def test_unknown_choice_lists_the_allowed_values(key):
     (dict(attn_score="sigmoid", softmax_off_by_one=True), "softmax_off_by_one needs attn_score=softmax"),
     (dict(head_bias=True), "enable k_bias and/or v_bias"),
     (dict(n_query_groups=3), "n_head=4 must be a multiple of n_query_groups=3"),
-    (dict(n_query_groups=0), "must be a multiple of n_query_groups=0"),
+    (dict(n_query_groups=0), "n_query_groups must be a positive number, got 0"),
     (dict(n_embd=30), "not divisible by n_head"),
     (dict(head_size=7), "rope needs an even head_size"),
     (dict(window_size=-1), "window_size must be >= 0"),
@@ -68,3 +68,16 @@ def test_replace_recomputes_derived_fields():
 def test_from_name_keeps_the_preset_name_and_upstream_aliases_resolve():
     assert micro(n_layer=1).name == "micro"
     assert Config.from_name("tiny_LLaMA_60M").n_embd == Config.from_name("tinyllama_60M").n_embd
+
+
+@pytest.mark.parametrize("field", ["vocab_size", "block_size", "n_layer", "n_head", "n_embd", "head_size",
+                                   "n_query_groups", "intermediate_size", "padding_multiple", "norm_eps", "rope_base"])
+@pytest.mark.parametrize("value", [0, -5])
+def test_non_positive_sizes_are_refused_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a positive number, got {value}$"):
+        Config.from_name("micro", **{field: value})
+
+
+def test_negative_optional_sizes_are_refused():
+    with pytest.raises(ConfigError, match="kernel_hidden must be >= 0"):
+        Config.from_name("micro", kernel_hidden=-1)

@@ -1,0 +1,38 @@
+"""Run YAML values are checked and converted like the flags they stand for."""
+
+import pytest
+
+from lit_gpt.train_args import ArgsError, parse_args
+
+
+@pytest.mark.parametrize("line, key, expected", [
+    ("learning_rate: abc", "learning_rate", "float"),
+    ("max_step: ten", "max_step", "int"),
+    ("weight_decay: [0.1]", "weight_decay", "float"),
+    ("n_layer: three", "model.n_layer", "int"),
+    ("model: {n_head: many}", "model.n_head", "int"),
+    ("train: 3", "train", "dict"),
+    ("tokenizer: 5", "tokenizer", "Path or null"),
+])
+def test_wrong_yaml_types_name_the_file_and_key(tmp_path, line, key, expected):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"model_name: micro\n{line}\n")
+    with pytest.raises(ArgsError, match=rf"^{run_yaml}: {key} must be {expected}, got .*; fix the value in the YAML$"):
+        parse_args(["--config", str(run_yaml)], exit_on_error=False)
+
+
+def test_yaml_values_are_converted_like_flags(tmp_path):
+    run_yaml = tmp_path / "run.yaml"
+    # YAML 1.1 reads 1e-3 (no dot) as a string; the flag parser makes it a float, so must the YAML reader.
+    run_yaml.write_text("model_name: micro\nlearning_rate: 1e-3\nmin_lr: 1e-4\nmodel: {window_size: 8}\n")
+    args = parse_args(["--config", str(run_yaml)], exit_on_error=False)
+    assert args.learning_rate == 0.001 and isinstance(args.learning_rate, float) and args.min_lr == 1e-4
+    assert args.model == {"window_size": 8}
+    assert parse_args(["--config", str(run_yaml), "--learning_rate", "0.5"], exit_on_error=False).learning_rate == 0.5
+
+
+def test_parse_errors_exit_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model_name", "micro", "--max_step", "many"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --max_step: expected int, got 'many' (see --help)\n"
