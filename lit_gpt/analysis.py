@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.metrics import SinkAccumulator
 
 
@@ -170,27 +171,18 @@ def evaluate_probe(forward: ProbeForward, tokens: torch.Tensor, n_slots: int = 0
     return stats.result()
 
 
-def gpt_loss_mask(config, length: int) -> Optional[torch.Tensor]:
-    """Which of the T - 1 next-token predictions count in the loss: a prefix LM ignores the first P - 1."""
-    if config.prefix_tokens <= 1:
-        return None
-    mask = torch.ones(length - 1, dtype=torch.bool)
-    mask[:config.prefix_tokens - 1] = False
-    return mask
-
-
 @torch.no_grad()
 def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20,
                  loss_mask: Optional[torch.Tensor] = None) -> dict:
     """`evaluate_probe` for a `GPT`, with slots and sink tokens from its config; the loss mask defaults
-    to `gpt_loss_mask`."""
+    to the predictions `lit_gpt.loss.ignored_predictions` counts for the model alone."""
     cfg = model.config
     model.eval()
     if loss_mask is None:
-        loss_mask = gpt_loss_mask(cfg, tokens.shape[1])
+        loss_mask = prediction_mask(ignored_predictions(cfg), tokens.shape[1])
     return evaluate_probe(gpt_probe_forward(model), tokens, cfg.n_slots, cfg.sink_tokens, eps, k, batch_size,
                           loss_mask)
 
 
 __all__ = ["ProbeOutputs", "ProbeStatistics", "activation_extremes", "evaluate_gpt", "evaluate_probe",
-           "gpt_loss_mask", "gpt_probe_forward", "position_norms", "record_inputs", "record_outputs"]
+           "gpt_probe_forward", "position_norms", "record_inputs", "record_outputs"]

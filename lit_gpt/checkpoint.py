@@ -6,7 +6,8 @@ A checkpoint is one file `<out_dir>/iter-XXXXXX-ckpt.pth` (XXXXXX = optimizer st
 (optimizer steps), `tokens_seen`, `config` (`Config.asdict()`) and `train` (`TrainArgs.to_dict()`,
 incl. the data transforms). FSDP runs write the same single file (full state dict, gathered on rank 0).
 
-Writes go to a temporary name first and are renamed into place once complete, so a crash or kill
+Reading fails with a `CheckpointError` naming the file (truncated, random bytes, not a training
+checkpoint), never an unpickling traceback. Writes go to a temporary name first and are renamed into place once complete, so a crash or kill
 during a save never leaves a truncated file under a checkpoint name.
 """
 
@@ -20,6 +21,7 @@ from typing import Any, Optional, Union
 import torch
 
 from lit_gpt.config import Config
+from lit_gpt.errors import UserError, one_line
 from lit_gpt.model import GPT
 
 NAME_RE = re.compile(r"^iter-(\d+)-ckpt\.pth$")
@@ -77,15 +79,63 @@ def prune(out_dir: Path, keep_last: int) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=False)
+class CheckpointError(UserError):
+    """A checkpoint file is missing, unreadable (truncated, not a torch file) or not a training checkpoint."""
+
+
+# Entries every training checkpoint has; their absence means the file is something else.
+REQUIRED = ("model", "config")
+
+
+def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of a training checkpoint file; `CheckpointError` naming the file otherwise.
+
+    `mmap=True` maps tensors instead of reading them: a cheap check that a file is complete before
+    a long resume commits to it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .pth file a training run saved")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
+    except Exception as error:  # a truncated or foreign file fails in the zip reader, pickle, or torch itself
+        reason = one_line(error)[:120]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {reason}); it is truncated "
+                              f"or not a torch checkpoint: pass another checkpoint") from None
+    missing = [key for key in REQUIRED if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)} entry); pass a .pth "
+                              f"file a training run saved")
+    return checkpoint
 
 
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> tuple[GPT, dict[str, Any]]:
     """(model in eval mode on `device`, the full checkpoint dict) from a training checkpoint."""
-    checkpoint = load_checkpoint(path, device)
+    checkpoint = read_checkpoint(path, device)
     config = Config.from_dict(checkpoint["config"])
     with torch.device("meta"):
         model = GPT(config)
-    model.load_state_dict(checkpoint["model"], assign=True)
+    try:
+        model.load_state_dict(checkpoint["model"], assign=True)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"the weights in {path} do not fit the model config it stores "
+                              f"({one_line(error)[:120]}); the file is damaged") from None
     return model.to(device).eval(), checkpoint
+
+
+def first_readable(candidates: list[Path], say) -> Optional[Path]:
+    """The first of `candidates` (newest first) that reads as a checkpoint; each one skipped is reported
+    through `say`. None when there are no candidates; `CheckpointError` when none is readable, so a run
+    never starts over silently."""
+    problems = []
+    for path in candidates:
+        try:
+            read_checkpoint(path, mmap=True)
+            return path
+        except CheckpointError as error:
+            problems.append(str(path))
+            say(f"warning: {error}; trying an older checkpoint")
+    if problems:
+        raise CheckpointError(f"no readable checkpoint among {', '.join(problems)}; move them away to start over, "
+                              f"or pass --resume PATH")
+    return None

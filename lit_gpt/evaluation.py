@@ -6,17 +6,17 @@ position range) come from the checkpoint, so no model name or mode has to be pas
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from lit_gpt.errors import UserError
 from lit_gpt.analysis import evaluate_gpt
-from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
 from lit_gpt.data.loader import WindowTransform
 from lit_gpt.data.probe import load_probe_windows
+from lit_gpt.data.vocab import check_token_ids
+from lit_gpt.errors import UserError
+from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import load_tokenizer
 
@@ -31,17 +31,6 @@ class EvalError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------- checkpoints
-def load_checkpoint(path, device: str = "cpu") -> tuple[GPT, dict]:
-    """(model in eval mode, checkpoint dict) from a training checkpoint (see `lit_gpt.checkpoint`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"checkpoint {path} does not exist; pass the .pth file a training run saved")
-    try:
-        return load_model(path, device)
-    except (KeyError, TypeError, AttributeError):
-        raise EvalError(f"{path} is not a training checkpoint (expected a dict with 'model' and 'config')") from None
-
-
 def train_args(ckpt: dict) -> dict[str, Any]:
     return ckpt.get("train") or {}
 
@@ -69,9 +58,14 @@ def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
     raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
 
 
-def load_probe(path, tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> torch.Tensor:
-    """The first `length` tokens (no BOS) of the first `n` probe texts -> (N, length), untransformed."""
-    return load_probe_windows(path, tokenizer, length)[:n]
+def load_probe(path, tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH,
+               vocab_size: Optional[int] = None) -> torch.Tensor:
+    """The first `length` tokens (no BOS) of the first `n` probe texts -> (N, length), untransformed; with
+    `vocab_size`, a tokenizer that yields ids the model does not have is refused."""
+    tokens = load_probe_windows(path, tokenizer, length)[:n]
+    if vocab_size is not None:
+        check_token_ids(tokens, vocab_size, f"probe {path} tokenized with {getattr(tokenizer, 'path', tokenizer)}")
+    return tokens
 
 
 def apply_input_transforms(tokens: torch.Tensor, train: dict[str, Any], vocab_size: int,
@@ -86,14 +80,8 @@ def apply_input_transforms(tokens: torch.Tensor, train: dict[str, Any], vocab_si
 
 
 def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optional[torch.Tensor]:
-    """Next-token predictions counted in the probe loss: the first `ignore_loss` are skipped as in
-    training, and a prefix LM's first P - 1 (predicting tokens inside the bidirectional prefix)."""
-    skipped = max(int(train.get("ignore_loss") or 0), config.prefix_tokens - 1, 0)
-    if not skipped:
-        return None
-    mask = torch.ones(length - 1, dtype=torch.bool)
-    mask[:skipped] = False
-    return mask
+    """Next-token predictions counted in the probe loss, by the training rule (`lit_gpt.loss`)."""
+    return prediction_mask(ignored_predictions(config, train.get("ignore_loss") or 0), length)
 
 
 # --------------------------------------------------------------------------------------- evaluate
@@ -156,4 +144,4 @@ def format_table(result: dict) -> str:
 
 
 __all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
-           "load_checkpoint", "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]
+           "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

@@ -18,7 +18,6 @@ composition is written as one plain run YAML that `pretrain/tinyllama.py --confi
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
+from lit_gpt.data.vocab import vocab_mismatch
 from lit_gpt.train_args import ArgsError, TrainArgs, normalize_run_yaml, parse_args, read_yaml_mapping
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -148,11 +148,9 @@ def missing_data(train_data_dir: Path, probe_file: Optional[Path], vocab_size: O
     folder = Path(train_data_dir)
     if not folder.is_dir() or not any(folder.glob("train_*")):
         return f"no training shards in {folder}"
-    meta = folder / "meta.json"
-    if vocab_size is not None and meta.is_file():
-        built = json.loads(meta.read_text()).get("tokenizer", {}).get("vocab_size", 0)
-        if built > vocab_size:
-            return f"{folder} was built with a {built}-entry tokenizer, more than the model's {vocab_size}"
+    mismatch = vocab_mismatch(folder, vocab_size) if vocab_size is not None else None
+    if mismatch:
+        return mismatch
     if probe_file is not None and not Path(probe_file).is_file():
         return f"no probe set at {probe_file}"
     return None

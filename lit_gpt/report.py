@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_gpt.checkpoint import find_latest  # noqa: E402
-from lit_gpt.evaluation import EvalError, evaluate_run, load_checkpoint, load_probe, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
+from lit_gpt.evaluation import EvalError, evaluate_run, load_probe, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "tokens_seen", "step")
@@ -64,8 +64,8 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
         cached = json.loads(cache.read_text())
         if cached.get("report_key") == key:
             return cached
-    model, ckpt = load_checkpoint(ckpt_path)
-    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length)
+    model, ckpt = load_model(ckpt_path)
+    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length, model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps)
     result["report_key"] = key
     cache.write_text(json.dumps(result, indent=1))

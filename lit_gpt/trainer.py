@@ -28,17 +28,18 @@ from typing import Any, Iterator, Optional
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
 from lit_gpt.errors import UserError
-from lit_gpt.checkpoint import checkpoint_path, find_latest, prune, save_atomic
+from lit_gpt.checkpoint import checkpoint_path, find_latest, first_readable, list_checkpoints, prune, read_checkpoint, save_atomic
 from lit_gpt.config import Config
-from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
+from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
+from lit_gpt.data.vocab import check_token_ids, recorded_vocab_size, vocab_mismatch
 from lit_gpt.evaluation import apply_input_transforms, input_transforms
 from lit_gpt.flops import estimated_flops_per_step
+from lit_gpt.loss import ignored_predictions, lm_loss, split_batch
 from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
 from lit_gpt.metrics import SinkAccumulator
 from lit_gpt.model import GPT, Block
@@ -85,6 +86,8 @@ def setup(args: TrainArgs) -> None:
     """Run the training described by `args` on every process Fabric manages (or was launched with)."""
     args.validate()
     check_data_dirs(args)
+    if isinstance(args.resume, str) and args.resume != "auto":
+        read_checkpoint(args.resume, mmap=True)  # a damaged file is refused before any process starts
     fabric = make_fabric(args)
     fabric.launch(main, args)
 
@@ -99,11 +102,17 @@ def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_s
 
 # ------------------------------------------------------------------------------------------ data
 def check_data_dirs(args: TrainArgs) -> None:
-    """Fail before any process starts when a data folder or the probe file is missing."""
+    """Fail before any process starts when a data folder or the probe file is missing, or when the shards
+    hold token ids the model's vocabulary does not cover."""
+    vocab_size = args.model_config().vocab_size
     for flag, folder in (("train_data_dir", args.train_data_dir), ("val_data_dir", args.val_data_dir)):
         if folder is not None and not Path(folder).is_dir():
             raise DataError(f"{flag} {folder} does not exist; run `bash preprocess/run_preprocess.sh --source embedded` "
                             f"or pass --{flag} pointing at tokenized shards")
+        mismatch = vocab_mismatch(folder, vocab_size) if folder is not None else None
+        if mismatch:
+            raise DataError(f"{mismatch}; set --model.vocab_size {recorded_vocab_size(folder)} or use shards built "
+                            f"with the model's tokenizer")
     if args.eval_sink and (args.probe_file is None or not Path(args.probe_file).is_file()):
         raise DataError(f"probe file {args.probe_file} does not exist; build it with preprocess/run_preprocess.sh, "
                         "pass --probe_file, or disable the sink metric with --eval_sink false")
@@ -139,18 +148,9 @@ def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     if args.eval_sink:
         # The same transforms (fixed and random tokens) as the evaluation script, so both report alike.
         raw = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir)
+        check_token_ids(raw, config.vocab_size, f"probe {args.probe_file} tokenized with {args.tokenizer or args.train_data_dir}")
         probe = apply_input_transforms(raw, args.to_dict(), config.vocab_size)
     return train, valid, probe
-
-
-def split_batch(batch: torch.Tensor, ignore_loss: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs [:, :-1] and targets [:, 1:] of a (B, T + 1) batch, the first `ignore_loss` targets masked."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    return inputs, (mask_ignored_prefix(targets, ignore_loss) if ignore_loss else targets)
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -171,14 +171,16 @@ class RNGState:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume_path(resume, out_dir: Path) -> Optional[Path]:
+def resume_path(resume, out_dir: Path, say=print) -> Optional[Path]:
+    """The checkpoint to resume from: a given path as it is; for `True`/`auto` the newest readable one of the
+    run (an unreadable newest one is reported and skipped, never a reason to start over)."""
     if resume is False:
         return None
     if resume is True or resume == "auto":
-        latest = find_latest(out_dir)
-        if latest is None and resume is True:
+        found = first_readable(list(reversed(list_checkpoints(out_dir))), say)
+        if found is None and resume is True:
             raise ArgsError(f"--resume True but {out_dir} holds no checkpoint; use --resume auto to start fresh")
-        return latest
+        return found
     return Path(resume)
 
 
@@ -231,7 +233,7 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
                                                        (args.beta1, args.beta2), args.decay_norms_and_biases))
     state = {"model": model, "optimizer": optimizer, "train_loader": train_loader, "rng": RNGState(),
              "iter_num": 0, "step_count": 0, "tokens_seen": 0, "config": config.asdict(), "train": args.to_dict()}
-    path = resume_path(args.resume, args.out_dir)
+    path = resume_path(args.resume, args.out_dir, fabric.print)
     if path is not None:
         fabric.print(f"Resuming from {path}")
         fabric.load(path, state, weights_only=False)
@@ -302,8 +304,9 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
     lr = learning_rate_at(step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr)
     set_learning_rate(optimizer, lr)
     total = torch.zeros((), device=fabric.device)
+    n_ignored = ignored_predictions(model.config, args.ignore_loss)
     for micro in range(accumulation):
-        inputs, targets = split_batch(fabric.to_device(next(batches)), args.ignore_loss)
+        inputs, targets = split_batch(fabric.to_device(next(batches)), n_ignored)
         with fabric.no_backward_sync(model, enabled=micro < accumulation - 1):
             loss = lm_loss(model(inputs), targets)
             fabric.backward(loss / accumulation)
@@ -341,9 +344,10 @@ def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
 def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs,
              state: dict, say) -> dict[str, float]:
     """Validation loss/ppl per domain and the sink metric, logged at the current step."""
-    metrics = validate(fabric, model, valid_loaders, args.eval_iters, args.ignore_loss)
+    n_ignored = ignored_predictions(model.config, args.ignore_loss)
+    metrics = validate(fabric, model, valid_loaders, args.eval_iters, n_ignored)
     if probe is not None:
-        metrics.update(sink_metrics(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size))
+        metrics.update(sink_metrics(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size, n_ignored))
     metrics["total_tokens"] = state["tokens_seen"]
     fabric.log_dict(metrics, step=state["step_count"])
     summary = " | ".join(f"{k.removeprefix('metric/')} {v:.4g}" for k, v in metrics.items()
@@ -353,7 +357,7 @@ def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch
 
 
 @torch.no_grad()
-def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, ignore_loss: int = 0) -> dict[str, float]:
+def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ignored: int = 0) -> dict[str, float]:
     """Mean loss over up to `eval_iters` batches of each domain, averaged over ranks, and its perplexity."""
     model.eval()
     metrics = {}
@@ -362,7 +366,7 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, igno
         for index, batch in enumerate(loader):
             if index >= eval_iters:
                 break
-            inputs, targets = split_batch(fabric.to_device(batch), ignore_loss)
+            inputs, targets = split_batch(fabric.to_device(batch), n_ignored)
             losses.append(lm_loss(model(inputs), targets))
         if not losses:
             raise DataError(f"validation domain {domain} yielded no batch on rank {fabric.global_rank}; "
@@ -375,7 +379,8 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, igno
 
 
 @torch.no_grad()
-def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int) -> dict[str, float]:
+def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int,
+                 n_ignored: int = 0) -> dict[str, float]:
     """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the loss on the probe windows.
 
     Every rank computes the same numbers (the probe set is small); under FSDP every rank must run the
@@ -388,7 +393,8 @@ def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: in
     for chunk in fabric.to_device(probe).split(batch_size):
         logits, maps = model(chunk, return_attention=True)
         accumulator.update(maps)
-        losses.append(lm_loss(logits[:, :-1], chunk[:, 1:]) * chunk.shape[0])
+        _, targets = split_batch(chunk, n_ignored)
+        losses.append(lm_loss(logits[:, :-1], targets) * chunk.shape[0])
     model.train()
     metrics = {f"metric/{name}": value for name, value in accumulator.rates().items()}
     metrics["metric/probe_loss"] = float(sum(losses) / probe.shape[0])

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.analysis import activation_extremes, evaluate_gpt, gpt_loss_mask, gpt_probe_forward, position_norms
+from lit_gpt.analysis import activation_extremes, evaluate_gpt, gpt_probe_forward, position_norms
 from lit_gpt.config import Config
 from lit_gpt.metrics import sink_rates
 from lit_gpt.model import GPT
@@ -68,9 +68,6 @@ def test_evaluate_gpt_reports_everything_independent_of_batching():
 
 
 def test_prefix_lm_loss_ignores_the_first_predictions():
-    config = Config.from_name("micro", prefix_tokens=4)
-    assert gpt_loss_mask(config, 8).tolist() == [False] * 3 + [True] * 4
-    assert gpt_loss_mask(Config.from_name("micro"), 8) is None
     model = micro(prefix_tokens=4)
     tokens = torch.randint(0, 128, (2, 8))
     with torch.no_grad():

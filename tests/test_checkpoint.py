@@ -1,10 +1,14 @@
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 
 import lit_gpt.checkpoint as checkpoint
-from lit_gpt.checkpoint import checkpoint_path, find_latest, list_checkpoints, load_model, prune, save_atomic
+from lit_gpt.checkpoint import (CheckpointError, checkpoint_path, find_latest, first_readable, list_checkpoints, load_model,
+                                prune, read_checkpoint, save_atomic)
 from lit_gpt.config import Config
+from lit_gpt.errors import UserError
 from lit_gpt.model import GPT
 
 
@@ -82,3 +86,56 @@ def test_rename_happens_only_after_the_file_is_complete(fabric, tmp_path, monkey
     monkeypatch.setattr(checkpoint.os, "replace", record)
     save_atomic(fabric, checkpoint_path(tmp_path, 7), _state(7))
     assert seen == [(7, checkpoint_path(tmp_path, 7))]
+
+
+def corrupt_variants(good: Path, folder: Path) -> dict[str, Path]:
+    """Damaged copies of a good checkpoint, one per way a file goes bad."""
+    data = good.read_bytes()
+    variants = {"empty": b"", "truncated": data[: len(data) // 2], "random": bytes(range(256)) * 64,
+                "text": b"not a checkpoint\n"}
+    paths = {}
+    for name, content in variants.items():
+        paths[name] = folder / f"{name}.pth"
+        paths[name].write_bytes(content)
+    torch.save({"weights": 1}, folder / "foreign.pth")
+    torch.save([1, 2, 3], folder / "list.pth")
+    paths.update(foreign=folder / "foreign.pth", list=folder / "list.pth")
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "text", "foreign", "list"])
+def test_damaged_or_foreign_files_are_refused_in_one_line_naming_the_file(fabric, tmp_path, kind):
+    good = checkpoint_path(tmp_path, 1)
+    save_atomic(fabric, good, _state(1))
+    path = corrupt_variants(good, tmp_path)[kind]
+    for reader in (read_checkpoint, load_model, lambda p: read_checkpoint(p, mmap=True)):
+        with pytest.raises(CheckpointError) as info:
+            reader(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+        assert isinstance(info.value, UserError)
+
+
+def test_missing_file_and_weights_that_do_not_fit_the_config(fabric, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.pth")
+    state = _state(2)
+    path = checkpoint_path(tmp_path, 2)
+    save_atomic(fabric, path, state)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["config"]["n_layer"] = 3
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="do not fit the model config"):
+        load_model(path)
+
+
+def test_first_readable_skips_damaged_newest_checkpoints_and_says_so(fabric, tmp_path):
+    for step in (1, 2):
+        save_atomic(fabric, checkpoint_path(tmp_path, step), _state(step))
+    checkpoint_path(tmp_path, 3).write_bytes(b"PK\x03\x04 cut")
+    said = []
+    newest_first = list(reversed(list_checkpoints(tmp_path)))
+    assert first_readable(newest_first, said.append) == checkpoint_path(tmp_path, 2)
+    assert len(said) == 1 and "iter-000003-ckpt.pth" in said[0]
+    assert first_readable([], said.append) is None
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        first_readable(newest_first[:1], said.append)

@@ -16,8 +16,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from jsonargparse import CLI  # noqa: E402
 
+from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.evaluation import (apply_input_transforms, example_maps, input_transforms, load_checkpoint,  # noqa: E402
+from lit_gpt.evaluation import (apply_input_transforms, example_maps, input_transforms,  # noqa: E402
                                 probe_loss_mask)
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.tokenizer import train_bpe  # noqa: E402
@@ -128,21 +129,11 @@ def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     CLI(script("pretrain/eval_sink_pretrain.py").main, as_positional=False,
         args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out_json)])
     assert json.loads(out_json.read_text())["input_transforms"]["fixed_token"] == [3, 7]
-    model, loaded = load_checkpoint(ckpt)
+    model, loaded = load_model(ckpt)
     maps = example_maps(model, loaded, torch.zeros(1, 8, dtype=torch.long))
     first = apply_input_transforms(torch.zeros(1, 8, dtype=torch.long), loaded["train"], 300)
     with torch.no_grad():
         assert torch.allclose(maps[0], model(first, return_attention=True)[1][0])
-
-
-def test_loading_refuses_files_that_are_not_checkpoints(tmp_path):
-    from lit_gpt.evaluation import EvalError
-
-    with pytest.raises(EvalError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.pth")
-    torch.save({"weights": 1}, tmp_path / "bad.pth")
-    with pytest.raises(EvalError, match="not a training checkpoint"):
-        load_checkpoint(tmp_path / "bad.pth")
 
 
 def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(run):
@@ -189,7 +180,7 @@ def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run,
     folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
     assert (folder / "tokenizer.json").is_file()
     tokens = load_probe(run["probe"], folder, n=6, length=32)
-    model, ckpt = load_checkpoint(run["ckpt"])
+    model, ckpt = load_model(run["ckpt"])
     ours = evaluate_run(model, ckpt, tokens, eps=0.1)
     theirs = evaluate_hf(load_hf_causal_lm(folder), tokens, eps=0.1)
     assert theirs["sink_rates"] == ours["sink_rates"]

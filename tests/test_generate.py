@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.generate import generate, next_token
+from lit_gpt.generate import GenerationError, generate, insert_tokens, next_token, without_positions
 from lit_gpt.model import GPT
 
 VARIANTS = {
@@ -72,12 +72,39 @@ def test_eos_forced_tokens_and_length_limits():
     greedy = generate(model, prompt, 6)
     stop = int(greedy[0, 4])
     assert generate(model, prompt, 6, eos_id=stop).shape[1] <= 5
-    forced = generate(model, prompt, 6, forced_tokens={0: 9, 5: 42})
-    assert forced[0, 0] == 9 and forced[0, 5] == 42
-    assert torch.equal(forced, generate(model, prompt, 6, forced_tokens={0: 9, 5: 42}, use_cache=False))
+    inserted = generate(model, prompt, 6, inserted_tokens={0: 9, 5: 42})
+    assert inserted.shape[1] == 1 + 3 + 6
+    assert inserted[0, 0] == 9 and inserted[0, 1:4].tolist() == [1, 2, 3] and inserted[0, 5] == 42
+    assert torch.equal(inserted, generate(model, prompt, 6, inserted_tokens={0: 9, 5: 42}, use_cache=False))
+    assert without_positions(inserted[0], {0: 9, 5: 42}) == [1, 2, 3, int(inserted[0, 4]), *inserted[0, 6:].tolist()]
     with pytest.raises(ValueError, match="block_size"):
         generate(model, prompt, 64)
     with pytest.raises(ValueError, match="empty"):
         generate(model, prompt[:, :0], 2)
     with pytest.raises(ValueError, match="prefix"):
         generate(sharp_model(prefix_tokens=4), prompt, 2)
+
+
+def test_fixed_token_is_inserted_so_the_prompt_is_kept_whole():
+    prompt = torch.tensor([[5, 6, 7]])
+    assert insert_tokens(prompt, {0: 1}).tolist() == [[1, 5, 6, 7]]
+    assert insert_tokens(prompt, {2: 1}).tolist() == [[5, 6, 1, 7]]
+    assert insert_tokens(prompt, {3: 1}).tolist() == [[5, 6, 7, 1]]
+    assert insert_tokens(prompt, {9: 1}).tolist() == [[5, 6, 7]]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+    ({"max_new_tokens": 2, "top_k": 0}, "top_k must be >= 1"),
+    ({"max_new_tokens": 2, "temperature": -0.5}, "temperature must be >= 0"),
+])
+def test_sampling_settings_without_a_meaning_are_refused(kwargs, match):
+    with pytest.raises(GenerationError, match=match):
+        generate(sharp_model(), torch.tensor([1, 2]), **kwargs)
+
+
+def test_zero_new_tokens_returns_the_prompt_and_foreign_ids_are_refused():
+    model = sharp_model()
+    assert generate(model, torch.tensor([1, 2]), 0).tolist() == [1, 2]
+    with pytest.raises(GenerationError, match="vocab_size"):
+        generate(model, torch.tensor([1, model.config.vocab_size]), 2)

@@ -298,7 +298,8 @@ def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path, monkeypatch, cap
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model_name", "micro", "--train_data_dir", str(tmp_path / "absent")])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(SCRIPT), run_name="__main__")
-    assert str(exit_info.value.code).startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: train_data_dir {tmp_path / 'absent'} does not exist")
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model_name", "micro", "--max_step", "0"])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(SCRIPT), run_name="__main__")
@@ -344,3 +345,48 @@ def test_fsdp_meta_device_materialisation_applies_the_paper_init(overrides):
         assert params["blocks.0.attn.slots.k_star"].std().item() == pytest.approx(0.02, rel=0.3)
     if config.sink_tokens:
         assert params["sink_tokens"].std().item() == pytest.approx(init_std, rel=0.3)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_says_so(corpus, tmp_path, capsys):
+    common = ("--save_step_interval", "2", "--eval_step_interval", "100", "--eval_sink", "false", "--eval_iters", "1")
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "4", *common)))
+    out = tmp_path / "run"
+    newest = find_latest(out)
+    newest.write_bytes(newest.read_bytes()[:4096])
+    capsys.readouterr()
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "6", "--resume", "auto", *common)))
+    printed = capsys.readouterr().out
+    assert f"warning: checkpoint {newest} cannot be read" in printed
+    assert "Resuming from " + str(out / "iter-000002-ckpt.pth") in printed
+    assert load_model(find_latest(out))[1]["step_count"] == 6
+
+
+def test_resume_refuses_when_no_checkpoint_is_readable_instead_of_starting_over(corpus, tmp_path):
+    from lit_gpt.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "iter-000002-ckpt.pth").write_bytes(b"")
+    for resume in ("auto", "True"):
+        with pytest.raises(CheckpointError, match="no readable checkpoint"):
+            setup(parse_args(cli_args(corpus, tmp_path, "--resume", resume, "--eval_sink", "false")))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        setup(parse_args(cli_args(corpus, tmp_path, "--resume", str(out / "iter-000002-ckpt.pth"))))
+    assert [p.name for p in out.iterdir()] == ["iter-000002-ckpt.pth"]
+
+
+@pytest.mark.parametrize("vocab_size", [50, VOCAB - 1, 64])
+def test_a_model_vocabulary_smaller_than_the_shards_is_refused_before_any_step(corpus, tmp_path, vocab_size):
+    """50 and 64 give a 64-row table the ids overflow; VOCAB - 1 = 100 still pads to the 128 rows the data
+    needs, so without the check it would train silently on a row generation never samples."""
+    with pytest.raises(DataError, match=rf"built with a {VOCAB}-entry tokenizer, more than the model's "
+                                        rf"vocab_size={vocab_size}; set --model.vocab_size {VOCAB}"):
+        setup(parse_args(cli_args(corpus, tmp_path, "--model.vocab_size", str(vocab_size))))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_probe_tokenizer_beyond_the_model_vocabulary_is_refused(corpus, tmp_path):
+    folder = build_corpus(tmp_path / "no_meta")
+    (folder / "meta.json").unlink()  # upstream LITPKDS data carries no meta.json
+    with pytest.raises(DataError, match=r"probe .* yields token id \d+, beyond the model's vocab_size=64"):
+        setup(parse_args(cli_args(folder, tmp_path, "--model.vocab_size", "64")))

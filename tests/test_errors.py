@@ -1,0 +1,144 @@
+"""Every command line turns bad input into one `error:` line and a non-zero exit, never a traceback."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.errors import UserError, run_cli
+from lit_gpt.model import GPT
+from lit_gpt.train_args import parse_args
+from test_trainer import build_corpus, cli_args
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = sorted([*ROOT.glob("pretrain/*.py"), ROOT / "eval_sink_open_source.py", ROOT / "preprocess/prepare.py",
+                       ROOT / "scripts/experiment.py"])
+
+
+def one_error_line(completed: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a refused command (asserting there is exactly one and no traceback)."""
+    assert completed.returncode not in (0, None), completed.stdout
+    assert "Traceback" not in completed.stderr, completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+    return lines[0]
+
+
+def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=ROOT)
+
+
+def test_every_entry_point_reports_user_errors_through_run_cli():
+    """A new entry point that forgets `run_cli` would print tracebacks for bad input."""
+    for script in ENTRY_POINTS:
+        text = script.read_text()
+        assert "run_cli(" in text and "sys.exit(f\"error" not in text, script
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """A data folder, and a truncated checkpoint of a model that fits it."""
+    root = tmp_path_factory.mktemp("damaged")
+    corpus = build_corpus(root / "corpus")
+    config = Config.from_name("micro", vocab_size=101)
+    good = root / "good.pth"
+    torch.save({"model": GPT(config).state_dict(), "config": config.asdict(),
+                "train": {"train_data_dir": str(corpus)}}, good)
+    truncated = root / "run" / "iter-000004-ckpt.pth"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:5000])
+    return {"corpus": corpus, "ckpt": truncated, "probe": corpus / "probe_valid.jsonl"}
+
+
+def checkpoint_commands(damaged, out: Path) -> dict[str, list[str]]:
+    """How each entry point that reads a training checkpoint is given one."""
+    ckpt, probe = str(damaged["ckpt"]), str(damaged["probe"])
+    return {
+        "tinyllama.py": cli_args(damaged["corpus"], out, "--resume", ckpt),
+        "eval_sink_pretrain.py": ["--load_from", ckpt, "--probe", probe],
+        "generate.py": ["--load_from", ckpt, "--prompt", "w1 w2"],
+        "eval_streaming.py": ["--load_from", ckpt, "--text", probe],
+        "report.py": [str(damaged["ckpt"].parent), "--probe", probe],
+        "export_hf.py": ["--load_from", ckpt, "--out_dir", str(out / "hf")],
+    }
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_is_one_line_at_every_entry_point_that_reads_one(damaged, tmp_path):
+    commands = checkpoint_commands(damaged, tmp_path)
+    readers = {script.name for script in ENTRY_POINTS if "load_from" in script.read_text() or "resume" in script.read_text()}
+    assert readers <= set(commands), f"entry points reading checkpoints without a test: {readers - set(commands)}"
+    for name, args in commands.items():
+        script = ROOT / "pretrain" / name
+        if not script.exists():
+            continue
+        line = one_error_line(run_script(script, *args))
+        assert str(damaged["ckpt"]) in line and "cannot be read" in line, (name, line)
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, expected", [
+    (["--model.vocab_size", "-5"], "error: vocab_size must be a positive number, got -5"),
+    (["--model.block_size", "-1"], "error: block_size must be a positive number, got -1"),
+    (["--max_step", "0"], "error: max_step must be positive, got 0"),
+])
+def test_training_command_line_refusals_are_one_line(args, expected):
+    line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", "--model_name", "micro", *args))
+    assert line == expected
+
+
+@pytest.mark.slow
+def test_bad_yaml_values_and_generation_settings_are_one_line(damaged, tmp_path):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model_name: micro\nlearning_rate: abc\n")
+    line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", "--config", str(run_yaml)))
+    assert line == f"error: {run_yaml}: learning_rate must be float, got 'abc'; fix the value in the YAML"
+    line = one_error_line(run_script(ROOT / "pretrain/generate.py", "--load_from", str(damaged["ckpt"]),
+                                     "--prompt", "w1", "--top_k", "0"))
+    assert line.startswith("error: top_k must be >= 1")
+
+
+def test_run_cli_prints_a_user_error_as_one_line_and_exits_1(capsys):
+    def fails():
+        raise UserError("bad thing in\nfile.txt;   do this")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fails)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "error: bad thing in file.txt; do this\n"
+    assert run_cli(lambda: 5) == 5
+
+
+def test_a_bug_keeps_its_traceback():
+    with pytest.raises(ZeroDivisionError):
+        run_cli(lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_training_start_up_exits_cleanly(damaged, tmp_path, monkeypatch, capsys, signum):
+    import lit_gpt.trainer as trainer
+
+    real_build_data = trainer.build_data
+
+    def signalled_while_loading(*args):
+        os.kill(os.getpid(), signum)
+        return real_build_data(*args)
+
+    monkeypatch.setattr(trainer, "build_data", signalled_while_loading)
+    previous = signal.getsignal(signum)
+    args = parse_args(cli_args(damaged["corpus"], tmp_path, "--max_step", "2"), exit_on_error=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: trainer.setup(args))
+    assert exit_info.value.code == 128 + signum
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: interrupted by {signal.Signals(signum).name}")
+    assert signal.getsignal(signum) is previous
+    assert not list((tmp_path / "run").glob("iter-*"))
