@@ -21,12 +21,14 @@ ENTRY_POINTS = sorted([*ROOT.glob("pretrain/*.py"), ROOT / "eval_sink_open_sourc
 
 
 def one_error_line(completed: subprocess.CompletedProcess) -> str:
-    """The single stderr line of a refused command (asserting there is exactly one and no traceback)."""
+    """The error line of a refused command: its last stderr line, the only one starting with `error:`, and no
+    traceback (libraries may log progress lines such as Lightning's "Seed set to" before it)."""
     assert completed.returncode not in (0, None), completed.stdout
     assert "Traceback" not in completed.stderr, completed.stderr
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), completed.stderr
+    return errors[0]
 
 
 def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
@@ -96,11 +98,16 @@ def test_training_command_line_refusals_are_one_line(args, expected):
 
 
 @pytest.mark.slow
-def test_bad_yaml_values_and_generation_settings_are_one_line(damaged, tmp_path):
+def test_bad_yaml_values_tokenizer_and_generation_settings_are_one_line(damaged, tmp_path):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text("model_name: micro\nlearning_rate: abc\n")
     line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", "--config", str(run_yaml)))
     assert line == f"error: {run_yaml}: learning_rate must be float, got 'abc'; fix the value in the YAML"
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text('{"model": ')
+    line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", *cli_args(damaged["corpus"], tmp_path, "--tokenizer",
+                                                                             str(broken))))
+    assert str(broken) in line
     line = one_error_line(run_script(ROOT / "pretrain/generate.py", "--load_from", str(damaged["ckpt"]),
                                      "--prompt", "w1", "--top_k", "0"))
     assert line.startswith("error: top_k must be >= 1")

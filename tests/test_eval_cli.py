@@ -152,6 +152,10 @@ def test_streaming_cli_reports_three_perplexities(run, tmp_path):
                   args=["--load_from", f"[{run['ckpt']}]", "--text", str(run["probe"]), "--length", "100",
                         "--window", "16", "--n_sink", "2", "--json", str(out)])
     assert json.loads(out.read_text()) == results
+    single = CLI(script("pretrain/eval_streaming.py").main, as_positional=False,
+                 args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]), "--length", "100",
+                       "--window", "16", "--n_sink", "2"])
+    assert single == results
     perplexity = results[0]["perplexity"]
     assert set(perplexity) == {"full", "window", "sink"}
     assert all(1.0 < value < 1000.0 for value in perplexity.values())
@@ -185,3 +189,15 @@ def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run,
     theirs = evaluate_hf(load_hf_causal_lm(folder), tokens, eps=0.1)
     assert theirs["sink_rates"] == ours["sink_rates"]
     assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
+
+
+def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, tmp_path):
+    """cpu-scale runs write BOS over position 0; the prompt must follow it, not lose its first token to it."""
+    eos = run["tokenizer"].eos_id
+    ckpt = train_checkpoint(tmp_path / "bos.pth", run["tokenizer"], synthetic_texts(20, seed=6), steps=3,
+                            train_extra={"fixed_token_pos": 0, "fixed_token_id": eos})
+    main = script("pretrain/generate.py").main
+    for use_cache in ("true", "false"):
+        outputs = CLI(main, as_positional=False, args=["--load_from", str(ckpt), "--prompt", "the cat sat",
+                                                       "--max_new_tokens", "5", "--use_cache", use_cache])
+        assert outputs[0].startswith("the cat sat"), outputs[0]
