@@ -1,6 +1,6 @@
 """Training throughput (tokens/s) and MFU of the trainer's optimizer step at the `tiny` preset.
 
-The benchmark reference config of REFERENCE.md: LLaMA, 6 layers, n_embd 128, 4 heads, vocab 512,
+The CPU benchmark shape of docs/reference.md: LLaMA, 6 layers, n_embd 128, 4 heads, vocab 512,
 block 256, micro batch 32, fp32, AdamW (0.9, 0.95), lr 3e-3 -- one micro-batch per optimizer step.
 Each row times `lit_gpt.trainer.train_step` (forward, backward, clipping, AdamW) on random token
 batches, median over `--steps` steps after `--warmup` steps. MFU is the model FLOPs of

@@ -259,7 +259,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's 1B model (TinyLlama 1.1B shape; the paper trains it with full multi-head attention).
     "tinyllama_1_1b": dict(block_size=2048, vocab_size=50277, padded_vocab_size=50432, n_layer=22, n_head=16,
                            n_embd=2048, intermediate_size=5632),
-    # CPU scale for the embedded default: the benchmark reference shape (REFERENCE.md), ~1.3M parameters.
+    # CPU scale for the embedded default: the CPU benchmark shape (docs/reference.md), ~1.3M parameters.
     "tiny": dict(block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128,
                  intermediate_size=340),
     # For tests: well under 200k parameters, still every structural feature (several layers and heads).

@@ -12,7 +12,7 @@ Training FLOPs per token (forward + backward), following Kaplan et al. / PaLM (a
   pair and head forward, twice that backward: 12 * head_size per pair, with `T_keys` = key slots +
   sink tokens + T keys per query. Causal masking is *not* halved: eager and SDPA with an explicit
   mask compute the full block and only flash-style kernels skip it, and the uncounted half keeps the
-  figure comparable with PaLM-style MFU reported by other libraries (and with REFERENCE.md's 80 GFLOP
+  figure comparable with PaLM-style MFU reported by other libraries (and with docs/reference.md's 80 GFLOP
   for the `tiny` preset). Sliding windows are not discounted for the same reason.
 * Learned sink tokens are processed by every block like real tokens but never reach the LM head.
 

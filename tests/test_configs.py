@@ -1,5 +1,5 @@
 """configs/: every YAML composes into a run the trainer accepts, at every scale, and every sweep value of
-the paper (REFERENCE.md) has a config."""
+the paper (docs/reference.md) has a config."""
 
 from pathlib import Path
 

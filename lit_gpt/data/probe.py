@@ -1,6 +1,6 @@
 """The probe set for the sink metric: held-out texts, and their first 64 tokens as model input.
 
-The metric (see REFERENCE.md) averages attention over 100 sequences of 64 tokens taken from held-out
+The metric (see docs/reference.md) averages attention over 100 sequences of 64 tokens taken from held-out
 text with no BOS prepended. Preprocessing picks the texts from the validation split, one per document,
 alternating between domains, and stores text (not ids) so any tokenizer can be probed.
 """
