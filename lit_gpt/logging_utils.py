@@ -15,6 +15,8 @@ from lightning.fabric.loggers import Logger, TensorBoardLogger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.utilities.throughput import get_available_flops
 
+from lit_gpt.errors import UserError
+
 CSV_COLUMNS = ("step", "metric", "value")
 
 
@@ -67,17 +69,34 @@ class CSVMetrics(Logger):
         """Hyperparameters live in every checkpoint (`train`, `config`); the CSV holds metrics only."""
 
 
+class MetricsFileError(UserError):
+    """A `metrics.csv` that is not the long-format file the trainer writes."""
+
+
 def read_metrics(path: Union[str, Path]) -> list[tuple[int, str, float]]:
-    """Rows (step, metric, value) of a `metrics.csv`."""
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        return [(int(step), name, float(value)) for step, name, value in reader]
+    """Rows (step, metric, value) of a `metrics.csv`.
 
-
-def metric_series(path: Union[str, Path], name: str) -> dict[int, float]:
-    """step -> value of one metric (the last value logged at a step wins)."""
-    return {step: value for step, metric, value in read_metrics(path) if metric == name}
+    A last line without its newline is what a process killed mid-write leaves: it is dropped (a resume
+    then rewrites the file without it). Any other malformed line is a `MetricsFileError` naming it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MetricsFileError(f"{path} is not a text file; move it away (a resumed run starts a new one)") from None
+    lines = text.splitlines()
+    if not lines or tuple(next(csv.reader(lines[:1]))) != CSV_COLUMNS:
+        raise MetricsFileError(f"{path} does not start with the header {','.join(CSV_COLUMNS)}; move it away")
+    rows = []
+    for number, row in enumerate(csv.reader(lines[1:]), start=2):
+        try:
+            step, name, value = row
+            rows.append((int(step), name, float(value)))
+        except ValueError:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            raise MetricsFileError(f"{path}: line {number} is not step,metric,value; fix or delete that line") from None
+    return rows
 
 
 def dashboard_logger(kind: str, log_dir: Path, run_name: str) -> Optional[Logger]:

@@ -22,7 +22,7 @@ from lit_gpt.checkpoint import find_latest, list_checkpoints, load_model
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.data import DataError
-from lit_gpt.logging_utils import metric_series, read_metrics
+from lit_gpt.logging_utils import read_metrics
 from lit_gpt.train_args import ArgsError, parse_args
 from lit_gpt.trainer import setup
 
@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pretrain" / "tinyllama.py"
 N_WORDS = 100
 VOCAB = N_WORDS + 1  # word ids 1..N_WORDS, EOS = 0
+
+
+def metric_series(path: Path, name: str) -> dict[int, float]:
+    """step -> value of one metric of a metrics.csv."""
+    return {step: value for step, metric, value in read_metrics(path) if metric == name}
 
 
 def _sentences(rng: np.random.Generator, n_docs: int) -> list[str]:
