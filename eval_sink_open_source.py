@@ -4,7 +4,6 @@ own checkpoints (see pretrain/eval_sink_pretrain.py).
     python eval_sink_open_source.py --model path/to/hf_folder --json out/llama.json --plots out/llama
 """
 
-import json as jsonlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,6 +14,7 @@ from jsonargparse import CLI
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.files import write_json  # noqa: E402
 from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe  # noqa: E402
 from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir  # noqa: E402
 from lit_gpt.plots import write_plots  # noqa: E402
@@ -57,8 +57,7 @@ def main(
     result["model"] = model
     print(format_table(result))
     if json is not None:
-        json.parent.mkdir(parents=True, exist_ok=True)
-        json.write_text(jsonlib.dumps(result, indent=1, default=str))
+        write_json(json, result)
         print(f"wrote {json}")
     if plots is not None:
         paths = write_plots(result, hf_example_maps(hf_model, tokens), plots, layers, heads)

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import yaml
 
 from lit_gpt.data.vocab import vocab_mismatch
+from lit_gpt.files import write_atomic
 from lit_gpt.train_args import ArgsError, TrainArgs, normalize_run_yaml, parse_args, read_yaml_mapping
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -95,11 +96,8 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_run_yaml(values: dict[str, Any], out: Path, sources: str = "") -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Composed from {sources}; edit the configs/ files, not this one.\n" if sources else ""
-    out.write_text(header + yaml.safe_dump(values, sort_keys=False))
-    return out
+    return write_atomic(out, header + yaml.safe_dump(values, sort_keys=False))
 
 
 def load_composed(path: Path, scale: str = PAPER, extra: Optional[list[str]] = None, root: Path = CONFIGS,
@@ -168,7 +166,7 @@ def fill_results(doc: Path, key: str, table: str) -> bool:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         return False
-    Path(doc).write_text(pattern.sub(lambda _: f"{start}\n{table.strip()}\n{end}", text, count=1))
+    write_atomic(doc, pattern.sub(lambda _: f"{start}\n{table.strip()}\n{end}", text, count=1))
     return True
 
 

@@ -15,15 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
+from lit_gpt.files import save_figure  # noqa: E402
 from lit_gpt.metrics import normalize_rows  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optional[Sequence[int]] = None,
@@ -49,10 +51,7 @@ def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optiona
             ax.set_ylabel("query", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, tight=False)  # the constrained layout already placed the colorbar
 
 
 def sink_by_position(result: dict, path: Path) -> Path:

@@ -10,6 +10,7 @@ from the sink evaluation.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
+from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
 from lit_gpt.evaluation import EvalError, evaluate_run, load_probe, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
 
@@ -61,14 +63,17 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
     key = {"probe": str(Path(probe).resolve()), "eps": eps, "n_sequences": n_sequences, "length": length}
     if cache.is_file() and cache.stat().st_mtime >= ckpt_path.stat().st_mtime:
-        cached = json.loads(cache.read_text())
-        if cached.get("report_key") == key:
+        try:
+            cached = json.loads(cache.read_text(encoding="utf-8"))
+        except ValueError:  # a damaged cache is only a lost shortcut: evaluate again and rewrite it
+            cached = {}
+        if isinstance(cached, dict) and cached.get("report_key") == key:
             return cached
     model, ckpt = load_model(ckpt_path)
     tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length, model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps)
     result["report_key"] = key
-    cache.write_text(json.dumps(result, indent=1))
+    write_json(cache, result)
     return result
 
 
@@ -111,12 +116,11 @@ def to_markdown(rows: Sequence[dict]) -> str:
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: ("" if row[c] is None else row[c]) for c in COLUMNS} for row in rows)
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: ("" if row[c] is None else row[c]) for c in COLUMNS} for row in rows)
+    return write_atomic(path, text.getvalue())
 
 
 def bar_chart(rows: Sequence[dict], path: Path) -> Path:
@@ -131,10 +135,10 @@ def bar_chart(rows: Sequence[dict], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 __all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "report_row", "report_rows", "run_checkpoint", "to_markdown",

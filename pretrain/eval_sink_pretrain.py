@@ -4,7 +4,6 @@
         --plots out/run/plots
 """
 
-import json as jsonlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.files import write_json  # noqa: E402
 from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
                                 format_table, load_probe, tokenizer_for, train_args)
 from lit_gpt.plots import write_plots  # noqa: E402
@@ -58,8 +58,7 @@ def main(
     result["checkpoint"] = str(load_from)
     print(format_table(result))
     if json is not None:
-        json.parent.mkdir(parents=True, exist_ok=True)
-        json.write_text(jsonlib.dumps(result, indent=1))
+        write_json(json, result)
         print(f"wrote {json}")
     if plots is not None:
         paths = write_plots(result, example_maps(model, ckpt, tokens), plots, layers, heads, model.config.n_slots)

@@ -5,7 +5,6 @@ with and without keeping the first n tokens (attention-sink cache), against full
         --text datasets/probe_valid.jsonl --length 4096 --window 256 --n_sink 4
 """
 
-import json as jsonlib
 import sys
 from pathlib import Path
 from typing import Optional, Union
@@ -19,6 +18,7 @@ from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.data.documents import iter_texts  # noqa: E402
 from lit_gpt.data.vocab import check_token_ids  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.files import write_json  # noqa: E402
 from lit_gpt.evaluation import tokenizer_for, train_args  # noqa: E402
 from lit_gpt.streaming import long_text, streaming_perplexities  # noqa: E402
 
@@ -58,8 +58,7 @@ def main(
         print(f"{str(path)[-40:]:<40} {result['variant'][:28]:<28} {ppl['full']:>9.2f} {ppl['window']:>9.2f} "
               f"{ppl['sink']:>9.2f}")
     if json is not None:
-        json.parent.mkdir(parents=True, exist_ok=True)
-        json.write_text(jsonlib.dumps(results, indent=1))
+        write_json(json, results)
         print(f"wrote {json}")
     return results
 

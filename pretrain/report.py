@@ -13,6 +13,7 @@ from jsonargparse import ArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lit_gpt.errors import run_cli  # noqa: E402
+from lit_gpt.files import write_atomic  # noqa: E402
 from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv  # noqa: E402
 
 
@@ -22,8 +23,7 @@ def main(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out:
     table = to_markdown(rows)
     print(table)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(table + "\n")
+        write_atomic(out / "report.md", table + "\n")
         written = [out / "report.md", write_csv(rows, out / "report.csv"), bar_chart(rows, out / "report.png")]
         print("wrote " + ", ".join(str(p) for p in written))
     return table
