@@ -38,6 +38,7 @@ from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, loa
 from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import check_token_ids, recorded_vocab_size, vocab_mismatch
 from lit_gpt.evaluation import apply_input_transforms, input_transforms
+from lit_gpt.files import OutputError, output_folder
 from lit_gpt.flops import estimated_flops_per_step
 from lit_gpt.loss import ignored_predictions, lm_loss, split_batch
 from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
@@ -86,10 +87,23 @@ def setup(args: TrainArgs) -> None:
     """Run the training described by `args` on every process Fabric manages (or was launched with)."""
     args.validate()
     check_data_dirs(args)
-    if isinstance(args.resume, str) and args.resume != "auto":
-        read_checkpoint(args.resume, mmap=True)  # a damaged file is refused before any process starts
+    check_out_dir(args)
     fabric = make_fabric(args)
     fabric.launch(main, args)
+
+
+def check_out_dir(args: TrainArgs) -> None:
+    """Refuse, before any process starts, to write where a run cannot or must not: a file in place of the
+    run folder, a fresh start over an earlier run's checkpoints (it would overwrite and prune them), or
+    a damaged checkpoint named by --resume."""
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise OutputError(f"{args.out_dir} is a file, not a run folder; choose another --out_name or --checkpoint_root")
+    existing = list_checkpoints(args.out_dir)
+    if args.resume is False and existing:
+        raise ArgsError(f"{args.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
+                        f"continue that run, or choose another --out_name (nothing was changed)")
+    if isinstance(args.resume, str) and args.resume != "auto":
+        read_checkpoint(args.resume, mmap=True)
 
 
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -225,7 +239,7 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     config = args.model_config()
     accumulation = gradient_accumulation(args.global_batch_size, args.micro_batch_size, fabric.world_size)
     if fabric.global_rank == 0:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(args.out_dir)
     fabric.seed_everything(args.seed)
     train_loader, valid_loaders, probe = build_data(fabric, args, config)
     model = build_model(fabric, config, args)

@@ -395,3 +395,21 @@ def test_a_probe_tokenizer_beyond_the_model_vocabulary_is_refused(corpus, tmp_pa
     (folder / "meta.json").unlink()  # upstream LITPKDS data carries no meta.json
     with pytest.raises(DataError, match=r"probe .* yields token id \d+, beyond the model's vocab_size=64"):
         setup(parse_args(cli_args(folder, tmp_path, "--model.vocab_size", "64")))
+
+
+def test_a_fresh_start_never_overwrites_an_earlier_runs_checkpoints(corpus, tmp_path):
+    common = ("--max_step", "2", "--save_step_interval", "2", "--eval_sink", "false", "--eval_iters", "1")
+    setup(parse_args(cli_args(corpus, tmp_path, *common)))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(ArgsError, match=r"already holds checkpoints up to iter-000002-ckpt.pth; pass --resume auto"):
+        setup(parse_args(cli_args(corpus, tmp_path, *common, "--seed", "8")))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_a_file_where_the_run_folder_goes_is_refused(corpus, tmp_path):
+    from lit_gpt.files import OutputError
+
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(OutputError, match="is a file, not a run folder"):
+        setup(parse_args(cli_args(corpus, tmp_path)))
+    assert (tmp_path / "run").read_text() == "notes"
