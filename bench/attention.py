@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from variants import ATTENTION_VARIANTS  # noqa: E402
 
-from lit_gpt.attention import CausalSelfAttention, choose_backend  # noqa: E402
+from lit_gpt.attention import AttentionRuntime, CausalSelfAttention  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.positions import rope_cos_sin  # noqa: E402
 
@@ -36,18 +36,15 @@ BASELINE = "softmax"
 
 
 def build(name: str, args: argparse.Namespace, length: int):
-    overrides = dict(ATTENTION_VARIANTS[name], n_embd=args.n_embd, n_head=args.n_head, n_layer=1,
-                     block_size=length)
-    if args.chunk_size is not None:
-        overrides["attn_chunk_size"] = args.chunk_size
-    config = Config.from_name("micro", **overrides)
+    config = Config.from_name("micro", **ATTENTION_VARIANTS[name], n_embd=args.n_embd, n_head=args.n_head, n_layer=1,
+                              block_size=length)
     torch.manual_seed(0)
-    layer = CausalSelfAttention(config)
+    layer = CausalSelfAttention(config, AttentionRuntime(chunk_size=args.chunk_size))
     n_tokens = length + config.sink_tokens
     x = torch.randn(args.batch, n_tokens, config.n_embd, requires_grad=True)
     positions = torch.arange(n_tokens)
     rope = rope_cos_sin(positions, config.head_size, config.rope_base, x.dtype)
-    backend = choose_backend(config, "cpu", x.dtype, training=True, aligned=True)
+    backend = layer.backend(x.device, x.dtype, training=True, aligned=True).name
 
     def step() -> None:
         y, _ = layer(x, positions, rope)
@@ -93,8 +90,7 @@ def main() -> None:
     parser.add_argument("--n_embd", type=int, default=768)
     parser.add_argument("--n_head", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
-    parser.add_argument("--chunk_size", type=int, default=None,
-                        help="attn_chunk_size for eager (default: the Config default; 0 = automatic)")
+    parser.add_argument("--chunk_size", type=int, default=0, help="queries per chunk in eager (0 = automatic)")
     parser.add_argument("--variants", nargs="+", default=list(ATTENTION_VARIANTS), choices=list(ATTENTION_VARIANTS))
     args = parser.parse_args()
     names = [BASELINE] + [n for n in args.variants if n != BASELINE]

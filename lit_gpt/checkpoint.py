@@ -112,7 +112,7 @@ def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> tuple[GPT, dict[str, Any]]:
     """(model in eval mode on `device`, the full checkpoint dict) from a training checkpoint."""
     checkpoint = read_checkpoint(path, device)
-    config = Config.from_dict(checkpoint["config"])
+    config = Config.from_saved(checkpoint["config"])
     with torch.device("meta"):
         model = GPT(config)
     try:

@@ -20,12 +20,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "attn_kernel": ("none", "linear", "elu", "mlp"),
     "attn_normalize": ("sum", "none", "max_abs"),
     "attn_gate": ("none", "headwise", "elementwise"),
-    "attn_backend": ("auto", "eager", "sdpa", "flex", "flash", "xformers"),
     "pos_embedding": ("rope", "nope", "absolute", "learnable", "alibi", "relative"),
     "mlp": ("swiglu", "relu", "gelu", "swish", "reglu", "geglu"),
     "norm_position": ("pre", "post"),
 }
 
+
+# Former fields that are now run-time settings (`lit_gpt.attention.AttentionRuntime`), dropped when read.
+RUNTIME_KEYS = ("attn_backend", "attn_chunk_size")
 
 # Sizes and constants that only make sense above zero (None = derived later).
 POSITIVE_FIELDS = ("block_size", "vocab_size", "padding_multiple", "padded_vocab_size", "n_layer", "n_head", "n_embd",
@@ -106,11 +108,6 @@ class Config:
     """Number of learned embeddings prepended to every input; excluded from loss and logits."""
     attn_gate: str = "none"
     """Output gate sigmoid(x W_g) on each head's output: `none`, `headwise`, `elementwise`."""
-    attn_backend: str = "auto"
-    """`auto | eager | sdpa | flex | flash | xformers`; auto never changes what is computed."""
-    attn_chunk_size: int = 0
-    """Queries per chunk in the eager backend (bounds memory; recomputed in backward); 0 = automatic,
-    score blocks of half the size of the queries at T = 2048."""
     kernel_hidden: int = 0
     """Hidden width of the `mlp` feature map; `head_size` when 0."""
 
@@ -148,7 +145,7 @@ class Config:
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
         self._check_sizes()
-        for key in ("window_size", "prefix_tokens", "sink_tokens", "attn_chunk_size", "kernel_hidden"):
+        for key in ("window_size", "prefix_tokens", "sink_tokens", "kernel_hidden"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.attn_kernel != "none" and self.attn_score != "linear":
@@ -218,11 +215,22 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":
-        """Build from a plain dict (YAML, checkpoint); unknown keys are an error listing the valid ones."""
+        """Build from a plain dict (YAML, overrides); unknown keys are an error listing the valid ones."""
+        moved = sorted(set(values) & set(RUNTIME_KEYS))
+        if moved:
+            raise ConfigError(f"{', '.join(moved)} is a run-time setting, not part of the model: pass "
+                              f"AttentionRuntime(...) to GPT, or --attn_backend / --attn_chunk_size to a run")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(cls.field_names())}")
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> "Config":
+        """Build from the config a checkpoint stores. Checkpoints saved before the attention backend became a
+        run-time setting (`AttentionRuntime`) still carry it; it never changed the function, so it is
+        dropped here rather than refused."""
+        return cls.from_dict({k: v for k, v in values.items() if k not in RUNTIME_KEYS})
 
     def asdict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from lit_gpt.attention import CausalSelfAttention, KVCache
+from lit_gpt.attention import AttentionRuntime, CausalSelfAttention, KVCache
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.mlp import MLP
 from lit_gpt.positions import ALiBi, RelativeBias, rope_cos_sin, sinusoidal
@@ -55,10 +55,11 @@ class GPT(nn.Module):
     Each map is (B, H, T, S + T_keys) for one layer: rows are the real-token queries, columns are
     [key slots..., sink tokens..., real tokens], values are the coefficients applied to the values.
     Learned sink tokens are prepended inside the model and never appear in the logits (so never in
-    the loss). Pass a `KVCache` (see `new_cache`) to decode incrementally.
+    the loss). Pass a `KVCache` (see `new_cache`) to decode incrementally. `runtime` picks the attention
+    backend; it changes speed and memory, never the function, so it is not part of the config.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, runtime: AttentionRuntime = AttentionRuntime()) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
@@ -72,9 +73,16 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.set_attention_runtime(runtime)
         self._bind_init()
         if self.lm_head.weight.device.type != "meta":
             self.init_weights()
+
+    def set_attention_runtime(self, runtime: AttentionRuntime) -> None:
+        """Run every attention layer with `runtime` from the next forward on (e.g. evaluate with another backend)."""
+        for module in self.modules():
+            if isinstance(module, CausalSelfAttention):
+                module.set_runtime(runtime)
 
     # ------------------------------------------------------------------------------ init
     @property

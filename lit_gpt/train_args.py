@@ -27,7 +27,8 @@ import docstring_parser
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
-from lit_gpt.config import Config, ConfigError
+from lit_gpt.attention.runtime import AttentionRuntime
+from lit_gpt.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.errors import UserError, argument_message, fail
 from lit_gpt.loss import ignored_predictions
 
@@ -59,6 +60,11 @@ class TrainArgs:
     """Model preset from `lit_gpt.config.PRESETS` (upstream names accepted)."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of preset fields (attention variant, shape): `--model.<field> value`."""
+    attn_backend: str = "auto"
+    """Attention kernel: `auto | eager | sdpa | flex | flash | xformers`; auto never changes what is computed.
+    Not part of the model, so a run can resume with another one (`--model.attn_backend` is an alias)."""
+    attn_chunk_size: int = 0
+    """Queries per chunk in the eager backend (bounds memory); 0 = automatic. Alias `--model.attn_chunk_size`."""
 
     train_data_dir: Path = Path("datasets/embedded")
     """Folder with the tokenized `train_<domain>` shards."""
@@ -166,6 +172,9 @@ class TrainArgs:
     def model_config(self) -> Config:
         return Config.from_name(self.model_name, **self.model)
 
+    def attention_runtime(self) -> AttentionRuntime:
+        return AttentionRuntime(self.attn_backend, self.attn_chunk_size)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints and logger hyperparameters."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -192,6 +201,7 @@ class TrainArgs:
             raise ArgsError(f"random token span [{self.random_token_start}, {self.random_token_end}) is empty or negative")
         if isinstance(self.resume, str) and self.resume != "auto" and not Path(self.resume).is_file():
             raise ArgsError(f"resume={self.resume!r} is neither True, False, 'auto' nor an existing checkpoint file")
+        self.attention_runtime()  # refuses an unknown backend or a negative chunk size before any process starts
         config = self.model_config()
         if ignored_predictions(config, self.ignore_loss) >= config.block_size:
             raise ArgsError(f"ignore_loss={self.ignore_loss} (at least prefix_tokens - 1 = {config.prefix_tokens - 1}) "
@@ -221,10 +231,10 @@ def normalize_run_yaml(raw: Any, source: str = "run YAML") -> dict[str, Any]:
         if key == "model":
             if not isinstance(value, dict):
                 raise ArgsError(f"{source}: 'model' must map Config fields to values, got {value!r}")
-            bad = sorted(set(value) - set(MODEL_FIELDS))
+            bad = sorted(set(value) - set(MODEL_FIELDS) - set(RUNTIME_KEYS))
             if bad:
                 raise ArgsError(f"{source}: unknown model field(s) {', '.join(bad)}; valid: {', '.join(MODEL_FIELDS)}")
-            values.update({f"model.{k}": v for k, v in value.items()})
+            values.update({(k if k in RUNTIME_KEYS else f"model.{k}"): v for k, v in value.items()})
         elif key in MODEL_FIELDS:
             values[f"model.{key}"] = value
         elif key in ARG_FIELDS:
@@ -274,9 +284,13 @@ def build_parser() -> ArgumentParser:
     """The trainer's parser; it raises on bad input (`parse_args` decides how to report it)."""
     parser = ArgumentParser(prog="pretrain/tinyllama.py", description=TrainArgs.__doc__, exit_on_error=False,
                             default_meta=False)
-    parser.add_class_arguments(TrainArgs, skip={"model", "data_yaml_file"})
+    parser.add_class_arguments(TrainArgs, skip={"model", "data_yaml_file", *RUNTIME_KEYS})
     parser.add_argument(*CONFIG_FLAGS, dest="data_yaml_file", type=Optional[Path], default=None,
                         help="Run YAML: " + _doc(TrainArgs, "data_yaml_file"))
+    # Former model fields keep their `--model.` spelling, which configs and scripts written before use.
+    for name in RUNTIME_KEYS:
+        parser.add_argument(f"--{name}", f"--model.{name}", dest=name, type=typing.get_type_hints(TrainArgs)[name],
+                            default=getattr(TrainArgs, name), help=_doc(TrainArgs, name))
     hints = typing.get_type_hints(Config)
     for name in MODEL_FIELDS:
         parser.add_argument(f"--model.{name}", type=Optional[hints[name]], default=None, help=_doc(Config, name))

@@ -219,10 +219,11 @@ class StopRequest:
 
 # ------------------------------------------------------------------------------------------ model
 def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.Module:
-    """The model set up for the strategy; under FSDP it is created on the meta device and FSDP
-    materialises it shard by shard through each module's `reset_parameters` (the paper's init)."""
+    """The model set up for the strategy, with the run's attention backend; under FSDP it is created on the
+    meta device and FSDP materialises it shard by shard through each module's `reset_parameters` (the
+    paper's init)."""
     with fabric.init_module(empty_init=args.strategy == "fsdp"):
-        model = GPT(config)
+        model = GPT(config, args.attention_runtime())
     if args.activation_checkpointing and args.strategy != "fsdp":
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
@@ -251,9 +252,10 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     if path is not None:
         fabric.print(f"Resuming from {path}")
         fabric.load(path, state, weights_only=False)
-        if state["config"] != config.asdict():
+        # Compared as configs, so an older checkpoint that still saved the attention backend matches.
+        if Config.from_saved(state["config"]) != config:
             raise ArgsError(f"{path} was trained with a different model config; resume with the same model settings")
-        state["train"] = args.to_dict()
+        state["config"], state["train"] = config.asdict(), args.to_dict()
         for logger in fabric.loggers:
             if isinstance(logger, CSVMetrics):
                 logger.truncate_after(state["step_count"])

@@ -14,6 +14,7 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.attention import AttentionRuntime  # noqa: E402
 from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.data.documents import iter_texts  # noqa: E402
 from lit_gpt.data.vocab import check_token_ids  # noqa: E402
@@ -31,6 +32,7 @@ def main(
     n_sink: int = 4,
     tokenizer: Optional[str] = None,
     json: Optional[Path] = None,
+    attn_backend: str = "auto",
 ) -> list[dict]:
     """Print full / window / sink perplexities per checkpoint.
 
@@ -42,12 +44,16 @@ def main(
         n_sink: First tokens the attention-sink cache keeps in addition.
         tokenizer: Tokenizer file or folder (default: each checkpoint's own).
         json: Write the results as JSON to this file.
+        attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
+            that changes speed, never what is computed.
     """
+    runtime = AttentionRuntime(attn_backend)
     results = []
     paths = load_from if isinstance(load_from, list) else [load_from]
     print(f"{'checkpoint':<40} {'variant':<28} {'full':>9} {'window':>9} {'sink':>9}")
     for path in paths:
         model, ckpt = load_model(path)
+        model.set_attention_runtime(runtime)
         tok = tokenizer_for(train_args(ckpt), tokenizer)
         tokens = check_token_ids(long_text(iter_texts(text), tok, length), model.config.vocab_size,
                                  f"{text} tokenized with {tok.path}")

@@ -14,6 +14,7 @@ from jsonargparse import CLI
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.attention import AttentionRuntime  # noqa: E402
 from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.errors import run_cli  # noqa: E402
 from lit_gpt.evaluation import input_transforms, tokenizer_for, train_args  # noqa: E402
@@ -30,6 +31,7 @@ def main(
     seed: int = 1234,
     tokenizer: Optional[str] = None,
     use_cache: bool = True,
+    attn_backend: str = "auto",
 ) -> list[str]:
     """Print `num_samples` continuations of `prompt`.
 
@@ -46,11 +48,15 @@ def main(
         seed: Random seed for sampling.
         tokenizer: Tokenizer file or folder (default: the run's own).
         use_cache: Decode with the KV cache (off: recompute the whole sequence per token).
+        attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
+            that changes speed, never what is computed.
     """
     check_sampling(max_new_tokens, temperature, top_k)
     if num_samples < 1:
         raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
+    runtime = AttentionRuntime(attn_backend)
     model, ckpt = load_model(load_from)
+    model.set_attention_runtime(runtime)
     tok = tokenizer_for(train_args(ckpt), tokenizer)
     ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
     fixed = input_transforms(train_args(ckpt))["fixed_token"]

@@ -1,8 +1,10 @@
+from dataclasses import dataclass
+
 import pytest
 import torch
 
-from lit_gpt.attention import AttentionProblem, AttentionSpec, CausalSelfAttention, MaskSpec, choose_backend, eager
-from lit_gpt.attention import backends
+from lit_gpt.attention import AttentionProblem, AttentionRuntime, AttentionSpec, CausalSelfAttention, Eager, MaskSpec
+from lit_gpt.attention.backends import FUSED, auto_chunk_size
 from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin
@@ -50,7 +52,7 @@ def random_problem(n_slots=0, seed=0, length=6, requires_grad=False):
 @pytest.mark.parametrize("normalize", ["none", "sum", "max_abs"])
 def test_weight_functions_and_normalisers(score_fn, formula, normalize):
     problem = random_problem(n_slots=1)
-    _, weights = eager(problem, AttentionSpec(score_fn, normalize), need_weights=True)
+    _, weights = Eager().attend(problem, AttentionSpec(score=score_fn, normalize=normalize), need_weights=True)
     keys, _ = problem.full_keys()
     scores = problem.q @ keys.transpose(-1, -2) / 2 + problem.score_bias(problem.q_pos)
     raw = formula(scores) * problem.visible(MaskSpec(), problem.q_pos)
@@ -62,7 +64,8 @@ def test_weight_functions_and_normalisers(score_fn, formula, normalize):
 @pytest.mark.parametrize("score_fn, normalize", [("softmax", "sum"), ("sigmoid", "sum"), ("elu", "sum")])
 def test_normalised_rows_sum_to_one_including_slots_and_masked_keys_get_zero(score_fn, normalize):
     problem = random_problem(n_slots=2)
-    y, weights = eager(problem, AttentionSpec(score_fn, normalize, MaskSpec(window=3)), need_weights=True)
+    spec = AttentionSpec(score=score_fn, normalize=normalize, mask=MaskSpec(window=3))
+    y, weights = Eager().attend(problem, spec, need_weights=True)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 6))
     hidden = ~problem.visible(MaskSpec(window=3), problem.q_pos)
     assert hidden[:, 2:].any() and not hidden[:, :2].any()  # slots are always visible
@@ -75,8 +78,7 @@ def test_chunked_eager_equals_unchunked_with_gradients():
     results = []
     for chunk in (2, 0):
         problem = random_problem(n_slots=1, requires_grad=True, length=7)
-        spec = AttentionSpec("sigmoid", "sum", MaskSpec(window=3), chunk_size=chunk)
-        y, _ = eager(problem, spec)
+        y = Eager(chunk)(problem, AttentionSpec(score="sigmoid", mask=MaskSpec(window=3)))
         y.pow(2).sum().backward()
         results.append([y, problem.q.grad, problem.k.grad, problem.v.grad])
     for a, b in zip(*results):
@@ -92,7 +94,7 @@ def test_chunked_model_equals_unchunked_with_gradients(overrides):
     models = []
     for chunk in (3, 0):
         torch.manual_seed(0)
-        model = GPT(micro(attn_chunk_size=chunk, **overrides))
+        model = GPT(micro(**overrides), AttentionRuntime(chunk_size=chunk))
         model(tokens(length=12)).logsumexp(-1).sum().backward()
         models.append(model)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
@@ -101,9 +103,9 @@ def test_chunked_model_equals_unchunked_with_gradients(overrides):
 
 def test_auto_chunk_bounds_the_score_block_at_half_the_queries():
     head_size, length = 96, 2048
-    chunk = backends.auto_chunk_size(length, head_size)
+    chunk = auto_chunk_size(length, head_size)
     assert chunk * length == head_size * length // 2
-    assert backends.auto_chunk_size(64, head_size) >= 64  # short sequences are one block
+    assert auto_chunk_size(64, head_size) >= 64  # short sequences are one block
 
 
 # --------------------------------------------------------------------------- layer-level equivalences
@@ -114,8 +116,9 @@ def layer_output(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
 
 
 def same_weights(reference: CausalSelfAttention, **overrides) -> CausalSelfAttention:
-    """A layer of another variant sharing the reference's projections (its own extra parts keep their init)."""
-    layer = CausalSelfAttention(micro(**overrides))
+    """A layer of another variant sharing the reference's projections and runtime (its own extra parts keep
+    their init)."""
+    layer = CausalSelfAttention(micro(**overrides), reference.runtime)
     missing, unexpected = layer.load_state_dict(reference.state_dict(), strict=False)
     assert not unexpected and all(not name.startswith(("qkv", "proj")) for name in missing)
     return layer
@@ -124,13 +127,13 @@ def same_weights(reference: CausalSelfAttention, **overrides) -> CausalSelfAtten
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
 def test_off_by_one_equals_a_zero_key_value_slot(backend):
     torch.manual_seed(0)
-    off_by_one = CausalSelfAttention(micro(softmax_off_by_one=True, attn_backend=backend))
-    slot = same_weights(off_by_one, k_bias=True, v_bias=True, attn_backend=backend)
+    off_by_one = CausalSelfAttention(micro(softmax_off_by_one=True), AttentionRuntime(backend))
+    slot = same_weights(off_by_one, k_bias=True, v_bias=True)
     with torch.no_grad():
         slot.slots.k_star.zero_()
         slot.slots.v_star.zero_()
     x = torch.randn(2, 9, 32)
-    plain = same_weights(off_by_one, attn_backend=backend)
+    plain = same_weights(off_by_one)
     torch.testing.assert_close(layer_output(off_by_one, x), layer_output(slot, x))
     assert not torch.allclose(layer_output(off_by_one, x), layer_output(plain, x))
 
@@ -140,13 +143,13 @@ def test_off_by_one_equals_a_zero_key_value_slot(backend):
 @pytest.mark.parametrize("window", [9, 100])
 def test_window_at_least_the_sequence_equals_plain_causal(score, window):
     torch.manual_seed(0)
-    causal = CausalSelfAttention(micro(attn_backend="eager", **score))
-    windowed = same_weights(causal, window_size=window, attn_backend="eager", **score)
+    causal = CausalSelfAttention(micro(**score), AttentionRuntime("eager"))
+    windowed = same_weights(causal, window_size=window, **score)
     if causal.feature_map is not None:
         windowed.feature_map.load_state_dict(causal.feature_map.state_dict())
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(layer_output(causal, x), layer_output(windowed, x))
-    narrow = same_weights(causal, window_size=3, attn_backend="eager", **score)
+    narrow = same_weights(causal, window_size=3, **score)
     assert not torch.allclose(layer_output(causal, x), layer_output(narrow, x))
 
 
@@ -182,10 +185,16 @@ def test_output_gate(gate):
 
 
 # ------------------------------------------------------------------------------------------ backends
+def chosen(config, backend="auto", device="cpu", dtype=torch.float32, training=True, aligned=True) -> str:
+    """Name of the backend a layer of `config` runs on for calls of this kind."""
+    spec = AttentionSpec.from_config(config)
+    return AttentionRuntime(backend).select(spec, torch.device(device), dtype, training, aligned).name
+
+
 def model_pair(overrides, backend):
     torch.manual_seed(0)
-    reference = GPT(micro(attn_backend="eager", **overrides))
-    other = GPT(micro(attn_backend=backend, **overrides))
+    reference = GPT(micro(**overrides), AttentionRuntime("eager"))
+    other = GPT(micro(**overrides), AttentionRuntime(backend))
     other.load_state_dict(reference.state_dict())
     return reference, other
 
@@ -210,9 +219,9 @@ FLEX_VARIANTS = {name: o for name, o in SOFTMAX_VARIANTS.items()
 @torch.no_grad()
 def test_flex_forward_matches_eager(overrides):
     reference, flex = model_pair(overrides, "flex")
-    assert choose_backend(flex.config, "cpu", torch.float32, training=False, aligned=True) == "flex"
     idx = tokens(length=12)
     torch.testing.assert_close(flex(idx), reference(idx), atol=1e-5, rtol=0)
+    assert {b.name for block in flex.blocks for b in block.attn.backends.values()} == {"flex"}
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
@@ -221,20 +230,27 @@ def test_cpu_auto_picks_sdpa_for_softmax_and_eager_otherwise(overrides):
     expected = "sdpa" if config.is_exp_normalized else "eager"
     for training in (True, False):
         for aligned in (True, False):
-            assert choose_backend(config, "cpu", torch.float32, training, aligned) == expected
+            assert chosen(config, training=training, aligned=aligned) == expected
 
 
 @pytest.mark.parametrize("backend", ["flash", "xformers"])
 def test_cuda_only_backends_are_refused_on_cpu(backend):
     with pytest.raises(ConfigError, match=f"attn_backend={backend} cannot be used: {backend} needs a CUDA device"):
-        choose_backend(micro(attn_backend=backend), "cpu", torch.bfloat16, training=True, aligned=True)
+        chosen(micro(), backend, dtype=torch.bfloat16)
 
 
 def test_flex_is_refused_for_training_on_cpu_and_fused_backends_for_other_weight_functions():
     with pytest.raises(ConfigError, match="FlexAttention has no backward pass on CPU"):
-        choose_backend(micro(attn_backend="flex"), "cpu", torch.float32, training=True, aligned=True)
-    with pytest.raises(ConfigError, match="sdpa computes softmax attention only.*sigmoid"):
-        choose_backend(micro(attn_backend="sdpa", attn_score="sigmoid"), "cpu", torch.float32, True, True)
+        chosen(micro(), "flex")
+    with pytest.raises(ConfigError, match="sdpa computes softmax attention .*, not score='sigmoid'"):
+        chosen(micro(attn_score="sigmoid"), "sdpa")
+
+
+def test_runtime_settings_are_checked_when_made():
+    with pytest.raises(ConfigError, match="attn_backend='fast' is not one of auto, eager, sdpa, flex, flash, xformers"):
+        AttentionRuntime("fast")
+    with pytest.raises(ConfigError, match="attn_chunk_size must be >= 0"):
+        AttentionRuntime(chunk_size=-1)
 
 
 # Variants a flash-attn / xformers kernel computes exactly: plain softmax with a causal or sliding-window
@@ -244,24 +260,83 @@ FLASH_EXACT = {"softmax", "window", "v_bias", "v_bias_head", "sink_tokens", "gat
                "mlp_relu", "mlp_gelu", "mlp_swish", "mlp_reglu", "mlp_geglu"}
 
 
-@pytest.mark.parametrize("package, backend", [("flash_attn", "flash"), ("xformers", "xformers")])
+@pytest.mark.parametrize("backend", ["flash", "xformers"])
 @pytest.mark.parametrize("name", VARIANTS)
-def test_simulated_cuda_picks_a_cuda_kernel_only_where_it_is_exact(monkeypatch, package, backend, name):
-    monkeypatch.setattr(backends, "installed", lambda p: p == package)
+def test_simulated_cuda_picks_a_cuda_kernel_only_where_it_is_exact(monkeypatch, backend, name):
+    for kernel in ("flash", "xformers"):
+        monkeypatch.setattr(FUSED[kernel], "installed", kernel == backend)
     config = micro(**VARIANTS[name])
     fallback = "sdpa" if config.is_exp_normalized else "eager"
-    assert choose_backend(config, "cuda", torch.bfloat16, True, True) == (backend if name in FLASH_EXACT else fallback)
-    assert choose_backend(config, "cuda", torch.bfloat16, True, aligned=False) == fallback  # KV cache
-    assert choose_backend(config, "cuda", torch.float32, True, True) == fallback
+    cuda = dict(device="cuda", dtype=torch.bfloat16)
+    assert chosen(config, **cuda) == (backend if name in FLASH_EXACT else fallback)
+    assert chosen(config, **cuda, aligned=False) == fallback  # KV cache
+    assert chosen(config, device="cuda", dtype=torch.float32) == fallback
 
 
-def test_explicit_flash_is_honoured_on_cuda_and_refused_where_inexact(monkeypatch):
-    monkeypatch.setattr(backends, "installed", lambda p: True)
-    assert choose_backend(micro(attn_backend="flash"), "cuda", torch.bfloat16, True, True) == "flash"
-    with pytest.raises(ConfigError, match="window mask would hide the sink tokens"):
-        choose_backend(micro(attn_backend="flash", window_size=4, sink_tokens=1), "cuda", torch.bfloat16, True, True)
-    with pytest.raises(ConfigError, match="no key slots"):
-        choose_backend(micro(attn_backend="xformers", k_bias=True, v_bias=True), "cuda", torch.bfloat16, True, True)
+@pytest.fixture
+def cuda_kernels(monkeypatch):
+    """flash-attn and xformers, as if installed (they are only imported when a kernel runs)."""
+    for kernel in ("flash", "xformers"):
+        monkeypatch.setattr(FUSED[kernel], "installed", True)
+
+
+def test_explicit_flash_is_honoured_on_cuda_and_refused_where_inexact(cuda_kernels):
+    cuda = dict(device="cuda", dtype=torch.bfloat16)
+    assert chosen(micro(), "flash", **cuda) == "flash"
+    assert chosen(micro(), "flash", **cuda, aligned=False) == "sdpa"  # KV cache: same softmax, position mask
+    with pytest.raises(ConfigError, match="flash computes causal or sliding-window softmax attention, not mask="):
+        chosen(micro(window_size=4, sink_tokens=1), "flash", **cuda)
+    with pytest.raises(ConfigError, match="xformers computes .*, not n_slots=2"):
+        chosen(micro(k_bias=True, v_bias=True, sink_logit=True), "xformers", **cuda)
+
+
+@dataclass(frozen=True)
+class FutureSpec(AttentionSpec):
+    """A spec with a field nobody has taught the fused kernels (a new mask, weight function, ...)."""
+
+    novelty: int = 0
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_a_spec_field_unknown_to_a_fused_backend_is_refused_unless_it_keeps_its_default(cuda_kernels, name):
+    backend, where = FUSED[name], (torch.device("cuda"), torch.bfloat16, False)
+    assert backend.supports(FutureSpec(), *where) is None
+    assert backend.supports(FutureSpec(novelty=1), *where) == f"{name} computes {backend.computes}, not novelty=1"
+    assert AttentionRuntime().select(FutureSpec(novelty=1), *where, aligned=True).name == "eager"
+    with pytest.raises(ConfigError, match=f"attn_backend={name} cannot be used: .*not novelty=1"):
+        AttentionRuntime(name).select(FutureSpec(novelty=1), *where, aligned=True)
+
+
+@dataclass(frozen=True)
+class FutureMask(MaskSpec):
+    """A mask with a rule the kernels' built-in causal and window masks do not have."""
+
+    stride: int = 0
+
+
+def test_a_mask_field_unknown_to_the_built_in_masks_is_never_taken_for_causal_or_a_window(cuda_kernels):
+    mask = FutureMask(window=4, stride=2)
+    assert not mask.is_plain_causal and not FutureMask(stride=2).is_plain_causal
+    for kernel in ("flash", "xformers"):
+        assert "not mask=FutureMask" in FUSED[kernel].supports(AttentionSpec(mask=mask), torch.device("cuda"),
+                                                               torch.bfloat16, True)
+
+
+def test_each_layer_chooses_its_backend_once_per_kind_of_call(monkeypatch):
+    calls = []
+    select = AttentionRuntime.select
+    monkeypatch.setattr(AttentionRuntime, "select", lambda runtime, *kind: calls.append(kind) or select(runtime, *kind))
+    model = GPT(micro())
+    idx = tokens()
+    for _ in range(3):
+        model(idx)
+        with torch.no_grad():
+            model(idx)
+    assert len(calls) == 2 * model.config.n_layer  # with and without autograd
+    model.set_attention_runtime(AttentionRuntime("eager"))
+    model(idx)
+    assert len(calls) == 3 * model.config.n_layer
+    assert {b.name for block in model.blocks for b in block.attn.backends.values()} == {"eager"}
 
 
 def test_variant_list_covers_every_attention_choice():

@@ -1,6 +1,8 @@
 import pytest
 
-from lit_gpt.config import CHOICES, PRESETS, Config, ConfigError
+from lit_gpt.attention import AttentionRuntime
+from lit_gpt.config import CHOICES, PRESETS, RUNTIME_KEYS, Config, ConfigError
+from lit_gpt.train_args import parse_args
 from variants import VARIANTS, micro
 
 
@@ -81,3 +83,28 @@ def test_non_positive_sizes_are_refused_naming_the_field(field, value):
 def test_negative_optional_sizes_are_refused():
     with pytest.raises(ConfigError, match="kernel_hidden must be >= 0"):
         Config.from_name("micro", kernel_hidden=-1)
+
+
+# ------------------------------------------------------------------- run-time settings (AttentionRuntime)
+def test_the_attention_backend_is_not_part_of_the_saved_config_and_old_checkpoints_still_load():
+    config = micro(window_size=4)
+    assert not set(RUNTIME_KEYS) & set(config.asdict())
+    saved_before = {**config.asdict(), "attn_backend": "flash", "attn_chunk_size": 64}
+    assert Config.from_saved(saved_before) == config
+    with pytest.raises(ConfigError, match="attn_backend is a run-time setting"):
+        Config.from_name("micro", attn_backend="eager")
+
+
+@pytest.mark.parametrize("yaml_text", ["attn_backend: eager\nattn_chunk_size: 8\n",
+                                       "model: {attn_backend: eager, attn_chunk_size: 8, window_size: 4}\n"])
+def test_the_former_model_spelling_still_sets_the_run_time_settings(tmp_path, yaml_text):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml_text)
+    from_yaml = parse_args(["--model_name", "micro", "--config", str(run_yaml)], exit_on_error=False)
+    from_flags = parse_args(["--model_name", "micro", "--model.attn_backend", "eager", "--model.attn_chunk_size=8"],
+                            exit_on_error=False)
+    for args in (from_yaml, from_flags):
+        assert args.attention_runtime() == AttentionRuntime("eager", 8)
+        assert not set(RUNTIME_KEYS) & set(args.model)
+    with pytest.raises(ConfigError, match="attn_backend='fast' is not one of auto"):
+        parse_args(["--model_name", "micro", "--model.attn_backend", "fast"], exit_on_error=False)

@@ -1,6 +1,7 @@
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
+from lit_gpt.attention import AttentionRuntime
 from lit_gpt.config import Config
 from lit_gpt.flops import estimated_flops_per_step, flops_per_token, num_parameters
 from lit_gpt.model import GPT
@@ -34,8 +35,8 @@ def test_formula_matches_torch_flop_counter(overrides):
     Eager attention, because the flop counter does not see inside SDPA's CPU kernel; eager computes the
     full (masked) score block, which is what the formula counts.
     """
-    config = micro(attn_backend="eager", **overrides)
-    model, idx = GPT(config), tokens(batch=2, length=16)
+    config = micro(**overrides)
+    model, idx = GPT(config, AttentionRuntime("eager")), tokens(batch=2, length=16)
     with FlopCounterMode(display=False) as counter:
         model(idx).sum().backward()
     assert counter.get_total_flops() == pytest.approx(estimated_flops_per_step(config, 2, 16), rel=1e-9)

@@ -413,3 +413,15 @@ def test_a_file_where_the_run_folder_goes_is_refused(corpus, tmp_path):
     with pytest.raises(OutputError, match="is a file, not a run folder"):
         setup(parse_args(cli_args(corpus, tmp_path)))
     assert (tmp_path / "run").read_text() == "notes"
+
+
+def test_a_run_resumes_with_another_attention_backend(corpus, tmp_path, capsys):
+    """The backend is how the model runs, not what it computes: it is not saved and may change on resume."""
+    common = ("--save_step_interval", "2", "--eval_sink", "false", "--eval_iters", "1")
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "2", "--attn_backend", "eager", *common)))
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "4", "--attn_backend", "sdpa", "--resume", "auto",
+                              *common)))
+    assert "Resuming from" in capsys.readouterr().out
+    checkpoint = load_model(find_latest(tmp_path / "run"))[1]
+    assert checkpoint["step_count"] == 4 and "attn_backend" not in checkpoint["config"]
+    assert checkpoint["train"]["attn_backend"] == "sdpa"

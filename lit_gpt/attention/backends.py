@@ -1,18 +1,21 @@
-"""Interchangeable kernels that compute one attention problem, and the rule that picks among them.
+"""Interchangeable kernels that compute one attention problem, and what each of them can compute.
 
 All backends consume the same `AttentionProblem` (queries, keys, values, absolute positions, extra key
-slots, additive position bias) and the same `MaskSpec`, so they can only differ in speed. `eager`
-computes every variant and is the reference; the fused kernels compute softmax attention only, and
-`choose_backend` selects one only where it provably computes the configured variant -- it never falls
-back to a different mask or weight function.
+slots, additive position bias) and the same `AttentionSpec`, so they can only differ in speed. `Eager`
+computes every spec and is the reference. A fused kernel declares what it computes as an allow-list
+over the spec (`Fused.allowed`); every field it does not list must keep its default (plain causal
+softmax), so a field added to `AttentionSpec` later is refused by every fused kernel until someone
+teaches it -- never computed with the wrong mask or weight function. `AttentionRuntime.select` (in
+`runtime`) picks among them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lit_gpt.attention.masks import MaskSpec
 from lit_gpt.attention.weights import attention_weights
-from lit_gpt.config import Config, ConfigError
+from lit_gpt.config import Config
 
 PositionBias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -92,17 +95,49 @@ class AttentionProblem:
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    """What a layer computes: weight function, normaliser and mask."""
+    """What a layer's attention kernel computes: the fields of `Config` that change its result.
 
-    score_fn: str = "softmax"
+    The defaults are plain causal softmax attention. The output gate and a v* output bias act on the
+    kernel's output, RoPE and absolute positions on its inputs, so they are not here.
+    """
+
+    score: str = "softmax"
+    """Weight function (`attn_score`)."""
+    kernel: str = "none"
+    """Feature map on q and k before scoring (`attn_kernel`)."""
     normalize: str = "sum"
+    """Row normaliser (`attn_normalize`)."""
     mask: MaskSpec = MaskSpec()
-    chunk_size: int = 0
+    """Sliding window, prefix and sink tokens."""
+    n_slots: int = 0
+    """Extra key columns every query sees (k*, off-by-one zero, sink logit)."""
+    slot_logit: bool = False
+    """One slot scores a learned logit instead of q.k (`sink_logit`)."""
+    position_bias: str = "none"
+    """Additive score bias from positions: `none`, `alibi` or `relative` (T5 buckets)."""
 
     @classmethod
     def from_config(cls, config: Config) -> "AttentionSpec":
-        return cls(config.attn_score, config.attn_normalize,
-                   MaskSpec(config.window_size, config.prefix_tokens, config.sink_tokens), config.attn_chunk_size)
+        return cls(config.attn_score, config.attn_kernel, config.attn_normalize,
+                   MaskSpec(config.window_size, config.prefix_tokens, config.sink_tokens), config.n_slots,
+                   config.sink_logit, config.pos_embedding if config.pos_embedding in ("alibi", "relative") else "none")
+
+
+class Backend:
+    """A kernel for `AttentionProblem`s: `backend(problem, spec)` -> y (B, H, Tq, D)."""
+
+    name = ""
+    index_masks = False
+    """The kernel masks by token index, so it computes a spec only when queries and keys are the same
+    0..T-1 positions (a forward pass without KV cache)."""
+
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
+                 training: bool) -> Optional[str]:
+        """None when this kernel computes exactly `spec` here, otherwise the reason it cannot."""
+        raise NotImplementedError
+
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------------------- eager
@@ -121,56 +156,101 @@ def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_po
     bias = problem.score_bias(q_pos)
     if bias is not None:
         scores = scores + bias
-    weights = attention_weights(scores, problem.visible(spec.mask, q_pos), spec.score_fn, spec.normalize)
+    weights = attention_weights(scores, problem.visible(spec.mask, q_pos), spec.score, spec.normalize)
     return weights @ values, weights
 
 
-def eager(problem: AttentionProblem, spec: AttentionSpec, need_weights: bool = False):
-    """Reference implementation of every variant, processed in query chunks.
+@dataclass(frozen=True)
+class Eager(Backend):
+    """Reference implementation of every spec, processed in query chunks of `chunk_size` (0 = automatic).
 
     Only one (B, H, chunk, S + Tk) score block exists at a time; under autograd each chunk is
     recomputed in backward instead of stored, so memory stays close to a fused kernel's.
-    Returns (y, weights or None); weights are (B, H, Tq, S + Tk), the values' actual coefficients.
     """
-    keys, values = problem.full_keys()
-    n_queries = problem.q.shape[2]
-    chunk = spec.chunk_size or auto_chunk_size(keys.shape[2], problem.q.shape[-1])
-    recompute = torch.is_grad_enabled() and not need_weights and n_queries > chunk
-    outputs, maps = [], []
-    for start in range(0, n_queries, chunk):
-        q = problem.q[:, :, start:start + chunk]
-        q_pos = problem.q_pos[start:start + chunk]
-        if recompute:
-            y = checkpoint(lambda q_, k_, v_, p_: _eager_chunk(q_, k_, v_, p_, problem, spec)[0],
-                           q, keys, values, q_pos, use_reentrant=False)
-        else:
-            y, weights = _eager_chunk(q, keys, values, q_pos, problem, spec)
-            if need_weights:
-                maps.append(weights)
-        outputs.append(y)
-    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-    return y, (torch.cat(maps, dim=2) if need_weights else None)
+
+    chunk_size: int = 0
+    name = "eager"
+
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
+                 training: bool) -> Optional[str]:
+        return None
+
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        return self.attend(problem, spec)[0]
+
+    def attend(self, problem: AttentionProblem, spec: AttentionSpec, need_weights: bool = False):
+        """(y, weights or None); weights are (B, H, Tq, S + Tk), the values' actual coefficients."""
+        keys, values = problem.full_keys()
+        n_queries = problem.q.shape[2]
+        chunk = self.chunk_size or auto_chunk_size(keys.shape[2], problem.q.shape[-1])
+        recompute = torch.is_grad_enabled() and not need_weights and n_queries > chunk
+        outputs, maps = [], []
+        for start in range(0, n_queries, chunk):
+            q = problem.q[:, :, start:start + chunk]
+            q_pos = problem.q_pos[start:start + chunk]
+            if recompute:
+                y = checkpoint(lambda q_, k_, v_, p_: _eager_chunk(q_, k_, v_, p_, problem, spec)[0],
+                               q, keys, values, q_pos, use_reentrant=False)
+            else:
+                y, weights = _eager_chunk(q, keys, values, q_pos, problem, spec)
+                if need_weights:
+                    maps.append(weights)
+            outputs.append(y)
+        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        return y, (torch.cat(maps, dim=2) if need_weights else None)
 
 
-# ------------------------------------------------------------------------------------------ sdpa
-def sdpa(problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+# ------------------------------------------------------------------------------------------ fused
+def _any(value: Any) -> bool:
+    return True
+
+
+class Fused(Backend):
+    """A fused softmax kernel; what it computes beyond plain causal softmax is listed in `allowed`."""
+
+    computes = "plain causal softmax attention"
+    """What the kernel computes, for the reason it gives when it cannot compute a spec."""
+    allowed: dict[str, Callable[[Any], bool]] = {}
+    """Spec field -> which of its values the kernel computes exactly; unlisted fields must keep their
+    default."""
+
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
+                 training: bool) -> Optional[str]:
+        for field in fields(spec):
+            value = getattr(spec, field.name)
+            if value != field.default and not self.allowed.get(field.name, lambda _: False)(value):
+                return f"{self.name} computes {self.computes}, not {field.name}={value!r}"
+        return self.device_reason(device, dtype, training)
+
+    def device_reason(self, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
+        """Why the kernel cannot run on this device/dtype/grad mode, or None."""
+        return None
+
+
+class SDPA(Fused):
     """torch's fused softmax attention; masks, slots and position biases become an explicit mask.
 
     A learned slot logit (the only bias without a position bias) is instead folded into one extra
     query/key channel: a float mask that requires grad sends SDPA to its unfused math path, which
     stores the full (B, H, T, T) attention and took ~9x the memory at T = 2048.
     """
-    if problem.aligned and spec.mask.is_plain_causal and not problem.n_slots and problem.position_bias is None:
-        return F.scaled_dot_product_attention(problem.q, problem.k, problem.v, is_causal=True)
-    q, (keys, values) = problem.q, problem.full_keys()
-    visible = problem.visible(spec.mask, problem.q_pos)
-    if problem.slot_bias is not None and problem.position_bias is None:
-        q, keys, values = _slot_bias_channel(problem, keys, values)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=problem.scale)
-        return y[..., :-1]
-    bias = problem.score_bias(problem.q_pos)
-    mask = visible if bias is None else bias.masked_fill(~visible, float("-inf"))
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+    name = "sdpa"
+    computes = "softmax attention with any mask, key slots and score bias"
+    allowed = {"mask": _any, "n_slots": _any, "slot_logit": _any, "position_bias": _any}
+
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        if problem.aligned and spec.mask.is_plain_causal and not problem.n_slots and problem.position_bias is None:
+            return F.scaled_dot_product_attention(problem.q, problem.k, problem.v, is_causal=True)
+        q, (keys, values) = problem.q, problem.full_keys()
+        visible = problem.visible(spec.mask, problem.q_pos)
+        if problem.slot_bias is not None and problem.position_bias is None:
+            q, keys, values = _slot_bias_channel(problem, keys, values)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=problem.scale)
+            return y[..., :-1]
+        bias = problem.score_bias(problem.q_pos)
+        mask = visible if bias is None else bias.masked_fill(~visible, float("-inf"))
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
 
 
 def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: torch.Tensor):
@@ -188,105 +268,93 @@ def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: to
     return q, keys, values
 
 
-# ------------------------------------------------------------------------------------------ flex
-def flex(problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+class Flex(Fused):
     """FlexAttention: the mask rule becomes a `mask_mod`, slot and position biases a `score_mod`."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    keys, values = problem.full_keys()
-    n_slots, q_pos, k_pos = problem.n_slots, problem.q_pos, problem.k_pos
+    name = "flex"
+    computes = SDPA.computes
+    allowed = SDPA.allowed
 
-    def mask_mod(b, h, q_idx, kv_idx):
-        real = spec.mask.visible(q_pos[q_idx], k_pos[(kv_idx - n_slots).clamp(min=0)])
-        return (kv_idx < n_slots) | real
+    def device_reason(self, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
+        if device.type == "cpu" and training:
+            return "FlexAttention has no backward pass on CPU"
+        return None
 
-    block_mask = create_block_mask(mask_mod, None, None, q_pos.shape[0], keys.shape[2], device=problem.q.device)
-    bias = problem.score_bias(q_pos)
-    score_mod = None
-    if bias is not None:
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + bias[h, q_idx, kv_idx]
-    return flex_attention(problem.q, keys, values, score_mod=score_mod, block_mask=block_mask)
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        keys, values = problem.full_keys()
+        n_slots, q_pos, k_pos = problem.n_slots, problem.q_pos, problem.k_pos
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            real = spec.mask.visible(q_pos[q_idx], k_pos[(kv_idx - n_slots).clamp(min=0)])
+            return (kv_idx < n_slots) | real
+
+        block_mask = create_block_mask(mask_mod, None, None, q_pos.shape[0], keys.shape[2], device=problem.q.device)
+        bias = problem.score_bias(q_pos)
+        score_mod = None
+        if bias is not None:
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return score + bias[h, q_idx, kv_idx]
+        return flex_attention(problem.q, keys, values, score_mod=score_mod, block_mask=block_mask)
 
 
 # ---------------------------------------------------------------------------------- flash, xformers
-def flash(problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
-    """flash-attn (CUDA): causal or sliding-window softmax attention with its built-in masks."""
-    from flash_attn import flash_attn_func
+class CudaKernel(Fused):
+    """A CUDA-only package's causal / sliding-window kernel, imported only when it runs."""
 
-    window = (spec.mask.window - 1, 0) if spec.mask.window else (-1, -1)
-    q, k, v = (t.transpose(1, 2) for t in (problem.q, problem.k, problem.v))
-    return flash_attn_func(q, k, v, causal=True, window_size=window).transpose(1, 2)
+    package = ""
+    index_masks = True
+    computes = "causal or sliding-window softmax attention"
+    # A window hides sink tokens from later queries, which the spec's mask keeps visible.
+    allowed = {"mask": lambda mask: mask.is_plain_causal or mask == MaskSpec(window=mask.window)}
 
+    @cached_property
+    def installed(self) -> bool:
+        """Probed once, on the first selection that gets this far, never in a forward pass."""
+        return importlib.util.find_spec(self.package) is not None
 
-def xformers(problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
-    """xformers memory-efficient attention (CUDA) with its causal / local causal masks."""
-    from xformers.ops import fmha
-
-    if spec.mask.window:
-        mask = fmha.attn_bias.LowerTriangularFromBottomRightLocalAttentionMask(spec.mask.window)
-    else:
-        mask = fmha.attn_bias.LowerTriangularMask()
-    q, k, v = (t.transpose(1, 2) for t in (problem.q, problem.k, problem.v))
-    return fmha.memory_efficient_attention(q, k, v, attn_bias=mask).transpose(1, 2)
-
-
-# ------------------------------------------------------------------------------------- selection
-FUSED = {"sdpa": sdpa, "flex": flex, "flash": flash, "xformers": xformers}
-
-
-def installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def unsupported_reason(backend: str, config: Config) -> Optional[str]:
-    """Why `backend` cannot compute the configured variant (independent of device), or None."""
-    if backend == "eager":
-        return None
-    if not config.is_exp_normalized:
-        return f"{backend} computes softmax attention only (this variant is {config.variant_summary()})"
-    if backend in ("flash", "xformers"):
-        if config.n_slots or config.pos_embedding in ("alibi", "relative") or config.prefix_tokens:
-            return f"{backend} has no key slots, score biases or prefix masks"
-        if config.window_size and config.sink_tokens:
-            return f"{backend}'s window mask would hide the sink tokens"
-    return None
-
-
-def device_reason(backend: str, device_type: str, dtype: torch.dtype, training: bool) -> Optional[str]:
-    """Why `backend` cannot run on this device/dtype right now, or None."""
-    if backend in ("flash", "xformers"):
-        package = "flash_attn" if backend == "flash" else "xformers"
-        if device_type != "cuda":
-            return f"{backend} needs a CUDA device"
-        if not installed(package):
-            return f"{package} is not installed"
+    def device_reason(self, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
+        if device.type != "cuda":
+            return f"{self.name} needs a CUDA device"
+        if not self.installed:
+            return f"{self.package} is not installed"
         if dtype not in (torch.float16, torch.bfloat16):
-            return f"{backend} needs fp16/bf16 inputs"
-    if backend == "flex" and device_type == "cpu" and training:
-        return "FlexAttention has no backward pass on CPU"
-    return None
+            return f"{self.name} needs fp16/bf16 inputs"
+        return None
 
 
-def choose_backend(config: Config, device_type: str, dtype: torch.dtype, training: bool, aligned: bool) -> str:
-    """The backend a layer uses for one call.
+class Flash(CudaKernel):
+    """flash-attn with its built-in causal / sliding-window masks."""
 
-    An explicit `attn_backend` is honoured or refused with an error; `auto` takes the fastest backend
-    that computes exactly the configured variant here (CUDA: flash > xformers > sdpa; CPU: sdpa), and
-    eager otherwise.
-    """
-    requested = config.attn_backend
-    if requested != "auto":
-        reason = unsupported_reason(requested, config) or device_reason(requested, device_type, dtype, training)
-        if reason:
-            raise ConfigError(f"attn_backend={requested} cannot be used: {reason}; use attn_backend=auto or eager")
-        if requested in ("flash", "xformers") and not aligned:
-            return "sdpa"  # cached decoding: same softmax, explicit position mask
-        return requested
-    order = ("flash", "xformers", "sdpa") if device_type == "cuda" else ("sdpa",)
-    for backend in order:
-        if backend in ("flash", "xformers") and not aligned:
-            continue
-        if unsupported_reason(backend, config) is None and device_reason(backend, device_type, dtype, training) is None:
-            return backend
-    return "eager"
+    name = "flash"
+    package = "flash_attn"
+
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        from flash_attn import flash_attn_func
+
+        window = (spec.mask.window - 1, 0) if spec.mask.window else (-1, -1)
+        q, k, v = (t.transpose(1, 2) for t in (problem.q, problem.k, problem.v))
+        return flash_attn_func(q, k, v, causal=True, window_size=window).transpose(1, 2)
+
+
+class XFormers(CudaKernel):
+    """xformers memory-efficient attention with its causal / local causal masks."""
+
+    name = "xformers"
+    package = "xformers"
+
+    def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
+        from xformers.ops import fmha
+
+        if spec.mask.window:
+            mask = fmha.attn_bias.LowerTriangularFromBottomRightLocalAttentionMask(spec.mask.window)
+        else:
+            mask = fmha.attn_bias.LowerTriangularMask()
+        q, k, v = (t.transpose(1, 2) for t in (problem.q, problem.k, problem.v))
+        return fmha.memory_efficient_attention(q, k, v, attn_bias=mask).transpose(1, 2)
+
+
+FUSED: dict[str, Fused] = {backend.name: backend for backend in (SDPA(), Flex(), Flash(), XFormers())}
+# What `auto` tries, fastest first; FlexAttention only on request (slow without torch.compile).
+AUTO = ("flash", "xformers", "sdpa")

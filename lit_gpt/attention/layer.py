@@ -7,8 +7,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from lit_gpt.attention.backends import FUSED, AttentionProblem, AttentionSpec, PositionBias, choose_backend, eager
+from lit_gpt.attention.backends import AttentionProblem, AttentionSpec, Backend, Eager, PositionBias
 from lit_gpt.attention.cache import LayerCache
+from lit_gpt.attention.runtime import AttentionRuntime
 from lit_gpt.attention.weights import FeatureMap
 from lit_gpt.config import Config
 from lit_gpt.positions import apply_rope
@@ -88,12 +89,14 @@ class OutputGate(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head (grouped-query) attention whose variant is fully described by the `Config`."""
+    """Multi-head (grouped-query) attention whose variant is fully described by the `Config`; the
+    `AttentionRuntime` only decides how it runs."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, runtime: AttentionRuntime = AttentionRuntime()) -> None:
         super().__init__()
         self.config = config
         self.spec = AttentionSpec.from_config(config)
+        self.set_runtime(runtime)
         heads = config.n_head + 2 * config.n_query_groups
         self.qkv = nn.Linear(config.n_embd, heads * config.head_size, bias=False)
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=False)
@@ -103,6 +106,19 @@ class CausalSelfAttention(nn.Module):
         )
         self.slots = KeySlots(config) if (config.n_slots or config.v_bias) else None
         self.gate = OutputGate(config) if config.attn_gate != "none" else None
+
+    def set_runtime(self, runtime: AttentionRuntime) -> None:
+        """Run with `runtime` from the next call on (backends are chosen again)."""
+        self.runtime = runtime
+        self.eager = Eager(runtime.chunk_size)  # attention maps always come from eager, the only one returning them
+        self.backends: dict[tuple, Backend] = {}
+
+    def backend(self, device: torch.device, dtype: torch.dtype, training: bool, aligned: bool) -> Backend:
+        """The backend for calls of this kind, chosen on the first one and then reused."""
+        key = (device, dtype, training, aligned)
+        if key not in self.backends:
+            self.backends[key] = self.runtime.select(self.spec, *key)
+        return self.backends[key]
 
     def forward(
         self,
@@ -132,13 +148,11 @@ class CausalSelfAttention(nn.Module):
         slot_k, slot_v, slot_bias = self.slots.keys_values(self.feature_map, q) if self.slots else (None, None, None)
         problem = AttentionProblem(q, k, v, positions, k_pos, aligned=cache is None, slot_k=slot_k,
                                    slot_v=slot_v, slot_bias=slot_bias, position_bias=position_bias)
-        weights = None
-        backend = "eager" if need_weights else choose_backend(
-            cfg, x.device.type, q.dtype, torch.is_grad_enabled(), problem.aligned)
-        if backend == "eager":
-            y, weights = eager(problem, self.spec, need_weights)
+        if need_weights:
+            y, weights = self.eager.attend(problem, self.spec, need_weights=True)
         else:
-            y = FUSED[backend](problem, self.spec)
+            backend = self.backend(x.device, q.dtype, torch.is_grad_enabled(), problem.aligned)
+            y, weights = backend(problem, self.spec), None
         if self.slots is not None and self.slots.output_bias() is not None:
             y = y + self.slots.output_bias()
         y = y.transpose(1, 2)

@@ -42,8 +42,12 @@ class MaskSpec:
 
     @property
     def is_plain_causal(self) -> bool:
-        """True when the mask is exactly lower-triangular (what `is_causal=True` kernels compute)."""
-        return self.window == 0 and self.prefix == 0
+        """True when the mask is exactly lower-triangular (what `is_causal=True` kernels compute).
+
+        Sink tokens are then ordinary causal keys. Written as "equal to a plain mask" rather than
+        "no window and no prefix", so a mask field added later is never mistaken for causal.
+        """
+        return self == MaskSpec(n_sink=self.n_sink)
 
     def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         """Boolean visibility of keys at `k_pos` for queries at `q_pos` (broadcasting)."""
