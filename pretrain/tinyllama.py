@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.train_args import parse_args  # noqa: E402
+from lit_gpt.run_config import parse_args  # noqa: E402
 from lit_gpt.trainer import setup  # noqa: E402
 
 if __name__ == "__main__":

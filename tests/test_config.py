@@ -2,7 +2,7 @@ import pytest
 
 from lit_gpt.attention import AttentionRuntime
 from lit_gpt.config import CHOICES, PRESETS, RUNTIME_KEYS, Config, ConfigError
-from lit_gpt.train_args import parse_args
+from lit_gpt.run_config import parse_args
 from variants import VARIANTS, micro
 
 

@@ -12,7 +12,7 @@ import torch
 from lit_gpt.config import Config
 from lit_gpt.errors import UserError, run_cli
 from lit_gpt.model import GPT
-from lit_gpt.train_args import parse_args
+from lit_gpt.run_config import parse_args
 from test_trainer import build_corpus, cli_args
 
 ROOT = Path(__file__).resolve().parents[1]

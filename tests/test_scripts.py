@@ -103,7 +103,7 @@ def test_shards_built_for_a_larger_vocabulary_are_refused_before_training(small_
                             env=script_env(data, small_data[1], tmp_path / "checkpoints"), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode != 0
-    assert "8192-entry tokenizer, more than the model's 512" in result.stderr
+    assert "8192-entry tokenizer, more than the model's vocab_size=512" in result.stderr
     assert "--vocab_size 512" in result.stderr
 
 

@@ -23,7 +23,8 @@ from lit_gpt.config import Config, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.data import DataError
 from lit_gpt.logging_utils import read_metrics
-from lit_gpt.train_args import ArgsError, parse_args
+from lit_gpt.run_config import parse_args
+from lit_gpt.train_args import ArgsError
 from lit_gpt.trainer import setup
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lit_gpt.train_args import ArgsError, parse_args
+from lit_gpt.run_config import parse_args
+from lit_gpt.train_args import ArgsError
 
 
 @pytest.mark.parametrize("line, key, expected", [
@@ -36,3 +37,25 @@ def test_parse_errors_exit_with_one_line(capsys):
         parse_args(["--model_name", "micro", "--max_step", "many"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --max_step: expected int, got 'many' (see --help)\n"
+
+
+def test_a_yaml_that_is_not_utf8_or_not_yaml_is_one_clear_error(tmp_path):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_bytes(b"model_name: micro\nout_name: caf\xe9\n")
+    with pytest.raises(ArgsError, match=rf"^{run_yaml} is not UTF-8 text"):
+        parse_args(["--config", str(run_yaml)], exit_on_error=False)
+    run_yaml.write_text("model_name: [micro\n")
+    with pytest.raises(ArgsError, match=rf"^{run_yaml} is not valid YAML"):
+        parse_args(["--config", str(run_yaml)], exit_on_error=False)
+
+
+def test_run_arguments_do_not_depend_on_how_they_are_read():
+    """`TrainArgs` is read by `run_config` and used by `experiments`; it imports neither (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    import lit_gpt.train_args
+
+    tree = ast.parse(Path(lit_gpt.train_args.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"lit_gpt.run_config", "lit_gpt.experiments"}
