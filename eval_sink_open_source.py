@@ -4,65 +4,7 @@ own checkpoints (see pretrain/eval_sink_pretrain.py).
     python eval_sink_open_source.py --model path/to/hf_folder --json out/llama.json --plots out/llama
 """
 
-import sys
-from pathlib import Path
-from typing import Optional
-
-from jsonargparse import CLI
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.files import write_json  # noqa: E402
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe  # noqa: E402
-from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir  # noqa: E402
-from lit_gpt.plots import write_plots  # noqa: E402
-from lit_gpt.tokenizer import load_tokenizer  # noqa: E402
-
-
-def main(
-    model: str,
-    probe: Path = Path("datasets/probe_valid.jsonl"),
-    tokenizer: Optional[str] = None,
-    eps: float = 0.3,
-    positions: int = 10,
-    json: Optional[Path] = None,
-    plots: Optional[Path] = None,
-    layers: Optional[list[int]] = None,
-    heads: Optional[list[int]] = None,
-    n_sequences: int = PROBE_SEQUENCES,
-    length: int = PROBE_LENGTH,
-    batch_size: int = 10,
-) -> None:
-    """Report Sink_k, per-layer sink rates, probe loss, norms and massive activations of a HF model.
-
-    Args:
-        model: HF model folder or hub id (hub ids need the local HF cache or a reachable hub).
-        probe: JSONL probe set with a `text` field per line.
-        tokenizer: Tokenizer file or folder (default: the model folder's tokenizer.json / tokenizer.model).
-        eps: Threshold on the mean attention a key receives.
-        positions: Report Sink_k for k = 1..positions.
-        json: Write the full report as JSON to this file.
-        plots: Write PNG figures into this folder.
-        layers: Layers shown in the attention heatmaps (default: all).
-        heads: Heads shown in the attention heatmaps (default: head 0).
-        n_sequences: Number of probe sequences.
-        length: Tokens per probe sequence (no BOS is added).
-        batch_size: Probe sequences per forward pass.
-    """
-    hf_model = load_hf_causal_lm(model)
-    tokens = load_probe(probe, load_tokenizer(tokenizer or resolve_model_dir(model)), n_sequences, length)
-    result = evaluate_hf(hf_model, tokens, eps, positions, batch_size)
-    result["model"] = model
-    print(format_table(result))
-    if json is not None:
-        write_json(json, result)
-        print(f"wrote {json}")
-    if plots is not None:
-        paths = write_plots(result, hf_example_maps(hf_model, tokens), plots, layers, heads)
-        print("wrote " + ", ".join(str(p) for p in paths))
-
+from lit_gpt.cli.eval_hf import main
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))
+    main()

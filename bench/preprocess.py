@@ -6,16 +6,14 @@ multiprocess tokenization into litdata shards). Run: `.venv/bin/python bench/pre
 """
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.data.embedded import stdlib_documents, stdlib_root  # noqa: E402
-from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.tokenizer import train_bpe  # noqa: E402
+from lit_gpt.data.embedded import stdlib_documents, stdlib_root
+from lit_gpt.data.prepare import prepare
+from lit_gpt.tokenizer import train_bpe
 
 
 def main(vocab_sizes: tuple[int, ...] = (512, 8192)) -> None:

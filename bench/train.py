@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lit_gpt.flops import estimated_flops_per_step  # noqa: E402
-from lit_gpt.logging_utils import measure_matmul_flops  # noqa: E402
-from lit_gpt.optim import make_optimizer  # noqa: E402
-from lit_gpt.train_args import TrainArgs  # noqa: E402
-from lit_gpt.trainer import RNGState, build_model, train_step  # noqa: E402
+from lit_gpt.flops import estimated_flops_per_step
+from lit_gpt.logging_utils import measure_matmul_flops
+from lit_gpt.optim import make_optimizer
+from lit_gpt.train_args import TrainArgs
+from lit_gpt.trainer import RNGState, build_model, train_step
 
 VARIANTS = {
     "softmax": {},

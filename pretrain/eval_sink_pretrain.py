@@ -4,66 +4,7 @@
         --plots out/run/plots
 """
 
-import sys
-from pathlib import Path
-from typing import Optional
-
-from jsonargparse import CLI
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lit_gpt.checkpoint import load_model  # noqa: E402
-from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.files import write_json  # noqa: E402
-from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,  # noqa: E402
-                                format_table, load_probe, tokenizer_for, train_args)
-from lit_gpt.plots import write_plots  # noqa: E402
-
-
-def main(
-    load_from: Path,
-    probe: Path = Path("datasets/probe_valid.jsonl"),
-    eps: float = 0.3,
-    positions: int = 10,
-    json: Optional[Path] = None,
-    plots: Optional[Path] = None,
-    layers: Optional[list[int]] = None,
-    heads: Optional[list[int]] = None,
-    tokenizer: Optional[str] = None,
-    n_sequences: int = PROBE_SEQUENCES,
-    length: int = PROBE_LENGTH,
-    batch_size: int = 20,
-) -> None:
-    """Report Sink_k, Sink*, per-layer sink rates, probe loss, norms and massive activations.
-
-    Args:
-        load_from: Training checkpoint (.pth); its config and input transforms are used.
-        probe: JSONL probe set with a `text` field per line.
-        eps: Threshold on the mean attention a key receives.
-        positions: Report Sink_k for k = 1..positions.
-        json: Write the full report as JSON to this file.
-        plots: Write PNG figures into this folder.
-        layers: Layers shown in the attention heatmaps (default: all).
-        heads: Heads shown in the attention heatmaps (default: head 0).
-        tokenizer: Tokenizer file or folder (default: from the checkpoint's training arguments).
-        n_sequences: Number of probe sequences.
-        length: Tokens per probe sequence.
-        batch_size: Probe sequences per forward pass.
-    """
-    model, ckpt = load_model(load_from)
-    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length,
-                        model.config.vocab_size)
-    result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
-    result["checkpoint"] = str(load_from)
-    print(format_table(result))
-    if json is not None:
-        write_json(json, result)
-        print(f"wrote {json}")
-    if plots is not None:
-        paths = write_plots(result, example_maps(model, ckpt, tokens), plots, layers, heads, model.config.n_slots)
-        print("wrote " + ", ".join(str(p) for p in paths))
-
+from lit_gpt.cli.eval_sink import main
 
 if __name__ == "__main__":
-    run_cli(lambda: CLI(main, as_positional=False, exit_on_error=False))
+    main()

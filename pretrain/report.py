@@ -3,44 +3,7 @@
     python pretrain/report.py out/softmax out/sigmoid out/kv_bias --probe datasets/probe_valid.jsonl --out out/report
 """
 
-import sys
-from pathlib import Path
-from typing import Optional
-
-from jsonargparse import ArgumentParser
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lit_gpt.errors import run_cli  # noqa: E402
-from lit_gpt.files import write_atomic  # noqa: E402
-from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv  # noqa: E402
-
-
-def main(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
-         eps: float = 0.3, tokenizer: Optional[str] = None) -> str:
-    rows = report_rows(runs, probe, tokenizer, eps)
-    table = to_markdown(rows)
-    print(table)
-    if out is not None:
-        write_atomic(out / "report.md", table + "\n")
-        written = [out / "report.md", write_csv(rows, out / "report.csv"), bar_chart(rows, out / "report.png")]
-        print("wrote " + ", ".join(str(p) for p in written))
-    return table
-
-
-def parse(argv: Optional[list[str]] = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
-    parser.add_argument("runs", nargs="+", help="Run folders (newest iter-*-ckpt.pth is used) or checkpoint files.")
-    parser.add_argument("--probe", type=Path, default=Path("datasets/probe_valid.jsonl"),
-                        help="JSONL probe set with a `text` field per line.")
-    parser.add_argument("--out", type=Optional[Path], default=None,
-                        help="Folder for report.md, report.csv and report.png.")
-    parser.add_argument("--eps", type=float, default=0.3, help="Sink threshold.")
-    parser.add_argument("--tokenizer", type=Optional[str], default=None,
-                        help="Tokenizer file or folder (default: each run's own).")
-    return vars(parser.parse_args(argv))
-
+from lit_gpt.cli.report import main
 
 if __name__ == "__main__":
-    run_cli(lambda: main(**parse()))
+    main()

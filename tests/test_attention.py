@@ -8,7 +8,8 @@ from lit_gpt.attention.backends import FUSED, auto_chunk_size
 from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin
-from variants import ATTENTION_VARIANTS, SOFTMAX_VARIANTS, VARIANTS, micro, tokens
+from lit_gpt.variants import ATTENTION_VARIANTS, VARIANTS
+from variants import SOFTMAX_VARIANTS, micro, tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 

@@ -3,7 +3,8 @@ import pytest
 from lit_gpt.attention import AttentionRuntime
 from lit_gpt.config import CHOICES, PRESETS, RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.run_config import parse_args
-from variants import VARIANTS, micro
+from lit_gpt.variants import VARIANTS
+from variants import micro
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

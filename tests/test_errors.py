@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ from test_trainer import build_corpus, cli_args
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = sorted([*ROOT.glob("pretrain/*.py"), ROOT / "eval_sink_open_source.py", ROOT / "preprocess/prepare.py",
                        ROOT / "scripts/experiment.py"])
+
+
+def command_module(script: Path) -> Path:
+    """The `lit_gpt/cli` module a thin script runs."""
+    module = next(line.split()[1] for line in script.read_text().splitlines() if line.startswith("from lit_gpt.cli."))
+    return ROOT / (module.replace(".", "/") + ".py")
 
 
 def one_error_line(completed: subprocess.CompletedProcess) -> str:
@@ -37,11 +44,18 @@ def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT)
 
 
-def test_every_entry_point_reports_user_errors_through_run_cli():
-    """A new entry point that forgets `run_cli` would print tracebacks for bad input."""
+def test_every_command_reports_user_errors_through_run_cli():
+    """A new command that forgets `run_cli` would print tracebacks for bad input; the scripts kept for
+    upstream users are thin and run the same commands."""
+    commands = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    modules = {target.split(":")[0] for target in commands.values()}
+    assert modules == {f"lit_gpt.cli.{path.stem}" for path in (ROOT / "lit_gpt/cli").glob("[!_]*.py")}
+    for module in modules:
+        text = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        assert "run_cli(" in text and "sys.exit(" not in text, module
     for script in ENTRY_POINTS:
         text = script.read_text()
-        assert "run_cli(" in text and "sys.exit(f\"error" not in text, script
+        assert "from lit_gpt.cli." in text and "sys.path" not in text, script
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +77,7 @@ def checkpoint_commands(damaged, out: Path) -> dict[str, list[str]]:
     """How each entry point that reads a training checkpoint is given one."""
     ckpt, probe = str(damaged["ckpt"]), str(damaged["probe"])
     return {
-        "tinyllama.py": cli_args(damaged["corpus"], out, "--resume", ckpt),
+        "tinyllama.py": cli_args(damaged["corpus"], out, "--resume", ckpt),  # reads one through --resume
         "eval_sink_pretrain.py": ["--load_from", ckpt, "--probe", probe],
         "generate.py": ["--load_from", ckpt, "--prompt", "w1 w2"],
         "eval_streaming.py": ["--load_from", ckpt, "--text", probe],
@@ -75,7 +89,7 @@ def checkpoint_commands(damaged, out: Path) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_a_truncated_checkpoint_is_one_line_at_every_entry_point_that_reads_one(damaged, tmp_path):
     commands = checkpoint_commands(damaged, tmp_path)
-    readers = {script.name for script in ENTRY_POINTS if "load_from" in script.read_text() or "resume" in script.read_text()}
+    readers = {script.name for script in ENTRY_POINTS if "load_from" in command_module(script).read_text()}
     assert readers <= set(commands), f"entry points reading checkpoints without a test: {readers - set(commands)}"
     for name, args in commands.items():
         script = ROOT / "pretrain" / name

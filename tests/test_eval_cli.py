@@ -1,6 +1,5 @@
 """End-to-end checks of the evaluation entry points on a briefly trained `micro` checkpoint."""
 
-import importlib.util
 import json
 import random
 import subprocess
@@ -17,6 +16,10 @@ import torch.nn.functional as F  # noqa: E402
 from jsonargparse import CLI  # noqa: E402
 
 from lit_gpt.checkpoint import load_model  # noqa: E402
+from lit_gpt.cli.eval_sink import evaluate_checkpoint  # noqa: E402
+from lit_gpt.cli.generate import sample  # noqa: E402
+from lit_gpt.cli.report import parse as parse_report_args, report  # noqa: E402
+from lit_gpt.cli.streaming import compare_caches  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.evaluation import (apply_input_transforms, example_maps, input_transforms,  # noqa: E402
                                 probe_loss_mask)
@@ -25,14 +28,6 @@ from lit_gpt.tokenizer import train_bpe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then quickly slowly".split()
-
-
-def script(name):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py").replace("/", "_"), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # jsonargparse reads the docstrings through the module
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_texts(n, seed):
@@ -103,7 +98,7 @@ def test_slot_variant_reports_sink_star(run, tmp_path):
     ckpt = train_checkpoint(tmp_path / "kv.pth", run["tokenizer"], synthetic_texts(20, seed=3), steps=3,
                             k_bias=True, v_bias=True)
     out = tmp_path / "kv.json"
-    CLI(script("pretrain/eval_sink_pretrain.py").main, as_positional=False,
+    CLI(evaluate_checkpoint, as_positional=False,
         args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out)])
     rates = json.loads(out.read_text())["sink_rates"]
     assert "sink_star" in rates and "sink_1" in rates
@@ -126,7 +121,7 @@ def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     ckpt = train_checkpoint(tmp_path / "fixed.pth", run["tokenizer"], synthetic_texts(20, seed=4), steps=3,
                             train_extra={"fixed_token_pos": 3, "fixed_token_id": 7})
     out_json = tmp_path / "fixed.json"
-    CLI(script("pretrain/eval_sink_pretrain.py").main, as_positional=False,
+    CLI(evaluate_checkpoint, as_positional=False,
         args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out_json)])
     assert json.loads(out_json.read_text())["input_transforms"]["fixed_token"] == [3, 7]
     model, loaded = load_model(ckpt)
@@ -137,7 +132,7 @@ def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
 
 
 def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(run):
-    main = script("pretrain/generate.py").main
+    main = sample
     args = ["--load_from", str(run["ckpt"]), "--prompt", "the cat sat", "--max_new_tokens", "12"]
     cached = CLI(main, as_positional=False, args=args)
     recomputed = CLI(main, as_positional=False, args=args + ["--use_cache", "false"])
@@ -148,11 +143,11 @@ def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(ru
 
 def test_streaming_cli_reports_three_perplexities(run, tmp_path):
     out = tmp_path / "stream.json"
-    results = CLI(script("pretrain/eval_streaming.py").main, as_positional=False,
+    results = CLI(compare_caches, as_positional=False,
                   args=["--load_from", f"[{run['ckpt']}]", "--text", str(run["probe"]), "--length", "100",
                         "--window", "16", "--n_sink", "2", "--json", str(out)])
     assert json.loads(out.read_text()) == results
-    single = CLI(script("pretrain/eval_streaming.py").main, as_positional=False,
+    single = CLI(compare_caches, as_positional=False,
                  args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]), "--length", "100",
                        "--window", "16", "--n_sink", "2"])
     assert single == results
@@ -167,8 +162,7 @@ def test_report_cli_tabulates_runs(run, tmp_path):
     train_checkpoint(second / "iter-000003-ckpt.pth", run["tokenizer"], synthetic_texts(20, seed=5), steps=3,
                      k_bias=True, v_bias=True)
     (second / "metrics.csv").write_text("step,metric,value\n3,metric/a_val_loss,4.0\n3,metric/b_val_loss,5.0\n")
-    module = script("pretrain/report.py")
-    table = module.main(**module.parse([str(run["ckpt"]), str(second), "--probe", str(run["probe"]),
+    table = report(**parse_report_args([str(run["ckpt"]), str(second), "--probe", str(run["probe"]),
                                         "--out", str(tmp_path / "report")]))
     assert "| run | variant | Sink_1 (%) | Sink* (%) |" in table
     assert "| kv_bias | softmax norm:sum k_bias v_bias |" in table and "| 4.500 |" in table
@@ -196,7 +190,7 @@ def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, 
     eos = run["tokenizer"].eos_id
     ckpt = train_checkpoint(tmp_path / "bos.pth", run["tokenizer"], synthetic_texts(20, seed=6), steps=3,
                             train_extra={"fixed_token_pos": 0, "fixed_token_id": eos})
-    main = script("pretrain/generate.py").main
+    main = sample
     for use_cache in ("true", "false"):
         outputs = CLI(main, as_positional=False, args=["--load_from", str(ckpt), "--prompt", "the cat sat",
                                                        "--max_new_tokens", "5", "--use_cache", use_cache])

@@ -5,7 +5,8 @@ from lit_gpt.attention import AttentionRuntime
 from lit_gpt.config import Config
 from lit_gpt.flops import estimated_flops_per_step, flops_per_token, num_parameters
 from lit_gpt.model import GPT
-from variants import VARIANTS, micro, tokens
+from lit_gpt.variants import VARIANTS
+from variants import micro, tokens
 
 
 def test_tiny_preset_matches_the_reference_figures():

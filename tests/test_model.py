@@ -11,7 +11,8 @@ from lit_gpt.config import ConfigError
 from lit_gpt.mlp import MLP
 from lit_gpt.model import GPT
 from lit_gpt.positions import ALiBi, RelativeBias, alibi_slopes, apply_rope, relative_bucket, rope_cos_sin, sinusoidal
-from variants import VARIANTS, micro, tokens
+from lit_gpt.variants import VARIANTS
+from variants import micro, tokens
 
 ALL = pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 

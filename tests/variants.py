@@ -1,8 +1,4 @@
-"""The variants the tests (and bench/attention.py) run over, as overrides of the `micro` preset.
-
-Adding a variant to the study means adding one line here: every model-level property (causality,
-training, KV cache, backend parity, ...) is then checked for it.
-"""
+"""Test helpers over the study's variants (`lit_gpt.variants`) at the `micro` preset."""
 
 from __future__ import annotations
 
@@ -11,54 +7,7 @@ from typing import Any
 import torch
 
 from lit_gpt.config import Config
-
-# Attention zoo: weight function x normaliser x kernel, masks, key slots, sink tokens, gates.
-ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
-    "softmax": {},
-    "sigmoid": dict(attn_score="sigmoid", attn_normalize="none"),
-    "sigmoid_sum": dict(attn_score="sigmoid"),
-    "elu": dict(attn_score="elu", attn_normalize="none"),
-    "elu_sum": dict(attn_score="elu"),
-    "kernel_elu_sum": dict(attn_score="linear", attn_kernel="elu"),
-    "kernel_linear": dict(attn_score="linear", attn_kernel="linear", attn_normalize="none"),
-    "kernel_mlp_max_abs": dict(attn_score="linear", attn_kernel="mlp", attn_normalize="max_abs"),
-    "kernel_mlp": dict(attn_score="linear", attn_kernel="mlp", attn_normalize="none"),
-    "window": dict(window_size=5),
-    "prefix": dict(prefix_tokens=4),
-    "sigmoid_window": dict(attn_score="sigmoid", attn_normalize="none", window_size=5),
-    "k_bias": dict(k_bias=True),
-    "k_bias_head": dict(k_bias=True, head_bias=True),
-    "kv_bias": dict(k_bias=True, v_bias=True),
-    "kv_bias_head": dict(k_bias=True, v_bias=True, head_bias=True),
-    "v_bias": dict(v_bias=True),
-    "v_bias_head": dict(v_bias=True, head_bias=True),
-    "sigmoid_kv_bias": dict(attn_score="sigmoid", attn_normalize="none", k_bias=True, v_bias=True),
-    "off_by_one": dict(softmax_off_by_one=True),
-    "sink_logit": dict(sink_logit=True),
-    "sink_logit_kv_bias_window": dict(sink_logit=True, k_bias=True, v_bias=True, window_size=5),
-    "sink_tokens": dict(sink_tokens=2),
-    "sink_tokens_window": dict(sink_tokens=2, window_size=5),
-    "sink_tokens_prefix_kv_bias": dict(sink_tokens=1, prefix_tokens=3, k_bias=True, v_bias=True),
-    "gate_headwise": dict(attn_gate="headwise"),
-    "gate_elementwise": dict(attn_gate="elementwise"),
-}
-
-# Everything around attention: position encodings, MLP kinds, norm placement, grouped-query attention.
-MODEL_VARIANTS: dict[str, dict[str, Any]] = {
-    "nope": dict(pos_embedding="nope"),
-    "absolute": dict(pos_embedding="absolute"),
-    "learnable": dict(pos_embedding="learnable"),
-    "alibi": dict(pos_embedding="alibi"),
-    "relative": dict(pos_embedding="relative", relative_buckets=8, relative_max_distance=16),
-    "alibi_kv_bias_sigmoid": dict(pos_embedding="alibi", k_bias=True, v_bias=True, attn_score="sigmoid"),
-    "relative_off_by_one": dict(pos_embedding="relative", softmax_off_by_one=True),
-    "post_norm": dict(norm_position="post"),
-    "gqa": dict(n_query_groups=2),
-    "gqa_kv_bias_window": dict(n_query_groups=1, k_bias=True, v_bias=True, window_size=5),
-    **{f"mlp_{kind}": dict(mlp=kind) for kind in ("relu", "gelu", "swish", "reglu", "geglu")},
-}
-
-VARIANTS: dict[str, dict[str, Any]] = {**ATTENTION_VARIANTS, **MODEL_VARIANTS}
+from lit_gpt.variants import VARIANTS
 
 
 def micro(**overrides: Any) -> Config:

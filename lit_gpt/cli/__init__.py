@@ -1,0 +1,15 @@
+"""Command lines, one module each; installed as console scripts (see `[project.scripts]` in pyproject.toml).
+
+| command | module | also runs as |
+|---|---|---|
+| `sink-train` | `train` | `python pretrain/tinyllama.py` |
+| `sink-eval` | `eval_sink` | `python pretrain/eval_sink_pretrain.py` |
+| `sink-report` | `report` | `python pretrain/report.py` |
+| `sink-generate` | `generate` | `python pretrain/generate.py` |
+| `sink-streaming` | `streaming` | `python pretrain/eval_streaming.py` |
+| `sink-eval-hf` | `eval_hf` | `python eval_sink_open_source.py` |
+| `sink-prepare` | `prepare` | `bash preprocess/run_preprocess.sh` |
+| `sink-experiment` | `experiment` | `python scripts/experiment.py` (used by the sweep scripts) |
+
+Each `main(argv=None)` runs through `lit_gpt.errors.run_cli`, so bad input is one `error:` line.
+"""

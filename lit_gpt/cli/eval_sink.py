@@ -1,0 +1,66 @@
+"""Attention-sink evaluation of a training checkpoint on the probe set (see docs/reference.md for the metric).
+
+    python pretrain/eval_sink_pretrain.py --load_from out/run/iter-020000-ckpt.pth --json out/run/sink.json \
+        --plots out/run/plots
+"""
+
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.checkpoint import load_model
+from lit_gpt.errors import run_cli
+from lit_gpt.files import write_json
+from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,
+                                format_table, load_probe, tokenizer_for, train_args)
+from lit_gpt.plots import write_plots
+
+
+def evaluate_checkpoint(
+    load_from: Path,
+    probe: Path = Path("datasets/probe_valid.jsonl"),
+    eps: float = 0.3,
+    positions: int = 10,
+    json: Optional[Path] = None,
+    plots: Optional[Path] = None,
+    layers: Optional[list[int]] = None,
+    heads: Optional[list[int]] = None,
+    tokenizer: Optional[str] = None,
+    n_sequences: int = PROBE_SEQUENCES,
+    length: int = PROBE_LENGTH,
+    batch_size: int = 20,
+) -> None:
+    """Report Sink_k, Sink*, per-layer sink rates, probe loss, norms and massive activations.
+
+    Args:
+        load_from: Training checkpoint (.pth); its config and input transforms are used.
+        probe: JSONL probe set with a `text` field per line.
+        eps: Threshold on the mean attention a key receives.
+        positions: Report Sink_k for k = 1..positions.
+        json: Write the full report as JSON to this file.
+        plots: Write PNG figures into this folder.
+        layers: Layers shown in the attention heatmaps (default: all).
+        heads: Heads shown in the attention heatmaps (default: head 0).
+        tokenizer: Tokenizer file or folder (default: from the checkpoint's training arguments).
+        n_sequences: Number of probe sequences.
+        length: Tokens per probe sequence.
+        batch_size: Probe sequences per forward pass.
+    """
+    model, ckpt = load_model(load_from)
+    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length,
+                        model.config.vocab_size)
+    result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
+    result["checkpoint"] = str(load_from)
+    print(format_table(result))
+    if json is not None:
+        write_json(json, result)
+        print(f"wrote {json}")
+    if plots is not None:
+        paths = write_plots(result, example_maps(model, ckpt, tokens), plots, layers, heads, model.config.n_slots)
+        print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: parse the command line (`argv`, default sys.argv) and run `evaluate_checkpoint`."""
+    run_cli(lambda: CLI(evaluate_checkpoint, as_positional=False, exit_on_error=False, args=argv))

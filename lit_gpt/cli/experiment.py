@@ -1,0 +1,84 @@
+"""Helpers of the sweep scripts (scripts/lib.sh); see `lit_gpt.experiments`.
+
+    python scripts/experiment.py compose --yaml configs/lr/tinyllama_60m_lr1e-3.yaml --scale cpu --out run.yaml
+    python scripts/experiment.py data --scale cpu --build true
+    python scripts/experiment.py latest --run_dir checkpoints/tinyllama_60M_lr1e-3
+    python scripts/experiment.py fill --doc scripts/optimization.md --key "lr cpu" --table checkpoints/lr_cpu_report/report.md
+"""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.data.errors import DataError
+from lit_gpt.experiments import data_dir, data_options, fill_results, load_composed, missing_data, preprocess_command
+from lit_gpt.errors import run_cli
+
+
+def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = None,
+            probe_file: Optional[Path] = None) -> None:
+    """Write the run YAML of `config` at `scale` to `out`, after the trainer's own checks and a data check.
+
+    Args:
+        yaml: A YAML of configs/.
+        out: Where the composed run YAML goes.
+        scale: `paper` or a folder of configs/ holding base.yaml (e.g. `cpu`).
+        data: Folder of the training/validation shards (default: the scale's usual folder).
+        probe_file: Probe set for the sink metric (default: the run's).
+    """
+    folder = data or data_dir(scale)
+    overrides = {"train_data_dir": str(folder), "val_data_dir": str(folder)}
+    if probe_file is not None:
+        overrides["probe_file"] = str(probe_file)
+    args = load_composed(yaml, scale, out=out, overrides=overrides)
+    problem = missing_data(args.train_data_dir, args.probe_file if args.eval_sink else None,
+                           args.model_config().vocab_size)
+    if problem:
+        raise DataError(f"{problem}; build the data with `{preprocess_command(scale, folder)}`")
+
+
+def data(scale: str = "paper", folder: Optional[Path] = None, probe_file: Path = Path("datasets/probe_valid.jsonl"),
+         build: bool = False) -> None:
+    """Check that the data of `scale` is there; with `build`, build it when it is not (offline corpora only).
+
+    Args:
+        scale: `paper` or a folder of configs/ holding base.yaml.
+        folder: Data folder (default: the scale's usual folder).
+        probe_file: Probe set for the sink metric, written by the same preprocessing.
+        build: Build missing data (not for `paper`, whose data comes from the hub).
+    """
+    folder = folder or data_dir(scale)
+    options = data_options(scale)
+    problem = missing_data(folder, probe_file, options.get("vocab_size"))
+    if problem is None:
+        return
+    command = preprocess_command(scale, folder)
+    if not build or options["source"] == "hub":
+        raise DataError(f"{problem}; build the data with `{command}`")
+    from lit_gpt.data.prepare import prepare
+
+    print(f"{problem}: running `{command}`", flush=True)
+    prepare(output_dir=folder, probe_path=probe_file, **options)
+
+
+def latest(run_dir: Path) -> None:
+    """Print the newest complete checkpoint of a run folder."""
+    from lit_gpt.checkpoint import find_latest
+
+    path = find_latest(run_dir)
+    if path is None:
+        raise DataError(f"{run_dir} holds no checkpoint; did the training run fail?")
+    print(path)
+
+
+def fill(doc: Path, key: str, table: Path) -> None:
+    """Put the Markdown table in file `table` into the results block `key` of `doc`."""
+    if not fill_results(doc, key, table.read_text()):
+        print(f"{doc} has no results block '{key}'; left unchanged", file=sys.stderr)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: `compose`, `data`, `latest` or `fill` with its flags."""
+    run_cli(lambda: CLI([compose, data, latest, fill], as_positional=False, exit_on_error=False, args=argv))

@@ -1,0 +1,73 @@
+"""Sample from a training checkpoint with a KV cache: the quickest sanity check of a run.
+
+    python pretrain/generate.py --load_from out/run/iter-020000-ckpt.pth --prompt "The meaning of" --top_k 50 \
+        --temperature 0.8
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from jsonargparse import CLI
+
+from lit_gpt.attention import AttentionRuntime
+from lit_gpt.checkpoint import load_model
+from lit_gpt.errors import run_cli
+from lit_gpt.evaluation import input_transforms, tokenizer_for, train_args
+from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
+
+
+def sample(
+    load_from: Path,
+    prompt: str,
+    max_new_tokens: int = 50,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    num_samples: int = 1,
+    seed: int = 1234,
+    tokenizer: Optional[str] = None,
+    use_cache: bool = True,
+    attn_backend: str = "auto",
+) -> list[str]:
+    """Print `num_samples` continuations of `prompt`.
+
+    A run trained with a fixed token at position p (e.g. BOS at 0) gets that token inserted at p, as in
+    training; the printed text leaves it out, so it starts with the prompt as typed.
+
+    Args:
+        load_from: Training checkpoint (.pth).
+        prompt: Text to continue (no BOS is added, as in training).
+        max_new_tokens: Tokens to generate, >= 0 (prompt + new tokens must fit the block size).
+        temperature: 0 is greedy; otherwise (> 0) sample from softmax(logits / temperature).
+        top_k: Sample only among the k >= 1 most likely tokens (unset: all).
+        num_samples: Number of continuations (>= 1).
+        seed: Random seed for sampling.
+        tokenizer: Tokenizer file or folder (default: the run's own).
+        use_cache: Decode with the KV cache (off: recompute the whole sequence per token).
+        attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
+            that changes speed, never what is computed.
+    """
+    check_sampling(max_new_tokens, temperature, top_k)
+    if num_samples < 1:
+        raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
+    runtime = AttentionRuntime(attn_backend)
+    model, ckpt = load_model(load_from)
+    model.set_attention_runtime(runtime)
+    tok = tokenizer_for(train_args(ckpt), tokenizer)
+    ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
+    fixed = input_transforms(train_args(ckpt))["fixed_token"]
+    inserted = dict([fixed]) if fixed else {}
+    generator = torch.Generator().manual_seed(seed)
+    outputs = []
+    for _ in range(num_samples):
+        out = generate(model, ids, max_new_tokens, temperature, top_k, use_cache, eos_id=tok.eos_id,
+                       inserted_tokens=inserted, generator=generator)
+        outputs.append(tok.decode(without_positions(out, inserted)))
+        print(outputs[-1])
+        print("-" * 40)
+    return outputs
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: parse the command line (`argv`, default sys.argv) and run `sample`."""
+    run_cli(lambda: CLI(sample, as_positional=False, exit_on_error=False, args=argv))

@@ -1,0 +1,19 @@
+"""Build token shards from documents; see `lit_gpt.data.prepare.prepare` for the options.
+
+    sink-prepare --source embedded --vocab_size 512
+    bash preprocess/run_preprocess.sh --source embedded --vocab_size 512
+
+Bad input ends the run with one line on stderr naming the file and the fix, and a non-zero exit status.
+"""
+
+from typing import Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.data.prepare import prepare
+from lit_gpt.errors import run_cli
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: parse the command line (`argv`, default sys.argv) and build the shards."""
+    run_cli(lambda: CLI(prepare, as_positional=False, exit_on_error=False, args=argv))

@@ -1,0 +1,19 @@
+"""Pretrain a LLaMA-style model with a chosen attention variant (upstream's script name and flags).
+
+    sink-train --config configs/tinyllama_60m.yaml --model.attn_score sigmoid --model.attn_normalize none \
+        --out_name sigmoid_no_norm
+    python pretrain/tinyllama.py --data_yaml_file configs/tinyllama_60m.yaml --out_name tinyllama_60m
+
+See pretrain/README.md; `--help` lists every option.
+"""
+
+from typing import Optional
+
+from lit_gpt.errors import run_cli
+from lit_gpt.run_config import parse_args
+from lit_gpt.trainer import setup
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: parse the command line (`argv`, default sys.argv) and train."""
+    run_cli(lambda: setup(parse_args(argv)))
