@@ -88,3 +88,40 @@ def test_embedded_build(tmp_path):
     from lit_gpt.data import load_probe_windows
 
     assert load_probe_windows(tmp_path / "probe.jsonl", out).shape == (100, 64)
+
+
+def test_a_folder_preprocessing_did_not_write_is_never_deleted(tmp_path):
+    user = tmp_path / "out"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match=r"--output_dir .*out holds files preprocessing did not write"):
+        prepare_tiny(tmp_path)
+    assert (user / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "out"]
+
+
+def test_a_file_at_the_destination_or_a_folder_at_the_probe_path_is_refused(tmp_path):
+    (tmp_path / "out").write_text("keep")
+    with pytest.raises(DataError, match=r"--output_dir .*out is a file"):
+        prepare_tiny(tmp_path)
+    assert (tmp_path / "out").read_text() == "keep"
+    (tmp_path / "probe").mkdir()
+    with pytest.raises(DataError, match=r"--probe_path .*probe is a folder"):
+        prepare_tiny(tmp_path, output_dir=tmp_path / "out2", probe_path=tmp_path / "probe")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_rebuilds_replace_only_their_own_folders_and_empty_ones(tmp_path):
+    (tmp_path / "out").mkdir()
+    out = prepare_tiny(tmp_path)  # an empty folder is fine
+    assert json.loads((out / "meta.json").read_text())["written_by"] == "lit_gpt.data.prepare"
+    (out / "stale.txt").write_text("left by an earlier build")
+    prepare_tiny(tmp_path)  # our own folder: replaced as a whole
+    assert not (out / "stale.txt").exists()
+    # Sibling names a user may have chosen are never touched by the temporary folders.
+    for name in (".out.partial", ".out.previous"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("mine")
+    prepare_tiny(tmp_path)
+    assert (tmp_path / ".out.partial" / "mine.txt").exists() and (tmp_path / ".out.previous" / "mine.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", ".out.previous", "docs", "out", "probe.jsonl"]

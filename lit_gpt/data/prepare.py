@@ -6,11 +6,17 @@ user's folder. A folder with `train/` (and `valid/`) subfolders keeps that split
 per document by content hash (`valid_fraction`). Each split of each domain becomes the litdata dataset
 `<split>_<prefix><domain>`. Everything is built in a temporary sibling folder that replaces
 `output_dir` only on success, so a failed run leaves no half-written data.
+
+Only folders this pipeline wrote are ever replaced: its `meta.json` carries `"written_by":
+"lit_gpt.data.prepare"` (folders written before the marker are recognised by their meta.json). An
+existing non-empty folder without it, or a file, at `output_dir` is refused before any work starts, and
+the temporary siblings get fresh unique names, so no user file is ever removed.
 """
 
 import itertools
 import json
 import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Literal, Optional
@@ -28,6 +34,8 @@ HUB_DATASET = "sail/regmix-data-sample"
 HUB_TOKENIZER = "EleutherAI/gpt-neox-20b"
 HUB_LOCAL_DIR = Path("preprocess") / HUB_DATASET
 HUB_PREFIX = "the_pile_"
+# The mark in meta.json of every folder this pipeline wrote; only such folders are ever replaced.
+WRITTEN_BY = "lit_gpt.data.prepare"
 # Enough text for a good small-vocabulary BPE while keeping training to seconds.
 BPE_TRAIN_CHARS = 24_000_000
 
@@ -46,6 +54,26 @@ def fetch_hub_dataset(local_dir: Path) -> Path:
 
     huggingface_hub.snapshot_download(HUB_DATASET, repo_type="dataset", local_dir=local_dir, etag_timeout=10)
     return local_dir
+
+
+def written_here(folder: Path) -> bool:
+    """Whether `folder` is a dataset folder this pipeline wrote (so it may be replaced by a rebuild)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("written_by") == WRITTEN_BY or {"tokenizer", "datasets"} <= set(meta))
+
+
+def check_destination(output_dir: Path, probe_path: Path) -> None:
+    """Refuse, before any work, destinations a build would have to delete or cannot write."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"--output_dir {output_dir} is a file; choose a folder path")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not written_here(output_dir):
+        raise DataError(f"--output_dir {output_dir} holds files preprocessing did not write (no meta.json of ours); "
+                        f"choose another folder, or empty it yourself: it is never deleted")
+    if probe_path.is_dir():
+        raise DataError(f"--probe_path {probe_path} is a folder; give a .jsonl file path")
 
 
 def plan_datasets(input_dir: Path) -> tuple[Plan, bool]:
@@ -130,28 +158,38 @@ def prepare(
         probe_path: where the held-out probe texts for the sink metric go.
         probe_count: number of probe texts.
     """
-    if source == "hub":
-        input_dir = fetch_hub_dataset(input_dir or HUB_LOCAL_DIR)
-    elif source == "jsonl" and input_dir is None:
+    if source == "jsonl" and input_dir is None:
         raise DataError("--source jsonl needs --input_dir <folder of .jsonl/.jsonl.zst/.parquet files>")
     output_dir = Path(output_dir or Path("datasets") / source)
+    probe_path = Path(probe_path)
+    check_destination(output_dir, probe_path)
+    if source == "hub":
+        input_dir = fetch_hub_dataset(input_dir or HUB_LOCAL_DIR)
     prefix = name_prefix if name_prefix is not None else (HUB_PREFIX if source == "hub" else "")
-    build = output_dir.with_name(f".{output_dir.name}.partial")
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
     try:
         meta = _build(source, input_dir, build, tokenizer, vocab_size, prefix, valid_fraction, dtype, num_workers, probe_path, probe_count)
-        previous = output_dir.with_name(f".{output_dir.name}.previous")
-        if output_dir.exists():
-            output_dir.replace(previous)
-        build.replace(output_dir)
-        shutil.rmtree(previous, ignore_errors=True)
+        _swap_into_place(build, output_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
     if meta["probe_records"]:
         write_probe(meta["probe_records"], probe_path)
     return output_dir
+
+
+def _swap_into_place(build: Path, output_dir: Path) -> None:
+    """Replace `output_dir` (absent, empty, or written here: see `check_destination`) by `build`."""
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        previous = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".previous", dir=output_dir.parent))
+        output_dir.replace(previous)
+        build.replace(output_dir)
+        shutil.rmtree(previous)
+    else:
+        if output_dir.is_dir():
+            output_dir.rmdir()
+        build.replace(output_dir)
 
 
 def _build(source, input_dir, build, tokenizer_spec, vocab_size, prefix, valid_fraction, dtype, num_workers, probe_path, probe_count) -> dict:
@@ -192,5 +230,6 @@ def _build(source, input_dir, build, tokenizer_spec, vocab_size, prefix, valid_f
     meta["probe"] = {"path": str(probe_path), "count": probe_count}
     if source == "embedded":
         shutil.rmtree(input_dir)
+    meta["written_by"] = WRITTEN_BY
     (build / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "probe_records"}, indent=2) + "\n")
     return meta

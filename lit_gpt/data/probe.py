@@ -14,6 +14,7 @@ import torch
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.loader import set_fixed_token
+from lit_gpt.files import write_atomic
 from lit_gpt.tokenizer import Tokenizer, load_tokenizer
 
 PROBE_TOKENS = 64
@@ -46,10 +47,7 @@ def select_probe_texts(texts_by_domain: dict[str, Iterable[str]], tokenizer: Tok
 
 
 def write_probe(records: list[dict], path: Path) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    temporary.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    temporary.replace(path)
+    write_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def load_probe_windows(
