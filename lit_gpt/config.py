@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pos_embedding": ("rope", "nope", "absolute", "learnable", "alibi", "relative"),
     "mlp": ("swiglu", "relu", "gelu", "swish", "reglu", "geglu"),
     "norm_position": ("pre", "post"),
+    "rope_scaling": ("default", "linear", "llama3"),
 }
 
 
@@ -31,7 +32,8 @@ RUNTIME_KEYS = ("attn_backend", "attn_chunk_size")
 
 # Sizes and constants that only make sense above zero (None = derived later).
 POSITIVE_FIELDS = ("block_size", "vocab_size", "padding_multiple", "padded_vocab_size", "n_layer", "n_head", "n_embd",
-                   "head_size", "n_query_groups", "intermediate_size", "norm_eps", "rope_base", "relative_buckets",
+                   "head_size", "n_query_groups", "intermediate_size", "norm_eps", "rope_base", "rope_scaling_factor",
+                   "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_seq_len", "relative_buckets",
                    "relative_max_distance")
 
 
@@ -74,8 +76,20 @@ class Config:
     """`pre` (LLaMA) or `post` (original Transformer) layer norm placement."""
     pos_embedding: str = "rope"
     """`rope | nope | absolute | learnable | alibi | relative` (relative = T5 buckets, learned bias)."""
-    rope_base: int = 10000
-    """RoPE frequency base."""
+    rope_base: float = 10000.0
+    """RoPE frequency base (HF `rope_theta`)."""
+    rope_scaling: str = "default"
+    """RoPE frequency scaling for long contexts, as HF LLaMAs use it: `default` (none), `linear` (every
+    frequency divided by `rope_scaling_factor`) or `llama3` (low frequencies divided, high ones kept,
+    smooth in between)."""
+    rope_scaling_factor: float = 1.0
+    """Scaling factor of `linear` and `llama3` RoPE scaling."""
+    rope_low_freq_factor: float = 1.0
+    """`llama3`: wavelengths above original_max_seq_len / this are divided by the factor."""
+    rope_high_freq_factor: float = 4.0
+    """`llama3`: wavelengths below original_max_seq_len / this are kept."""
+    rope_original_max_seq_len: int = 8192
+    """`llama3`: the context length the model was pretrained with."""
     relative_buckets: int = 32
     """Number of T5 relative-position buckets."""
     relative_max_distance: int = 128
@@ -144,6 +158,11 @@ class Config:
             raise ConfigError(f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}")
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
+        if self.rope_scaling != "default" and self.pos_embedding != "rope":
+            raise ConfigError(f"rope_scaling={self.rope_scaling} scales RoPE; it needs pos_embedding=rope")
+        if self.rope_scaling == "llama3" and self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ConfigError(f"llama3 RoPE scaling needs rope_high_freq_factor > rope_low_freq_factor, got "
+                              f"{self.rope_high_freq_factor} <= {self.rope_low_freq_factor}")
         self._check_sizes()
         for key in ("window_size", "prefix_tokens", "sink_tokens", "kernel_hidden"):
             if getattr(self, key) < 0:
@@ -192,6 +211,8 @@ class Config:
             parts.append(f"gate:{self.attn_gate}")
         if self.pos_embedding != "rope":
             parts.append(f"pos:{self.pos_embedding}")
+        if self.rope_scaling != "default":
+            parts.append(f"rope:{self.rope_scaling}x{self.rope_scaling_factor:g}")
         if self.mlp != "swiglu":
             parts.append(f"mlp:{self.mlp}")
         if self.norm_position != "pre":

@@ -9,7 +9,7 @@ query/key rows is needed; our fused `qkv` rows are [q heads; k groups; v groups]
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -51,13 +51,56 @@ def hf_config(config: Config) -> dict[str, Any]:
         "hidden_act": HF_ACTIVATION[config.mlp],
         "max_position_embeddings": config.block_size,
         "rms_norm_eps": config.norm_eps,
-        # transformers >= 5 reads rope_parameters, older versions rope_theta
+        # transformers >= 5 reads rope_parameters, older versions rope_theta and rope_scaling
         "rope_theta": float(config.rope_base),
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(config.rope_base)},
+        "rope_scaling": hf_rope_scaling(config),
+        "rope_parameters": {"rope_theta": float(config.rope_base), **(hf_rope_scaling(config) or {"rope_type": "default"})},
         "tie_word_embeddings": False,
         "attention_bias": False,
         "mlp_bias": False,
     }
+
+
+def hf_rope_scaling(config: Config) -> Optional[dict[str, Any]]:
+    """The HF `rope_scaling` entry of our RoPE scaling (None without one)."""
+    if config.rope_scaling == "default":
+        return None
+    scaling = {"rope_type": config.rope_scaling, "factor": float(config.rope_scaling_factor)}
+    if config.rope_scaling == "llama3":
+        scaling.update(low_freq_factor=float(config.rope_low_freq_factor),
+                       high_freq_factor=float(config.rope_high_freq_factor),
+                       original_max_position_embeddings=config.rope_original_max_seq_len)
+    return scaling
+
+
+def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our RoPE fields from a HF config in either form: `rope_parameters` (transformers >= 5), or the 4.x
+    `rope_theta` + `rope_scaling` (whose type key is `type` or `rope_type`). Scalings we cannot compute
+    exactly are refused, never imported as plain RoPE."""
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    kind = rope.pop("rope_type", None) or rope.pop("type", None) or "default"
+    rope.pop("type", None)
+    theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
+    supported = {"default": set(), "linear": {"factor"},
+                 "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+    if kind not in supported:
+        raise ConfigError(f"RoPE scaling rope_type={kind!r} is not supported; only {', '.join(supported)} are")
+    unknown = sorted(set(rope) - supported[kind] - {"partial_rotary_factor"})
+    if unknown or float(rope.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ConfigError(f"RoPE parameters {', '.join(unknown) or 'partial_rotary_factor'} of rope_type={kind!r} "
+                          f"are not supported")
+    missing = sorted(supported[kind] - {"original_max_position_embeddings"} - set(rope))
+    if missing:
+        raise ConfigError(f"rope_type={kind!r} needs {', '.join(missing)} in the RoPE parameters of config.json")
+    values: dict[str, Any] = {"rope_base": theta, "rope_scaling": kind}
+    if kind != "default":
+        values["rope_scaling_factor"] = float(rope["factor"])
+    if kind == "llama3":
+        values.update(rope_low_freq_factor=float(rope["low_freq_factor"]),
+                      rope_high_freq_factor=float(rope["high_freq_factor"]),
+                      rope_original_max_seq_len=int(rope.get("original_max_position_embeddings")
+                                                    or hf.get("max_position_embeddings", 8192)))
+    return values
 
 
 def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
@@ -68,16 +111,13 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
     biased = [key for key in ("attention_bias", "mlp_bias") if hf.get(key)]
     if biased:
         raise ConfigError(f"{', '.join(biased)} set: this LLaMA has bias terms, which our model does not have")
-    rope = hf.get("rope_parameters") or {"rope_type": "default", "rope_theta": hf.get("rope_theta", 10000.0)}
-    if rope.get("rope_type", "default") != "default":
-        raise ConfigError(f"rope_type={rope['rope_type']!r} is not supported; only default RoPE")
     values = dict(
         block_size=hf.get("max_position_embeddings", 2048), vocab_size=hf["vocab_size"],
         padded_vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
         n_embd=hf["hidden_size"], head_size=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
         n_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         intermediate_size=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_base=int(rope["rope_theta"]), mlp=activation[hf.get("hidden_act", "silu")],
+        mlp=activation[hf.get("hidden_act", "silu")], **rope_from_hf(hf),
     )
     values.update(overrides)
     return Config.from_dict(values)

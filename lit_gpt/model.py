@@ -19,7 +19,7 @@ import torch.nn as nn
 from lit_gpt.attention import AttentionRuntime, CausalSelfAttention, KVCache
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.mlp import MLP
-from lit_gpt.positions import ALiBi, RelativeBias, rope_cos_sin, sinusoidal
+from lit_gpt.positions import ALiBi, RelativeBias, RopeScaling, rope_cos_sin, sinusoidal
 
 
 class Block(nn.Module):
@@ -129,7 +129,9 @@ class GPT(nn.Module):
             if positions[-1] >= self.wpe.num_embeddings:
                 raise ConfigError(f"position {int(positions[-1])} exceeds the learnable table; raise block_size")
             x = x + self.wpe(positions)
-        rope = rope_cos_sin(positions, cfg.head_size, cfg.rope_base, x.dtype) if cfg.pos_embedding == "rope" else None
+        rope = None
+        if cfg.pos_embedding == "rope":
+            rope = rope_cos_sin(positions, cfg.head_size, cfg.rope_base, x.dtype, RopeScaling.from_config(cfg))
         maps = []
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None

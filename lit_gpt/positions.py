@@ -8,18 +8,59 @@ bias to the scores. All take absolute position tensors so a KV cache sees the sa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 
 # --------------------------------------------------------------------------------------- RoPE
-def rope_cos_sin(positions: torch.Tensor, head_size: int, base: int, dtype: torch.dtype):
+def rope_cos_sin(positions: torch.Tensor, head_size: int, base: float, dtype: torch.dtype,
+                 scaling: Optional["RopeScaling"] = None):
     """cos/sin tables (T, head_size) for NeoX-style RoPE (rotation of the two halves)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, device=positions.device).float() / head_size))
+    if scaling is not None:
+        inv_freq = scaling.apply(inv_freq)
     freqs = positions.float()[:, None] * inv_freq[None, :]
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Long-context scaling of RoPE frequencies, as HF LLaMAs define it (`Config.rope_scaling`).
+
+    `linear` divides every inverse frequency by `factor`. `llama3` divides only the low frequencies
+    (wavelength above original / low_freq_factor), keeps the high ones (wavelength below original /
+    high_freq_factor) and interpolates smoothly in between; both leave the attention scale alone.
+    """
+
+    kind: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_seq_len: int = 8192
+
+    @classmethod
+    def from_config(cls, config) -> Optional["RopeScaling"]:
+        if config.rope_scaling == "default":
+            return None
+        return cls(config.rope_scaling, config.rope_scaling_factor, config.rope_low_freq_factor,
+                   config.rope_high_freq_factor, config.rope_original_max_seq_len)
+
+    def apply(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return inv_freq / self.factor
+        wavelength = 2 * math.pi / inv_freq
+        low_cutoff = self.original_max_seq_len / self.low_freq_factor
+        high_cutoff = self.original_max_seq_len / self.high_freq_factor
+        scaled = torch.where(wavelength > low_cutoff, inv_freq / self.factor, inv_freq)
+        smooth = (self.original_max_seq_len / wavelength - self.low_freq_factor) / (
+            self.high_freq_factor - self.low_freq_factor)
+        smoothed = (1 - smooth) * scaled / self.factor + smooth * scaled
+        between = (wavelength >= high_cutoff) & (wavelength <= low_cutoff)
+        return torch.where(between, smoothed, scaled)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

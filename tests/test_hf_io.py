@@ -1,6 +1,4 @@
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +14,11 @@ transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_hf_llama(folder, tie=False):
+def tiny_hf_llama(folder, tie=False, rope_parameters=None):
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      tie_word_embeddings=tie)
+                                      tie_word_embeddings=tie, rope_parameters=rope_parameters)
     model = transformers.LlamaForCausalLM(config).eval()
     with torch.no_grad():  # HF's init is tiny; larger weights give attention maps with structure
         for param in model.parameters():
@@ -133,14 +131,87 @@ def test_open_source_cli_writes_json_and_plots(hf_dir, tmp_path):
     train_bpe(texts, 300, tmp_path / "tokenizer.json")
     probe_file = tmp_path / "probe.jsonl"
     probe_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    spec = importlib.util.spec_from_file_location("eval_sink_open_source", ROOT / "eval_sink_open_source.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    from lit_gpt.cli.eval_hf import evaluate_hf_model
+
     out = tmp_path / "result.json"
-    CLI(module.main, as_positional=False,
+    CLI(evaluate_hf_model, as_positional=False,
         args=["--model", str(hf_dir), "--tokenizer", str(tmp_path / "tokenizer.json"), "--probe", str(probe_file),
               "--length", "32", "--json", str(out), "--plots", str(tmp_path / "plots")])
     result = json.loads(out.read_text())
     assert result["n_sequences"] == 5 and "sink_1" in result["sink_rates"]
     assert len(list((tmp_path / "plots").glob("*.png"))) == 5
+
+
+ROPE_SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 2.0},
+    # original_max_position_embeddings 16 puts the 64-token probe's wavelengths in all three llama3 bands.
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16},
+}
+
+
+def to_legacy_form(folder):
+    """Rewrite config.json as transformers 4.x saved it: `rope_theta` + `rope_scaling` with a `type` key."""
+    path = folder / "config.json"
+    hf = json.loads(path.read_text())
+    rope = hf.pop("rope_parameters")
+    hf["rope_theta"] = rope.pop("rope_theta")
+    rope["type"] = rope.pop("rope_type")
+    hf["rope_scaling"] = rope
+    path.write_text(json.dumps(hf))
+
+
+@pytest.mark.parametrize("kind", list(ROPE_SCALINGS))
+@torch.no_grad()
+def test_scaled_rope_imports_with_hf_logits_in_both_config_forms(tmp_path, kind):
+    hf = tiny_hf_llama(tmp_path, rope_parameters={"rope_theta": 500000.0, **ROPE_SCALINGS[kind]})
+    idx = torch.randint(0, 300, (2, 60), generator=torch.Generator().manual_seed(1))
+    expected = hf(idx).logits
+    model, config = import_hf(tmp_path)
+    assert config.rope_scaling == kind and config.rope_base == 500000.0 and isinstance(config.rope_base, float)
+    torch.testing.assert_close(model(idx), expected, atol=1e-4, rtol=0)
+    to_legacy_form(tmp_path)
+    model, legacy = import_hf(tmp_path)
+    assert legacy == config
+    torch.testing.assert_close(model(idx), expected, atol=1e-4, rtol=0)
+    plain, _ = import_hf_without_scaling(tmp_path)
+    assert (plain(idx) - expected).abs().max() > 1e-4  # the scaling matters on this input
+
+
+def import_hf_without_scaling(folder):
+    hf = json.loads((folder / "config.json").read_text())
+    hf.pop("rope_scaling")
+    (folder / "config.json").write_text(json.dumps(hf))
+    return import_hf(folder)
+
+
+@pytest.mark.parametrize("kind", list(ROPE_SCALINGS))
+@torch.no_grad()
+def test_scaled_rope_round_trips_through_export(tmp_path, kind):
+    tiny_hf_llama(tmp_path / "hf", rope_parameters={"rope_theta": 123456.5, **ROPE_SCALINGS[kind]})
+    model, config = import_hf(tmp_path / "hf")
+    export_hf(model, tmp_path / "out")
+    again, config_again = import_hf(tmp_path / "out")
+    assert config_again == config and config_again.rope_base == 123456.5
+    idx = probe()
+    torch.testing.assert_close(again(idx), model(idx), atol=0, rtol=0)
+    torch.testing.assert_close(load_hf_causal_lm(tmp_path / "out")(idx).logits, model(idx), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("rope, match", [
+    ({"rope_type": "yarn", "factor": 4.0}, "rope_type='yarn' is not supported"),
+    ({"type": "dynamic", "factor": 2.0}, "rope_type='dynamic' is not supported"),
+    ({"rope_type": "linear"}, "needs factor"),
+    ({"rope_type": "linear", "factor": 2.0, "beta": 3}, "RoPE parameters beta"),
+])
+def test_rope_scalings_we_cannot_compute_exactly_are_refused(hf_dir, tmp_path, rope, match):
+    hf = json.loads((hf_dir / "config.json").read_text())
+    hf.pop("rope_parameters", None)
+    hf.update(rope_theta=10000.0, rope_scaling=rope)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(hf))
+    for name in hf_dir.glob("*.safetensors"):
+        (folder / name.name).write_bytes(name.read_bytes())
+    with pytest.raises(ConfigError, match=match):
+        import_hf(folder)
