@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from lit_gpt.errors import UserError
 from lit_gpt.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.errors import UserError, one_line
+from lit_gpt.files import output_folder, write_atomic
 from lit_gpt.hub import hub_reachable
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import load_tokenizer
@@ -45,14 +46,14 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     """
     model = source if isinstance(source, GPT) else load_model(source)[0]
     config = hf_config(model.config)
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else None
     state = {name: tensor.contiguous() for name, tensor in to_hf_state_dict(model).items()}
     config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(state, out_dir / WEIGHTS, metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    if tokenizer is not None:
-        load_tokenizer(tokenizer).save(out_dir)
+    out_dir = output_folder(out_dir)
+    write_atomic(out_dir / WEIGHTS, save(state, metadata={"format": "pt"}))
+    write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
+    if tok is not None:
+        tok.save(out_dir)
     return out_dir
 
 
@@ -86,22 +87,44 @@ def resolve_model_dir(spec: Union[str, Path]) -> Path:
                       f"or pass a local folder") from None
 
 
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HFError(f"{path} is not valid JSON ({one_line(error)[:80]}); re-save the model's {what}") from None
+    if not isinstance(value, dict):
+        raise HFError(f"{path} holds a {type(value).__name__}, not a mapping; re-save the model's {what}")
+    return value
+
+
 def read_hf_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise HFError(f"{folder} has no config.json; pass a Hugging Face model folder")
-    return json.loads(path.read_text())
+    return _read_json(path, "config")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise HFError(f"{path} is missing; the model folder is incomplete: download or save it again")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own error type for a damaged header or payload
+        raise HFError(f"{path} cannot be read ({one_line(error)[:80]}); it is truncated or not safetensors: "
+                      f"download or save the model again") from None
 
 
 def load_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a HF folder: `model.safetensors` or the shards listed in its index."""
     if (folder / WEIGHTS).is_file():
-        return load_file(folder / WEIGHTS)
+        return _load_safetensors(folder / WEIGHTS)
     if (folder / WEIGHTS_INDEX).is_file():
-        shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+        weight_map = _read_json(folder / WEIGHTS_INDEX, "weights index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise HFError(f"{folder / WEIGHTS_INDEX} has no weight_map; re-save the model")
         state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(folder / shard))
+        for shard in sorted(set(weight_map.values())):
+            state.update(_load_safetensors(folder / shard))
         return state
     raise HFError(f"{folder} holds no {WEIGHTS} or {WEIGHTS_INDEX}; save the model with safetensors")
 
@@ -112,10 +135,17 @@ def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
     hf = read_hf_config(folder)
     if hf.get("model_type") != "llama":
         raise ConfigError(f"{folder} holds a {hf.get('model_type')!r} model; only LLaMA folders can be imported")
+    missing = [key for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                "intermediate_size") if key not in hf]
+    if missing:
+        raise HFError(f"{folder / 'config.json'} lacks {', '.join(missing)}; it is not a complete LLaMA config")
     config = config_from_hf(hf, **({"vocab_size": hf[VOCAB_KEY]} if VOCAB_KEY in hf else {}))
     state = {name: tensor.float() for name, tensor in load_hf_weights(folder).items()}
     model = GPT(config)
-    model.load_state_dict(from_hf_state_dict(state, config))
+    try:
+        model.load_state_dict(from_hf_state_dict(state, config))
+    except (KeyError, RuntimeError) as error:
+        raise HFError(f"the weights in {folder} do not fit its config.json ({one_line(error)[:120]})") from None
     return model.eval(), config
 
 
@@ -126,7 +156,11 @@ def load_hf_causal_lm(spec: Union[str, Path]):
 
     folder = resolve_model_dir(spec)
     read_hf_config(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    except Exception as error:  # transformers reports a damaged or foreign folder with many error types
+        raise HFError(f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
+                      f"check the folder is a complete causal-LM checkpoint") from None
     return model.eval()
 
 

@@ -163,3 +163,15 @@ def test_a_signal_during_training_start_up_exits_cleanly(damaged, tmp_path, monk
     assert err.count("\n") == 1 and err.startswith(f"error: interrupted by {signal.Signals(signum).name}")
     assert signal.getsignal(signum) is previous
     assert not list((tmp_path / "run").glob("iter-*"))
+
+
+@pytest.mark.slow
+def test_the_open_model_evaluation_refuses_a_damaged_folder_in_one_line(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    line = one_error_line(run_script(ROOT / "eval_sink_open_source.py", "--model", str(tmp_path / "model")))
+    assert str(tmp_path / "model") in line

@@ -7,6 +7,7 @@ import torch
 
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.config import Config, ConfigError
+from lit_gpt.errors import UserError
 from lit_gpt.hf_io import HFError, evaluate_hf, export_hf, import_hf, load_hf_causal_lm, resolve_model_dir
 from lit_gpt.model import GPT
 
@@ -215,3 +216,74 @@ def test_rope_scalings_we_cannot_compute_exactly_are_refused(hf_dir, tmp_path, r
         (folder / name.name).write_bytes(name.read_bytes())
     with pytest.raises(ConfigError, match=match):
         import_hf(folder)
+
+
+def damaged_copy(hf_dir, folder, damage):
+    folder.mkdir()
+    for path in hf_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    damage(folder)
+    return folder
+
+
+def _rewrite_config(folder, **changes):
+    hf = json.loads((folder / "config.json").read_text())
+    hf.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        hf.pop(key)
+    (folder / "config.json").write_text(json.dumps(hf))
+
+
+DAMAGES = {
+    "config not JSON": (lambda f: (f / "config.json").write_text('{"model_type": "lla'), r"config.json is not valid JSON"),
+    "config a list": (lambda f: (f / "config.json").write_text("[1, 2]"), r"config.json holds a list, not a mapping"),
+    "config incomplete": (lambda f: _rewrite_config(f, hidden_size=None), r"config.json lacks hidden_size"),
+    "weights truncated": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:300]),
+                          r"model.safetensors cannot be read"),
+    "weights random": (lambda f: (f / "model.safetensors").write_bytes(bytes(range(256)) * 8),
+                       r"model.safetensors cannot be read"),
+    "shapes disagree": (lambda f: _rewrite_config(f, intermediate_size=48), r"do not fit its config.json"),
+    "index names a missing shard": (lambda f: ((f / "model.safetensors").rename(f / "part-1.safetensors"),
+                                               (f / "model.safetensors.index.json").write_text(
+                                                   json.dumps({"weight_map": {"a": "part-2.safetensors"}}))),
+                                    r"part-2.safetensors is missing"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGES))
+def test_a_damaged_hf_folder_is_one_clear_error(hf_dir, tmp_path, name):
+    damage, match = DAMAGES[name]
+    folder = damaged_copy(hf_dir, tmp_path / "model", damage)
+    with pytest.raises((HFError, ConfigError), match=match) as info:
+        import_hf(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_export_refuses_a_file_in_the_way_and_keeps_other_files(tmp_path):
+    model = GPT(Config.from_name("micro"))
+    (tmp_path / "taken").write_text("notes")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        export_hf(model, tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "notes"
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "README.md").write_text("my model card")
+    export_hf(model, out)
+    assert (out / "README.md").read_text() == "my model card"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+@torch.no_grad()
+def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
+    from jsonargparse import CLI
+
+    from lit_gpt.cli.export_hf import export
+
+    config = Config.from_name("micro")
+    model = GPT(config).eval()
+    ckpt = tmp_path / "iter-000001-ckpt.pth"
+    torch.save({"model": model.state_dict(), "config": config.asdict(), "train": {}}, ckpt)
+    CLI(export, as_positional=False, args=["--load_from", str(ckpt), "--out_dir", str(tmp_path / "hf")])
+    idx = probe(2, 16) % config.vocab_size
+    torch.testing.assert_close(load_hf_causal_lm(tmp_path / "hf")(idx).logits[..., :config.vocab_size],
+                               model(idx)[..., :config.vocab_size], atol=1e-4, rtol=0)

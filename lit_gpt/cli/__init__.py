@@ -8,6 +8,7 @@
 | `sink-generate` | `generate` | `python pretrain/generate.py` |
 | `sink-streaming` | `streaming` | `python pretrain/eval_streaming.py` |
 | `sink-eval-hf` | `eval_hf` | `python eval_sink_open_source.py` |
+| `sink-export-hf` | `export_hf` | `python pretrain/export_hf.py` |
 | `sink-prepare` | `prepare` | `bash preprocess/run_preprocess.sh` |
 | `sink-experiment` | `experiment` | `python scripts/experiment.py` (used by the sweep scripts) |
 

@@ -1,0 +1,35 @@
+"""Export a training checkpoint as a Hugging Face LLaMA folder (config.json + model.safetensors).
+
+    sink-export-hf --load_from checkpoints/run/iter-000700-ckpt.pth --out_dir out/hf_run --tokenizer datasets/embedded
+    python pretrain/export_hf.py --load_from ... --out_dir ...
+
+Only variants a LLaMA can compute are exported (softmax, no key slots, RoPE, pre-norm, gated MLP); any
+other is refused before anything is written. Files already in `out_dir` other than the ones written
+here are left alone.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.errors import run_cli
+from lit_gpt.hf_io import export_hf
+
+
+def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> Path:
+    """Write the checkpoint's model as a HF LLaMA folder.
+
+    Args:
+        load_from: Training checkpoint (.pth).
+        out_dir: Folder for config.json, model.safetensors (and the tokenizer file).
+        tokenizer: Tokenizer file or folder to copy alongside (e.g. the run's data folder).
+    """
+    folder = export_hf(load_from, out_dir, tokenizer)
+    print(f"wrote {folder}")
+    return folder
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: parse the command line (`argv`, default sys.argv) and export."""
+    run_cli(lambda: CLI(export, as_positional=False, exit_on_error=False, args=argv))
