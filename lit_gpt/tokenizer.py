@@ -13,7 +13,7 @@ import sentencepiece
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lit_gpt.errors import UserError
+from lit_gpt.errors import UserError, one_line
 from lit_gpt.hub import hub_reachable
 
 # Checked in order against the tokenizer's vocabulary; GPT-NeoX uses <|endoftext|> for both roles.
@@ -40,7 +40,11 @@ class Tokenizer:
         if not self.path.is_file():
             raise TokenizerError(f"tokenizer file {self.path} does not exist; pass an existing tokenizer.json or .model")
         if self.path.suffix == ".model":
-            self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+            try:
+                self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+            except (RuntimeError, OSError) as error:
+                raise TokenizerError(f"{self.path} is not a valid SentencePiece model ({one_line(error)[:80]}); pass a "
+                                     f"tokenizer.json or .model") from None
             self._hf = None
             self.vocab_size = self._sp.get_piece_size()
             self.eos_id = _optional_id(self._sp.eos_id())

@@ -57,7 +57,7 @@ def test_packed_shards_read_back_exactly(tmp_path):
 @pytest.mark.parametrize(
     "mangle, message",
     [
-        (lambda data: b"NOTPKDS" + data[7:], "no shards"),
+        (lambda data: b"NOTPKDS" + data[7:], "train_a_0.bin: not a LITPKDS v1 shard"),
         (lambda data: data[:20], "truncated"),
         (lambda data: data[:-2], "header promises 100 tokens"),
         (lambda data: data[:15] + b"\x06" + data[16:], "dtype code 6"),

@@ -12,7 +12,6 @@ at positions `[start, end)`, a fixed id at position `p` (e.g. BOS at 0); the tra
 to targets with `mask_ignored_prefix`.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import TokenStream, open_stream
+from lit_gpt.data.vocab import recorded_vocab_size
 
 # Mixture draws are made in blocks of this many samples; any sample is reachable from its block alone.
 PLAN_BLOCK = 8192
@@ -162,13 +162,8 @@ class TrainLoader:
         self.step = state["step"]
 
 
-def _meta_vocab_size(data_dir: Path) -> Optional[int]:
-    meta = data_dir / "meta.json"
-    return json.loads(meta.read_text())["tokenizer"]["vocab_size"] if meta.is_file() else None
-
-
 def _transform(data_dir: Path, seed: int, vocab_size: Optional[int], random_token_range, fixed_token) -> WindowTransform:
-    vocab_size = vocab_size or _meta_vocab_size(data_dir)
+    vocab_size = vocab_size or recorded_vocab_size(data_dir)
     if random_token_range and not vocab_size:
         raise DataError(f"{data_dir} has no meta.json to take the vocabulary size from; pass vocab_size for random tokens")
     return WindowTransform(seed, vocab_size, tuple(random_token_range) if random_token_range else None, tuple(fixed_token) if fixed_token else None)

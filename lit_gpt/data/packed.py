@@ -17,11 +17,6 @@ HEADER = struct.Struct("<7sQBQ")
 DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float32, 7: np.float64, 8: np.uint16}
 
 
-def is_packed(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(MAGIC)) == MAGIC
-
-
 def read_header(path: Path) -> tuple[np.dtype, int, int]:
     """(dtype, number of tokens, byte offset of the tokens) of a packed shard, after checking it is whole."""
     with open(path, "rb") as f:

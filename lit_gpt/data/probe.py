@@ -8,12 +8,12 @@ alternating between domains, and stores text (not ids) so any tokenizer can be p
 import itertools
 import json
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Union
 
 import torch
 
 from lit_gpt.data.errors import DataError
-from lit_gpt.data.loader import set_fixed_token
+from lit_gpt.data.documents import iter_texts
 from lit_gpt.files import write_atomic
 from lit_gpt.tokenizer import Tokenizer, load_tokenizer
 
@@ -54,22 +54,21 @@ def load_probe_windows(
     path: Union[str, Path] = "datasets/probe_valid.jsonl",
     tokenizer: Union[str, Path, Tokenizer] = "datasets/embedded",
     length: int = PROBE_TOKENS,
-    fixed_token: Optional[tuple[int, int]] = None,
 ) -> torch.Tensor:
-    """The probe texts as a LongTensor (N, length): the first `length` tokens of each text.
+    """The probe texts as a LongTensor (N, length): the first `length` tokens of each text, untransformed
+    (a run's fixed or random tokens are applied by the evaluation with the training loader's transform).
 
     `tokenizer` is a `Tokenizer` or anything `load_tokenizer` accepts, e.g. the dataset folder holding the
-    saved `tokenizer.json`. `fixed_token=(position, id)` applies the same transform as the training loader
-    (e.g. a BOS written over position 0).
+    saved `tokenizer.json`. The file is read like any document file (UTF-8 JSON lines with a `text`).
     """
     tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"probe file {path} does not exist; run preprocess/run_preprocess.sh --source embedded")
-    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    ids = [tokenizer.encode(text)[:length] for text in texts]
+    if length < 1:
+        raise DataError(f"probe windows need at least one token, got length={length}")
+    ids = [tokenizer.encode(text)[:length] for text in iter_texts(path)]
     short = [index for index, row in enumerate(ids) if len(row) < length]
-    if not texts or short:
+    if short:
         raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
-    windows = torch.tensor(ids, dtype=torch.long)
-    return set_fixed_token(windows, fixed_token) if fixed_token else windows
+    return torch.tensor(ids, dtype=torch.long)

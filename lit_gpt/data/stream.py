@@ -66,7 +66,8 @@ def open_stream(data_dir: Path, name: str) -> TokenStream:
     folder = data_dir / name
     if (folder / INDEX).is_file():
         return TokenStream(name, _litdata_parts(folder))
-    files = sorted(path for path in data_dir.glob(f"{name}*.bin") if path.is_file() and packed.is_packed(path))
+    # Every matching .bin is read as a shard: a damaged one is refused by name, never skipped silently.
+    files = sorted(path for path in data_dir.glob(f"{name}*.bin") if path.is_file())
     if not files:
         raise DataError(
             f"no shards for '{name}' in {data_dir}: expected {folder}/{INDEX} or LITPKDS files {name}*.bin; "
