@@ -12,9 +12,7 @@ import torch
 
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.config import Config
-from lit_gpt.data.loader import WindowTransform
-from lit_gpt.data.probe import load_probe_windows
-from lit_gpt.data.vocab import check_token_ids
+from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
 from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.model import GPT
@@ -22,8 +20,6 @@ from lit_gpt.tokenizer import load_tokenizer
 
 PROBE_SEQUENCES = 100
 PROBE_LENGTH = 64
-# Seed of the random tokens put into the probe for `random_token_range` runs (fixed: reproducible reports).
-PROBE_SEED = 1234
 
 
 class EvalError(UserError, ValueError):
@@ -33,18 +29,6 @@ class EvalError(UserError, ValueError):
 # ------------------------------------------------------------------------------------- checkpoints
 def train_args(ckpt: dict) -> dict[str, Any]:
     return ckpt.get("train") or {}
-
-
-def input_transforms(train: dict[str, Any]) -> dict[str, Optional[tuple[int, int]]]:
-    """The run's input transforms as {"fixed_token": (pos, id) | None, "random_token_range": (start, end) | None},
-    read from the training arguments (`fixed_token_pos`/`fixed_token_id`, `random_token_start`/`_end`)."""
-    fixed, span = train.get("fixed_token"), train.get("random_token_range")
-    if train.get("fixed_token_pos") is not None:
-        fixed = (train["fixed_token_pos"], train.get("fixed_token_id", 1))
-    if train.get("random_token_start") is not None:
-        span = (train["random_token_start"], train["random_token_end"])
-    return {"fixed_token": tuple(int(v) for v in fixed) if fixed else None,
-            "random_token_range": tuple(int(v) for v in span) if span else None}
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -58,27 +42,6 @@ def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
     raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
 
 
-def load_probe(path, tokenizer, n: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH,
-               vocab_size: Optional[int] = None) -> torch.Tensor:
-    """The first `length` tokens (no BOS) of the first `n` probe texts -> (N, length), untransformed; with
-    `vocab_size`, a tokenizer that yields ids the model does not have is refused."""
-    tokens = load_probe_windows(path, tokenizer, length)[:n]
-    if vocab_size is not None:
-        check_token_ids(tokens, vocab_size, f"probe {path} tokenized with {getattr(tokenizer, 'path', tokenizer)}")
-    return tokens
-
-
-def apply_input_transforms(tokens: torch.Tensor, train: dict[str, Any], vocab_size: int,
-                           seed: int = PROBE_SEED) -> torch.Tensor:
-    """The run's input transforms applied to probe tokens (N, T) by the training loader's own transform;
-    random tokens come from a fixed seed, so reports are reproducible."""
-    transforms = input_transforms(train)
-    if not any(transforms.values()):
-        return tokens
-    transform = WindowTransform(seed, vocab_size, **transforms)
-    return torch.stack([transform(row.numpy().copy(), 0, index) for index, row in enumerate(tokens)])
-
-
 def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optional[torch.Tensor]:
     """Next-token predictions counted in the probe loss, by the training rule (`lit_gpt.loss`)."""
     return prediction_mask(ignored_predictions(config, train.get("ignore_loss") or 0), length)
@@ -90,7 +53,8 @@ def evaluate_run(model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3,
     """Sink report of a loaded checkpoint on raw probe tokens (N, T); transforms are applied here."""
     cfg = model.config
     train = train_args(ckpt)
-    tokens = apply_input_transforms(tokens, train, cfg.vocab_size)
+    transforms = InputTransforms.of_run(train)
+    tokens = transforms.apply(tokens, cfg.vocab_size)
     result = evaluate_gpt(model, tokens, eps, k, batch_size, probe_loss_mask(cfg, train, tokens.shape[1]))
     result.update(
         variant=cfg.variant_summary(),
@@ -98,7 +62,7 @@ def evaluate_run(model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3,
         iter_num=ckpt.get("iter_num"),
         step_count=ckpt.get("step_count"),
         tokens_seen=ckpt.get("tokens_seen"),
-        input_transforms={**input_transforms(train), "ignore_loss": train.get("ignore_loss")},
+        input_transforms={**transforms.asdict(), "ignore_loss": train.get("ignore_loss")},
     )
     return result
 
@@ -106,7 +70,7 @@ def evaluate_run(model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3,
 @torch.no_grad()
 def example_maps(model: GPT, ckpt: dict, tokens: torch.Tensor) -> list[torch.Tensor]:
     """Attention maps of the first probe sequence (transforms applied), for heatmaps."""
-    first = apply_input_transforms(tokens[:1], train_args(ckpt), model.config.vocab_size)
+    first = InputTransforms.of_run(train_args(ckpt)).apply(tokens[:1], model.config.vocab_size)
     return model(first, return_attention=True)[1]
 
 
@@ -143,5 +107,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalError", "apply_input_transforms", "evaluate_run", "example_maps", "format_table", "input_transforms",
-           "load_probe", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]
+__all__ = ["EvalError", "evaluate_run", "example_maps", "format_table", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

@@ -22,8 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
+from lit_gpt.data.probe import load_probe_windows  # noqa: E402
+from lit_gpt.evaluation import EvalError, evaluate_run, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
-from lit_gpt.evaluation import EvalError, evaluate_run, load_probe, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "tokens_seen", "step")
@@ -70,7 +71,8 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
         if isinstance(cached, dict) and cached.get("report_key") == key:
             return cached
     model, ckpt = load_model(ckpt_path)
-    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length, model.config.vocab_size)
+    tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
+                                model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps)
     result["report_key"] = key
     write_json(cache, result)

@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 
 from lit_gpt.attention.runtime import AttentionRuntime
 from lit_gpt.config import Config
+from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
 from lit_gpt.loss import ignored_predictions
 
@@ -145,6 +146,10 @@ class TrainArgs:
 
     def model_config(self) -> Config:
         return Config.from_name(self.model_name, **self.model)
+
+    def input_transforms(self) -> InputTransforms:
+        """The run's input experiments, handed to the loaders, the probe and (saved) to the evaluation."""
+        return InputTransforms.of_run(self.to_dict())
 
     def attention_runtime(self) -> AttentionRuntime:
         return AttentionRuntime(self.attn_backend, self.attn_chunk_size)

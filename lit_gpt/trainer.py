@@ -32,17 +32,16 @@ from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
 from lit_gpt.errors import UserError
+from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.checkpoint import checkpoint_path, find_latest, first_readable, list_checkpoints, prune, read_checkpoint, save_atomic
 from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
-from lit_gpt.data.vocab import check_token_ids, recorded_vocab_size, vocab_mismatch
-from lit_gpt.evaluation import apply_input_transforms, input_transforms
+from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
 from lit_gpt.files import OutputError, output_folder
 from lit_gpt.flops import estimated_flops_per_step
-from lit_gpt.loss import ignored_predictions, lm_loss, split_batch
+from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
 from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
-from lit_gpt.metrics import SinkAccumulator
 from lit_gpt.model import GPT, Block
 from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
 from lit_gpt.train_args import ArgsError, TrainArgs
@@ -151,8 +150,9 @@ def train_mixture(args: TrainArgs) -> dict[str, float]:
 
 def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     """(train loader, {domain: valid loader}, probe windows or None), sharded by rank."""
+    transforms = args.input_transforms()
     shard = {"rank": fabric.global_rank, "world_size": fabric.world_size, "seed": args.seed,
-             "vocab_size": config.vocab_size, **input_transforms(args.to_dict())}
+             "vocab_size": config.vocab_size, "transforms": transforms}
     train = build_train_loader(args.train_data_dir, train_mixture(args), config.block_size, args.micro_batch_size,
                                downsample_ratio=args.downsample_ratio, **shard)
     val_dir = args.val_data_dir or args.train_data_dir
@@ -161,9 +161,8 @@ def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     probe = None
     if args.eval_sink:
         # The same transforms (fixed and random tokens) as the evaluation script, so both report alike.
-        raw = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir)
-        check_token_ids(raw, config.vocab_size, f"probe {args.probe_file} tokenized with {args.tokenizer or args.train_data_dir}")
-        probe = apply_input_transforms(raw, args.to_dict(), config.vocab_size)
+        raw = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir, vocab_size=config.vocab_size)
+        probe = transforms.apply(raw, config.vocab_size)
     return train, valid, probe
 
 
@@ -397,21 +396,14 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
 @torch.no_grad()
 def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int,
                  n_ignored: int = 0) -> dict[str, float]:
-    """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the loss on the probe windows.
+    """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the loss on the probe windows, by the same
+    probe evaluator as the evaluation scripts (`lit_gpt.analysis.evaluate_gpt`).
 
     Every rank computes the same numbers (the probe set is small); under FSDP every rank must run the
     forward anyway.
     """
-    model.eval()
-    config: Config = model.config
-    accumulator = SinkAccumulator(config.n_slots, config.sink_tokens, eps, k)
-    losses = []
-    for chunk in fabric.to_device(probe).split(batch_size):
-        logits, maps = model(chunk, return_attention=True)
-        accumulator.update(maps)
-        _, targets = split_batch(chunk, n_ignored)
-        losses.append(lm_loss(logits[:, :-1], targets) * chunk.shape[0])
+    result = evaluate_gpt(model, fabric.to_device(probe), eps, k, batch_size, prediction_mask(n_ignored, probe.shape[1]))
     model.train()
-    metrics = {f"metric/{name}": value for name, value in accumulator.rates().items()}
-    metrics["metric/probe_loss"] = float(sum(losses) / probe.shape[0])
+    metrics = {f"metric/{name}": value for name, value in result["sink_rates"].items()}
+    metrics["metric/probe_loss"] = result["loss"]
     return metrics

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_gpt.data import build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
+from lit_gpt.data import InputTransforms, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
 from lit_gpt.data.documents import in_valid_split
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import open_stream
@@ -68,7 +68,7 @@ def test_mixture_follows_weights(data_dir):
 def test_resume_mid_epoch_gives_the_same_batches(data_dir):
     def make():
         return build_train_loader(data_dir, {"train_alpha": 1, "train_gamma": 2}, BLOCK, micro_batch_size=3, seed=7,
-                                  random_token_range=(2, 4), num_workers=1)
+                                  transforms=InputTransforms(random_token_range=(2, 4)), num_workers=1)
 
     straight = take(make(), 12)
     first = make()
@@ -97,14 +97,14 @@ def test_random_and_fixed_tokens_change_exactly_the_requested_positions(data_dir
         return take(build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=16, vocab_size=300, **options), 4)
 
     plain = make()
-    randomized = make(random_token_range=(3, 7))
+    randomized = make(transforms=InputTransforms(random_token_range=(3, 7)))
     changed = (randomized != plain).any(dim=(0, 1))
     assert changed[3:7].all() and not changed[:3].any() and not changed[7:].any()
     assert randomized.max() < 300
-    fixed = make(fixed_token=(5, 299))
+    fixed = make(transforms=InputTransforms(fixed_token=(5, 299)))
     assert (fixed[..., 5] == 299).all()
     assert torch.equal(fixed[..., :5], plain[..., :5]) and torch.equal(fixed[..., 6:], plain[..., 6:])
-    both = make(random_token_range=(0, 2), fixed_token=(0, 1))
+    both = make(transforms=InputTransforms(random_token_range=(0, 2), fixed_token=(0, 1)))
     assert (both[..., 0] == 1).all()
 
 
@@ -151,5 +151,5 @@ def test_loader_errors(data_dir, tmp_path):
         build_train_loader(data_dir, {"train_alpha": 1}, 10**7, 2)
     write_packed(tmp_path / "train_p_0.bin", np.arange(100, dtype=np.uint16))
     with pytest.raises(DataError, match="pass vocab_size"):
-        build_train_loader(tmp_path, {"train_p": 1}, BLOCK, 2, random_token_range=(0, 1))
+        build_train_loader(tmp_path, {"train_p": 1}, BLOCK, 2, transforms=InputTransforms(random_token_range=(0, 1)))
     assert take(build_train_loader(tmp_path, {"train_p": 1}, 9, 2), 1).max() < 100

@@ -21,7 +21,8 @@ from lit_gpt.cli.generate import sample  # noqa: E402
 from lit_gpt.cli.report import parse as parse_report_args, report  # noqa: E402
 from lit_gpt.cli.streaming import compare_caches  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.evaluation import (apply_input_transforms, example_maps, input_transforms,  # noqa: E402
+from lit_gpt.data.transforms import InputTransforms  # noqa: E402
+from lit_gpt.evaluation import (example_maps,  # noqa: E402
                                 probe_loss_mask)
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.tokenizer import train_bpe  # noqa: E402
@@ -107,12 +108,13 @@ def test_slot_variant_reports_sink_star(run, tmp_path):
 def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     tokens = torch.arange(40).view(4, 10)
     train = {"fixed_token_pos": 2, "fixed_token_id": 99, "random_token_start": 5, "random_token_end": 7}
-    assert input_transforms(train) == {"fixed_token": (2, 99), "random_token_range": (5, 7)}
-    assert input_transforms({"fixed_token": [2, 99], "random_token_range": None})["fixed_token"] == (2, 99)
-    out = apply_input_transforms(tokens, train, vocab_size=300)
+    transforms = InputTransforms.of_run(train)
+    assert transforms == InputTransforms(fixed_token=(2, 99), random_token_range=(5, 7))
+    assert InputTransforms.of_run({"fixed_token": [2, 99], "random_token_range": None}).fixed_token == (2, 99)
+    out = transforms.apply(tokens, vocab_size=300)
     assert torch.all(out[:, 2] == 99)
     assert torch.equal(out[:, [0, 1, 3, 4, 7, 8, 9]], tokens[:, [0, 1, 3, 4, 7, 8, 9]])
-    assert torch.equal(out, apply_input_transforms(tokens, train, vocab_size=300))  # reproducible
+    assert torch.equal(out, transforms.apply(tokens, vocab_size=300))  # reproducible
     prefix = Config.from_name("micro", prefix_tokens=3)
     assert probe_loss_mask(prefix, {}, 10).tolist() == [False] * 2 + [True] * 7
     assert probe_loss_mask(prefix, {"ignore_loss": 4}, 10).tolist() == [False] * 4 + [True] * 5
@@ -126,7 +128,7 @@ def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     assert json.loads(out_json.read_text())["input_transforms"]["fixed_token"] == [3, 7]
     model, loaded = load_model(ckpt)
     maps = example_maps(model, loaded, torch.zeros(1, 8, dtype=torch.long))
-    first = apply_input_transforms(torch.zeros(1, 8, dtype=torch.long), loaded["train"], 300)
+    first = InputTransforms.of_run(loaded["train"]).apply(torch.zeros(1, 8, dtype=torch.long), 300)
     with torch.no_grad():
         assert torch.allclose(maps[0], model(first, return_attention=True)[1][0])
 
@@ -172,12 +174,13 @@ def test_report_cli_tabulates_runs(run, tmp_path):
 
 
 def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run, tmp_path):
-    from lit_gpt.evaluation import evaluate_run, load_probe
+    from lit_gpt.data import load_probe_windows
+    from lit_gpt.evaluation import evaluate_run
     from lit_gpt.hf_io import evaluate_hf, export_hf, load_hf_causal_lm
 
     folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
     assert (folder / "tokenizer.json").is_file()
-    tokens = load_probe(run["probe"], folder, n=6, length=32)
+    tokens = load_probe_windows(run["probe"], folder, length=32, count=6)
     model, ckpt = load_model(run["ckpt"])
     ours = evaluate_run(model, ckpt, tokens, eps=0.1)
     theirs = evaluate_hf(load_hf_causal_lm(folder), tokens, eps=0.1)

@@ -9,9 +9,10 @@ from typing import Optional
 
 from jsonargparse import CLI
 
+from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
+from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table
 from lit_gpt.files import write_json
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table, load_probe
 from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir
 from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import load_tokenizer
@@ -48,7 +49,8 @@ def evaluate_hf_model(
         batch_size: Probe sequences per forward pass.
     """
     hf_model = load_hf_causal_lm(model)
-    tokens = load_probe(probe, load_tokenizer(tokenizer or resolve_model_dir(model)), n_sequences, length)
+    tokens = load_probe_windows(probe, load_tokenizer(tokenizer or resolve_model_dir(model)), length, n_sequences,
+                                hf_model.config.vocab_size)
     result = evaluate_hf(hf_model, tokens, eps, positions, batch_size)
     result["model"] = model
     print(format_table(result))

@@ -10,10 +10,11 @@ from typing import Optional
 from jsonargparse import CLI
 
 from lit_gpt.checkpoint import load_model
+from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.files import write_json
 from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,
-                                format_table, load_probe, tokenizer_for, train_args)
+                                format_table, tokenizer_for, train_args)
+from lit_gpt.files import write_json
 from lit_gpt.plots import write_plots
 
 
@@ -48,7 +49,7 @@ def evaluate_checkpoint(
         batch_size: Probe sequences per forward pass.
     """
     model, ckpt = load_model(load_from)
-    tokens = load_probe(probe, tokenizer_for(train_args(ckpt), tokenizer), n_sequences, length,
+    tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
                         model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)

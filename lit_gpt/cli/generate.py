@@ -13,7 +13,8 @@ from jsonargparse import CLI
 from lit_gpt.attention import AttentionRuntime
 from lit_gpt.checkpoint import load_model
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import input_transforms, tokenizer_for, train_args
+from lit_gpt.data.transforms import InputTransforms
+from lit_gpt.evaluation import tokenizer_for, train_args
 from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
 
 
@@ -55,7 +56,7 @@ def sample(
     model.set_attention_runtime(runtime)
     tok = tokenizer_for(train_args(ckpt), tokenizer)
     ids = torch.tensor(tok.encode(prompt), dtype=torch.long)
-    fixed = input_transforms(train_args(ckpt))["fixed_token"]
+    fixed = InputTransforms.of_run(train_args(ckpt)).fixed_token
     inserted = dict([fixed]) if fixed else {}
     generator = torch.Generator().manual_seed(seed)
     outputs = []

@@ -7,12 +7,11 @@ the loader's entire state is its step and resuming lands on exactly the batch an
 would have produced next, without replaying the skipped ones.
 
 Windows are `block_size + 1` consecutive tokens (inputs are `[:-1]`, targets `[1:]`), non-overlapping, in
-the stream of documents packed back to back with EOS. Experiments act on every window: random token ids
-at positions `[start, end)`, a fixed id at position `p` (e.g. BOS at 0); the trainer applies `ignore_loss`
-to targets with `mask_ignored_prefix`.
+the stream of documents packed back to back with EOS. The run's input experiments
+(`lit_gpt.data.transforms.InputTransforms`: random token ids over a span, a fixed id at one position)
+act on every window; the loss rule for the targets is `lit_gpt.loss`.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import TokenStream, open_stream
+from lit_gpt.data.transforms import InputTransforms, WindowTransform
 from lit_gpt.data.vocab import recorded_vocab_size
 
 # Mixture draws are made in blocks of this many samples; any sample is reachable from its block alone.
@@ -34,31 +34,6 @@ def mask_ignored_prefix(targets: torch.Tensor, n: int) -> torch.Tensor:
     masked = targets.clone()
     masked[:, :n] = IGNORE_INDEX
     return masked
-
-
-def set_fixed_token(windows: torch.Tensor, fixed_token: tuple[int, int]) -> torch.Tensor:
-    """Write token id `fixed_token[1]` at position `fixed_token[0]` of every window (in place)."""
-    position, token_id = fixed_token
-    windows[..., position] = token_id
-    return windows
-
-
-@dataclass(frozen=True)
-class WindowTransform:
-    """The data experiments applied to each window; `key` makes the random tokens reproducible."""
-
-    seed: int
-    vocab_size: Optional[int] = None
-    random_token_range: Optional[tuple[int, int]] = None
-    fixed_token: Optional[tuple[int, int]] = None
-
-    def __call__(self, window: np.ndarray, stream: int, key: int) -> torch.Tensor:
-        tokens = torch.from_numpy(window)
-        if self.random_token_range:
-            start, end = self.random_token_range
-            rng = np.random.default_rng([self.seed, stream, key])
-            tokens[start:end] = torch.from_numpy(rng.integers(0, self.vocab_size, end - start))
-        return set_fixed_token(tokens, self.fixed_token) if self.fixed_token else tokens
 
 
 class MixturePlan:
@@ -162,13 +137,6 @@ class TrainLoader:
         self.step = state["step"]
 
 
-def _transform(data_dir: Path, seed: int, vocab_size: Optional[int], random_token_range, fixed_token) -> WindowTransform:
-    vocab_size = vocab_size or recorded_vocab_size(data_dir)
-    if random_token_range and not vocab_size:
-        raise DataError(f"{data_dir} has no meta.json to take the vocabulary size from; pass vocab_size for random tokens")
-    return WindowTransform(seed, vocab_size, tuple(random_token_range) if random_token_range else None, tuple(fixed_token) if fixed_token else None)
-
-
 def _window_count(stream: TokenStream, length: int, ratio: float = 1.0) -> int:
     count = int(stream.n_tokens // length * ratio)
     if count < 1:
@@ -186,8 +154,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     downsample_ratio: float = 1.0,
-    random_token_range: Optional[tuple[int, int]] = None,
-    fixed_token: Optional[tuple[int, int]] = None,
+    transforms: InputTransforms = InputTransforms(),
     vocab_size: Optional[int] = None,
 ) -> TrainLoader:
     """The training loader: a mixture of the datasets in `train_weights` (name -> weight, as in the YAML).
@@ -195,9 +162,9 @@ def build_train_loader(
     Weights need not sum to 1; zero-weight datasets are not read. `rank`/`world_size` come from the
     trainer (e.g. `fabric.global_rank`, `fabric.world_size`); do not wrap the loader with a distributed
     sampler. `downsample_ratio` keeps only the first fraction of each dataset's windows (nested subsets,
-    repeated over more epochs). `random_token_range=(start, end)` replaces positions [start, end) of every
-    window with ids uniform in [0, vocab_size) (vocab_size defaults to the one in `meta.json`);
-    `fixed_token=(position, id)` writes `id` at `position`.
+    repeated over more epochs). `transforms` are the run's input experiments: random ids uniform in
+    [0, vocab_size) over a span of every window (vocab_size defaults to the one in `meta.json`) and a
+    fixed id at one position.
     """
     data_dir = Path(data_dir)
     if not 0 < downsample_ratio <= 1:
@@ -208,7 +175,7 @@ def build_train_loader(
     streams = [open_stream(data_dir, name) for name in chosen]
     length = block_size + 1
     plan = MixturePlan([_window_count(stream, length, downsample_ratio) for stream in streams], list(chosen.values()), seed)
-    transform = _transform(data_dir, seed, vocab_size, random_token_range, fixed_token)
+    transform = transforms.for_windows(seed, vocab_size or recorded_vocab_size(data_dir), str(data_dir))
     return TrainLoader(MixtureWindows(streams, plan, length, transform), micro_batch_size, rank, world_size, num_workers)
 
 
@@ -236,8 +203,7 @@ def build_valid_loaders(
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
-    random_token_range: Optional[tuple[int, int]] = None,
-    fixed_token: Optional[tuple[int, int]] = None,
+    transforms: InputTransforms = InputTransforms(),
     vocab_size: Optional[int] = None,
 ) -> dict[str, DataLoader]:
     """One unshuffled loader per validation dataset, keyed by domain (the name without `valid_`).
@@ -246,7 +212,7 @@ def build_valid_loaders(
     role here). Each rank reads every `world_size`-th window; the experiment options act as in training.
     """
     data_dir = Path(data_dir)
-    transform = _transform(data_dir, seed, vocab_size, random_token_range, fixed_token)
+    transform = transforms.for_windows(seed, vocab_size or recorded_vocab_size(data_dir), str(data_dir))
     loaders = {}
     for name in valid_names:
         windows = SequentialWindows(open_stream(data_dir, name), block_size + 1, transform, rank, world_size)

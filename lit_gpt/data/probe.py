@@ -8,12 +8,13 @@ alternating between domains, and stores text (not ids) so any tokenizer can be p
 import itertools
 import json
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.documents import iter_texts
+from lit_gpt.data.vocab import check_token_ids
 from lit_gpt.files import write_atomic
 from lit_gpt.tokenizer import Tokenizer, load_tokenizer
 
@@ -54,12 +55,16 @@ def load_probe_windows(
     path: Union[str, Path] = "datasets/probe_valid.jsonl",
     tokenizer: Union[str, Path, Tokenizer] = "datasets/embedded",
     length: int = PROBE_TOKENS,
+    count: Optional[int] = None,
+    vocab_size: Optional[int] = None,
 ) -> torch.Tensor:
     """The probe texts as a LongTensor (N, length): the first `length` tokens of each text, untransformed
     (a run's fixed or random tokens are applied by the evaluation with the training loader's transform).
 
     `tokenizer` is a `Tokenizer` or anything `load_tokenizer` accepts, e.g. the dataset folder holding the
     saved `tokenizer.json`. The file is read like any document file (UTF-8 JSON lines with a `text`).
+    `count` keeps the first texts only; with `vocab_size`, a tokenizer that yields ids the model does not
+    have (the wrong `--tokenizer`) is refused.
     """
     tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     path = Path(path)
@@ -67,8 +72,11 @@ def load_probe_windows(
         raise DataError(f"probe file {path} does not exist; run preprocess/run_preprocess.sh --source embedded")
     if length < 1:
         raise DataError(f"probe windows need at least one token, got length={length}")
-    ids = [tokenizer.encode(text)[:length] for text in iter_texts(path)]
+    ids = [tokenizer.encode(text)[:length] for text in itertools.islice(iter_texts(path), count)]
     short = [index for index, row in enumerate(ids) if len(row) < length]
     if short:
         raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
-    return torch.tensor(ids, dtype=torch.long)
+    windows = torch.tensor(ids, dtype=torch.long)
+    if vocab_size is not None:
+        check_token_ids(windows, vocab_size, f"probe {path} tokenized with {tokenizer.path}")
+    return windows
