@@ -192,11 +192,6 @@ class Config:
         """Extra key columns every query sees before the real keys (k*, off-by-one zero, sink logit)."""
         return int(self.k_bias) + int(self.softmax_off_by_one) + int(self.sink_logit)
 
-    @property
-    def is_exp_normalized(self) -> bool:
-        """True for softmax attention, the family fused kernels (SDPA, flash, ...) compute."""
-        return self.attn_score == "softmax" and self.attn_kernel == "none" and self.attn_normalize == "sum"
-
     def variant_summary(self) -> str:
         """Short human-readable description of the attention variant, for reports."""
         parts = [self.attn_score if self.attn_kernel == "none" else f"kernel:{self.attn_kernel}",

@@ -39,7 +39,7 @@ from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, loa
 from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
 from lit_gpt.files import OutputError, output_folder
-from lit_gpt.flops import estimated_flops_per_step
+from lit_gpt.flops import estimated_flops_per_step, num_parameters
 from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
 from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
 from lit_gpt.model import GPT, Block
@@ -260,8 +260,9 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
                 logger.truncate_after(state["step_count"])
     else:
         fabric.logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
-    n_params = sum(p.numel() for p in model.parameters())
-    fabric.print(f"{config.name} ({config.variant_summary()}), {n_params:,} parameters on this rank, "
+    counts = num_parameters(config)
+    fabric.print(f"{config.name} ({config.variant_summary()}), {counts['total']:,} parameters "
+                 f"({counts['non_embedding']:,} non-embedding), "
                  f"{fabric.world_size} process(es), gradient accumulation {accumulation}")
     fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
 

@@ -9,7 +9,7 @@ from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin
 from lit_gpt.variants import ATTENTION_VARIANTS, VARIANTS
-from variants import SOFTMAX_VARIANTS, micro, tokens
+from variants import SOFTMAX_VARIANTS, is_softmax, micro, tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -228,7 +228,7 @@ def test_flex_forward_matches_eager(overrides):
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 def test_cpu_auto_picks_sdpa_for_softmax_and_eager_otherwise(overrides):
     config = micro(**overrides)
-    expected = "sdpa" if config.is_exp_normalized else "eager"
+    expected = "sdpa" if is_softmax(config) else "eager"
     for training in (True, False):
         for aligned in (True, False):
             assert chosen(config, training=training, aligned=aligned) == expected
@@ -267,7 +267,7 @@ def test_simulated_cuda_picks_a_cuda_kernel_only_where_it_is_exact(monkeypatch, 
     for kernel in ("flash", "xformers"):
         monkeypatch.setattr(FUSED[kernel], "installed", kernel == backend)
     config = micro(**VARIANTS[name])
-    fallback = "sdpa" if config.is_exp_normalized else "eager"
+    fallback = "sdpa" if is_softmax(config) else "eager"
     cuda = dict(device="cuda", dtype=torch.bfloat16)
     assert chosen(config, **cuda) == (backend if name in FLASH_EXACT else fallback)
     assert chosen(config, **cuda, aligned=False) == fallback  # KV cache

@@ -14,8 +14,12 @@ def micro(**overrides: Any) -> Config:
     return Config.from_name("micro", **overrides)
 
 
-# Softmax variants: the ones the fused backends (SDPA, flex) can compute.
-SOFTMAX_VARIANTS = {name: o for name, o in VARIANTS.items() if micro(**o).is_exp_normalized}
+def is_softmax(config: Config) -> bool:
+    """Plain exp-normalised attention: the family the fused backends (SDPA, flex) compute."""
+    return (config.attn_score, config.attn_kernel, config.attn_normalize) == ("softmax", "none", "sum")
+
+
+SOFTMAX_VARIANTS = {name: o for name, o in VARIANTS.items() if is_softmax(micro(**o))}
 
 
 def tokens(batch: int = 2, length: int = 12, vocab: int = 128, seed: int = 0) -> torch.Tensor:
