@@ -6,7 +6,8 @@ position range) come from the checkpoint, so no model name or mode has to be pas
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -14,8 +15,10 @@ from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.config import Config
 from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
+from lit_gpt.files import write_json
 from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.model import GPT
+from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import load_tokenizer
 
 PROBE_SEQUENCES = 100
@@ -74,6 +77,20 @@ def example_maps(model: GPT, ckpt: dict, tokens: torch.Tensor) -> list[torch.Ten
     return model(first, return_attention=True)[1]
 
 
+def publish(result: dict, maps: Callable[[], list[torch.Tensor]], json: Optional[Path] = None,
+            plots: Optional[Path] = None, layers: Optional[list[int]] = None, heads: Optional[list[int]] = None,
+            n_slots: int = 0) -> None:
+    """Print a sink report's table and write its JSON and PNG figures where asked; `maps` computes the
+    example attention maps only when plots are wanted (shared by the evaluation commands)."""
+    print(format_table(result))
+    if json is not None:
+        write_json(json, result)
+        print(f"wrote {json}")
+    if plots is not None:
+        paths = write_plots(result, maps(), plots, layers, heads, n_slots)
+        print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def metric_label(name: str) -> str:
     """`sink_1` -> `Sink_1`, `sink_star` -> `Sink*`, `sink_star_2` -> `Sink*_2`, `sink_token` -> `Sink_tok`."""
     return name.replace("sink_star", "Sink*").replace("sink_token", "Sink_tok").replace("sink_", "Sink_")
@@ -107,4 +124,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalError", "evaluate_run", "example_maps", "format_table", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]
+__all__ = ["EvalError", "evaluate_run", "example_maps", "format_table", "publish", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]

@@ -11,10 +11,8 @@ from jsonargparse import CLI
 
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, format_table
-from lit_gpt.files import write_json
+from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, publish
 from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir
-from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import load_tokenizer
 
 
@@ -53,13 +51,7 @@ def evaluate_hf_model(
                                 hf_model.config.vocab_size)
     result = evaluate_hf(hf_model, tokens, eps, positions, batch_size)
     result["model"] = model
-    print(format_table(result))
-    if json is not None:
-        write_json(json, result)
-        print(f"wrote {json}")
-    if plots is not None:
-        paths = write_plots(result, hf_example_maps(hf_model, tokens), plots, layers, heads)
-        print("wrote " + ", ".join(str(p) for p in paths))
+    publish(result, lambda: hf_example_maps(hf_model, tokens), json, plots, layers, heads)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -12,10 +12,8 @@ from jsonargparse import CLI
 from lit_gpt.checkpoint import load_model
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps,
-                                format_table, tokenizer_for, train_args)
-from lit_gpt.files import write_json
-from lit_gpt.plots import write_plots
+from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps, publish, tokenizer_for,
+                                train_args)
 
 
 def evaluate_checkpoint(
@@ -50,16 +48,10 @@ def evaluate_checkpoint(
     """
     model, ckpt = load_model(load_from)
     tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
-                        model.config.vocab_size)
+                                model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)
-    print(format_table(result))
-    if json is not None:
-        write_json(json, result)
-        print(f"wrote {json}")
-    if plots is not None:
-        paths = write_plots(result, example_maps(model, ckpt, tokens), plots, layers, heads, model.config.n_slots)
-        print("wrote " + ", ".join(str(p) for p in paths))
+    publish(result, lambda: example_maps(model, ckpt, tokens), json, plots, layers, heads, model.config.n_slots)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
