@@ -129,7 +129,8 @@ class ProbeStatistics:
         """Add one batch; `loss_mask` (T - 1,) or (B, T - 1) marks next-token predictions that count."""
         self.sinks.update(out.maps)
         losses = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), idx[:, 1:].flatten(), reduction="none")
-        mask = torch.ones_like(idx[:, 1:], dtype=torch.bool) if loss_mask is None else loss_mask.to(idx.device).expand_as(idx[:, 1:])
+        targets = idx[:, 1:]
+        mask = torch.ones_like(targets, dtype=torch.bool) if loss_mask is None else loss_mask.to(idx.device).expand_as(targets)
         self.loss_sum += float(losses[mask.flatten()].sum())
         self.loss_count += int(mask.sum())
         self.n_sequences += idx.shape[0]

@@ -7,8 +7,9 @@ A checkpoint is one file `<out_dir>/iter-XXXXXX-ckpt.pth` (XXXXXX = optimizer st
 incl. the data transforms). FSDP runs write the same single file (full state dict, gathered on rank 0).
 
 Reading fails with a `CheckpointError` naming the file (truncated, random bytes, not a training
-checkpoint), never an unpickling traceback. Writes go to a temporary name first and are renamed into place once complete, so a crash or kill
-during a save never leaves a truncated file under a checkpoint name.
+checkpoint), never an unpickling traceback. Writes go to a temporary name first and are renamed into
+place once complete, so a crash or kill during a save never leaves a truncated file under a checkpoint
+name.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class CheckpointError(UserError):
 REQUIRED = ("model", "config")
 
 
-def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu", mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict of a training checkpoint file; `CheckpointError` naming the file otherwise.
 
     `mmap=True` maps tensors instead of reading them: a cheap check that a file is complete before
