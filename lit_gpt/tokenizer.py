@@ -22,6 +22,7 @@ BOS_TOKENS = ("<s>", "<|begin_of_text|>", "<bos>", "<|endoftext|>")
 # The only special token of a BPE trained here, so it gets id 0 and serves as EOS and BOS (as in NeoX).
 TRAINED_SPECIAL = "<|endoftext|>"
 BYTE_ALPHABET = 256
+REASON_CHARS = 120
 
 
 class TokenizerError(UserError, ValueError):
@@ -43,7 +44,7 @@ class Tokenizer:
             try:
                 self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
             except (RuntimeError, OSError) as error:
-                raise TokenizerError(f"{self.path} is not a valid SentencePiece model ({one_line(error)[:80]}); pass a "
+                raise TokenizerError(f"{self.path} is not a valid SentencePiece model ({_reason(error)}); pass a "
                                      f"tokenizer.json or .model") from None
             self._hf = None
             self.vocab_size = self._sp.get_piece_size()
@@ -53,7 +54,8 @@ class Tokenizer:
             try:
                 self._hf = tokenizers.Tokenizer.from_file(str(self.path))
             except Exception as error:
-                raise TokenizerError(f"{self.path} is not a valid HF tokenizer.json ({error}); pass a tokenizer.json or .model") from None
+                raise TokenizerError(f"{self.path} is not a valid HF tokenizer.json ({_reason(error)}); pass a tokenizer.json "
+                                     f"or .model") from None
             self._sp = None
             self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
             self.eos_id = self._first_known(EOS_TOKENS)
@@ -87,6 +89,11 @@ class Tokenizer:
         target = Path(directory) / ("tokenizer.model" if self._sp is not None else "tokenizer.json")
         shutil.copyfile(self.path, target)
         return target
+
+
+def _reason(error: Exception) -> str:
+    """The library's complaint, folded to one short line (they can span lines and repeat the path)."""
+    return one_line(error)[:REASON_CHARS]
 
 
 def _optional_id(token_id: int) -> Optional[int]:

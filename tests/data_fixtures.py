@@ -1,13 +1,17 @@
-"""Helpers shared by the data tests: tiny corpora, a tiny tokenizer, a LITPKDS writer."""
+"""Helpers shared by the data tests: tiny corpora, a tiny tokenizer, a LITPKDS writer, and `refused`."""
 
 import json
 import random
 import struct
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+import pytest
 
 from lit_gpt.data.prepare import prepare
+from lit_gpt.errors import UserError
 
 WORDS = "the cat sat on a mat while dogs ran past quickly and birds sang loud songs in trees at dawn".split()
 
@@ -47,3 +51,13 @@ def write_packed(path: Path, tokens: np.ndarray, code: int = 8) -> Path:
         f.write(struct.pack("<7sQBQ", b"LITPKDS", 1, code, len(tokens)))
         f.write(tokens.tobytes())
     return path
+
+
+@contextmanager
+def refused(culprit, match: Optional[str] = None, error: type = UserError):
+    """Expect `error` whose message is one line, names `culprit` (a path or a file name) and matches `match`."""
+    with pytest.raises(error, match=match) as info:
+        yield info
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert str(culprit) in message, message

@@ -1,15 +1,14 @@
-"""Every kind of data file, damaged, is one clear error naming the file: documents, tokenizers, shards
-(litdata and LITPKDS), meta.json and the probe set."""
+"""Every kind of data file, damaged, is one clear error naming the file, also end to end through the training
+loader and the probe: documents, tokenizers, shards (litdata and LITPKDS), meta.json and the probe set."""
 
 import shutil
 
 import numpy as np
 import pytest
 
-from data_fixtures import prepare_tiny, write_packed
+from data_fixtures import prepare_tiny, refused, write_packed
 from lit_gpt.data import build_train_loader, load_probe_windows
 from lit_gpt.data.prepare import prepare
-from lit_gpt.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,13 @@ def chunks(folder):
 
 
 SHARDS = {
-    "index.json corrupt": (lambda f: (f / "train_alpha" / "index.json").write_text("{bad"), "index.json"),
-    "index.json missing": (lambda f: (f / "train_alpha" / "index.json").unlink(), "train_alpha"),
+    "index.json corrupt": (lambda f: (f / "train_alpha" / "index.json").write_text("{bad"), "train_alpha/index.json"),
+    "index.json missing": (lambda f: (f / "train_alpha" / "index.json").unlink(), "train_alpha/index.json"),
     "chunk truncated": (lambda f: chunks(f)[0].write_bytes(chunks(f)[0].read_bytes()[:100]), "chunk-0-0.bin"),
     "chunk missing": (lambda f: chunks(f)[0].unlink(), "chunk-0-0.bin"),
     "meta.json corrupt": (lambda f: (f / "meta.json").write_text("{bad"), "meta.json"),
+    "meta.json not UTF-8": (lambda f: (f / "meta.json").write_bytes(b"\xff\xfe{}"), "meta.json"),
+    "meta.json without vocab size": (lambda f: (f / "meta.json").write_text('{"tokenizer": {}}'), "meta.json"),
 }
 
 
@@ -45,9 +46,8 @@ def test_damaged_litdata_shards(built, tmp_path, damage):
     make, culprit = SHARDS[damage]
     folder = copy_of(built[1], tmp_path / "data")
     make(folder)
-    with pytest.raises(UserError, match=culprit) as info:
+    with refused(culprit):
         first_batch(folder)
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("header, match", [
@@ -62,7 +62,7 @@ def test_damaged_litpkds_shards_are_refused_not_skipped(tmp_path, header, match)
         path.write_bytes(path.read_bytes()[:header["cut"]])
     if "magic" in header:
         path.write_bytes(header["magic"])
-    with pytest.raises(UserError, match=match):
+    with refused(path, match):
         first_batch(tmp_path)
 
 
@@ -72,12 +72,28 @@ def test_damaged_litpkds_shards_are_refused_not_skipped(tmp_path, header, match)
     (b"[1, 2]\n", "line 1 has no string 'text'"),
     (b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
     (b"", "no documents"),
+    (b'{"text": "a long enough text ' + b"word " * 200 + b'"}\n{"text": "short"}\n', r"probe texts \[1\] have fewer than 64 tokens"),
 ])
 def test_damaged_probe_files(built, tmp_path, content, match):
     probe = tmp_path / "probe.jsonl"
     probe.write_bytes(content)
-    with pytest.raises(UserError, match=match):
+    with refused(probe, match):
         load_probe_windows(probe, built[1])
+
+
+def test_a_missing_probe_file_or_a_folder_in_its_place(built, tmp_path):
+    with refused(tmp_path / "absent.jsonl", "does not exist.*run preprocess"):
+        load_probe_windows(tmp_path / "absent.jsonl", built[1])
+    with refused(tmp_path, "is a folder"):
+        load_probe_windows(tmp_path, built[1])
+
+
+def test_probe_windows_longer_than_the_texts_or_none_requested(built):
+    probe = built[0] / "probe.jsonl"
+    with refused(probe, "fewer than 100000 tokens"):
+        load_probe_windows(probe, built[1], length=100_000)
+    with refused(probe, "at least one token and one text.*count=0"):
+        load_probe_windows(probe, built[1], count=0)
 
 
 @pytest.mark.parametrize("name, content, match", [
@@ -86,18 +102,19 @@ def test_damaged_probe_files(built, tmp_path, content, match):
 ])
 def test_damaged_tokenizers(built, tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
-    with pytest.raises(UserError, match=match):
+    with refused(tmp_path / name, match):
         load_probe_windows(built[0] / "probe.jsonl", tmp_path / name)
 
 
 def test_a_folder_without_a_tokenizer(built, tmp_path):
-    with pytest.raises(UserError, match="holds neither tokenizer.json nor tokenizer.model"):
+    with refused(tmp_path, "holds neither tokenizer.json nor tokenizer.model"):
         load_probe_windows(built[0] / "probe.jsonl", tmp_path)
 
 
 @pytest.mark.parametrize("name, content, match", [
     ("a.jsonl", b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
     ("a.jsonl", b"not json\n", "line 1 is not valid JSON"),
+    ("a.jsonl", b'{"text": ["not", "a string"]}\n', "line 1 has no string 'text'"),
     ("a.jsonl.zst", b"not zstd\n", "is not a valid zstd file"),
     ("a.parquet", b"not parquet\n", "is not a valid parquet file"),
 ])
@@ -105,7 +122,17 @@ def test_damaged_documents_are_refused_before_anything_is_written(tmp_path, name
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / name).write_bytes(content)
-    with pytest.raises(UserError, match=match):
+    with refused(docs / name, match):
         prepare(source="jsonl", input_dir=docs, output_dir=tmp_path / "out", vocab_size=300, probe_count=0,
                 probe_path=tmp_path / "probe.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
+
+
+def test_a_damaged_document_met_while_tokenizing_in_a_worker(built, tmp_path):
+    """With a given tokenizer no BPE is trained, so the bad file is first read inside a litdata worker."""
+    docs = copy_of(built[0] / "docs", tmp_path / "docs")
+    (docs / "beta-9.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with refused(docs / "beta-9.jsonl", "line 2 is not valid UTF-8"):
+        prepare(source="jsonl", input_dir=docs, output_dir=tmp_path / "out", tokenizer=str(built[1] / "tokenizer.json"),
+                probe_count=0, probe_path=tmp_path / "probe.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]

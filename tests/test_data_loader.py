@@ -78,7 +78,7 @@ def test_resume_mid_epoch_gives_the_same_batches(data_dir):
     resumed.load_state_dict(state)
     assert state["step"] == 5
     assert torch.equal(torch.cat([head, take(resumed, 7)]), straight)
-    with pytest.raises(ValueError, match="same settings"):
+    with pytest.raises(DataError, match="same settings"):
         build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=4).load_state_dict(state)
 
 

@@ -6,7 +6,7 @@ import sentencepiece
 import lit_gpt.tokenizer
 from lit_gpt.tokenizer import Tokenizer, TokenizerError, load_tokenizer, train_bpe
 
-from data_fixtures import sentences
+from data_fixtures import refused, sentences
 
 TEXTS = sentences(0, 200) + ["def f(x):\n    return x  # ünïcode ✓\n"]
 
@@ -37,8 +37,31 @@ def test_load_from_file_and_directory(tmp_path):
 
 
 def test_unknown_tokenizer_path_names_it(tmp_path):
-    for spec in (tmp_path / "missing.json", "./nowhere/tokenizer.model", tmp_path):
-        with pytest.raises(TokenizerError, match="missing.json|nowhere|neither"):
+    for spec, culprit in ((tmp_path / "missing.json", "missing.json"), ("./nowhere/tokenizer.model", "nowhere"),
+                          ("no/such/dir/tokenizer.json", "no/such/dir"), (tmp_path, tmp_path)):
+        with refused(culprit, "does not exist|neither", TokenizerError):
+            load_tokenizer(spec)
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("tokenizer.json", lambda good: b"", "not a valid HF tokenizer.json"),
+        ("tokenizer.json", lambda good: good[: len(good) // 2], "not a valid HF tokenizer.json"),
+        ("tokenizer.json", lambda good: b"{}", "not a valid HF tokenizer.json"),
+        ("tokenizer.json", lambda good: b"\xff\xfe" + good, "not a valid HF tokenizer.json"),
+        ("tokenizer.json", lambda good: good.replace(b'"vocab"', b'"vocabulary"'), "not a valid HF tokenizer.json"),
+        ("tokenizer.model", lambda good: bytes(range(256)) * 8, "not a valid SentencePiece model"),
+        ("tokenizer.model", lambda good: b"", "not a valid SentencePiece model"),
+    ],
+)
+def test_damaged_tokenizer_files_name_the_file(tmp_path, name, damage, message):
+    good = train_bpe(TEXTS, 300, tmp_path / "good.json").path.read_bytes()
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / "folder" / name
+    path.write_bytes(damage(good))
+    for spec in (path, tmp_path / "folder"):  # given as the file, or as the folder holding it
+        with refused(path, message, TokenizerError):
             load_tokenizer(spec)
 
 

@@ -1,20 +1,23 @@
 """Reading documents (the `text` field) from `.jsonl`, `.jsonl.zst` and `.parquet` files.
 
 Why here and not in each source: the hub download, user folders and the embedded corpus all end up as
-such files, so one reader with one set of checks (UTF-8, `text` present, file not empty) serves all.
+such files, so one reader with one set of checks (UTF-8, `text` present, file not empty, compressed or
+parquet file whole) serves all. Every problem is a one-line `DataError` naming the file (and line).
 """
 
 import hashlib
-import io
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 import zstandard
 
 from lit_gpt.data.errors import DataError
+from lit_gpt.errors import one_line
 
 SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
+# Compressed bytes read at a time: small enough that a highly compressible chunk stays small in memory.
+ZSTD_READ_BYTES = 1 << 16
 
 
 def document_files(folder: Path) -> list[Path]:
@@ -63,14 +66,35 @@ def iter_texts(path: Path, split: Optional[str] = None, valid_fraction: Optional
 
 
 def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, "rb") as raw:
-        stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw)) if path.name.endswith(".zst") else raw
-        try:
-            for number, line in enumerate(stream, start=1):
+    try:
+        with open(path, "rb") as raw:
+            lines = _zstd_lines(path, raw) if path.name.endswith(".zst") else raw
+            for number, line in enumerate(lines, start=1):
                 if line.strip():
                     yield _text_of(path, number, line)
-        except zstandard.ZstdError as error:
-            raise DataError(f"{path} is not a valid zstd file ({error}); re-compress it or store it as plain .jsonl") from None
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror or error}); check that it is a readable file") from None
+
+
+def _zstd_lines(path: Path, raw: BinaryIO) -> Iterator[bytes]:
+    """The lines of every zstd frame in `raw`. A file cut inside a frame (an interrupted download) is an
+    error: a streaming reader would silently end early and lose the rest of the documents."""
+    pending, decompressor = b"", None
+    try:
+        while chunk := raw.read(ZSTD_READ_BYTES):
+            while chunk:
+                if decompressor is None or decompressor.eof:
+                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+                lines = (pending + decompressor.decompress(chunk)).split(b"\n")
+                pending = lines.pop()
+                yield from lines
+                chunk = decompressor.unused_data if decompressor.eof else b""
+    except zstandard.ZstdError as error:
+        raise DataError(f"{path} is not a valid zstd file ({error}); re-compress it or store it as plain .jsonl") from None
+    if decompressor is None or not decompressor.eof:
+        raise DataError(f"{path} is truncated or empty (it does not end with a complete zstd frame); download or "
+                        f"compress it again")
+    yield pending
 
 
 def _text_of(path: Path, number: int, line: bytes) -> str:
@@ -80,6 +104,8 @@ def _text_of(path: Path, number: int, line: bytes) -> str:
         raise DataError(f"{path}: line {number} is not valid UTF-8; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: line {number} is not valid JSON ({error.msg}); write one JSON object per line") from None
+    except RecursionError:
+        raise DataError(f"{path}: line {number} nests JSON too deeply to read; write one flat JSON object per line") from None
     text = record.get("text") if isinstance(record, dict) else None
     if not isinstance(text, str):
         raise DataError(f"{path}: line {number} has no string 'text' field; every line must be a JSON object with 'text'")
@@ -92,12 +118,15 @@ def _read_parquet(path: Path) -> Iterator[str]:
 
     try:
         table = pyarrow.parquet.ParquetFile(path)
-    except pyarrow.ArrowException as error:
-        raise DataError(f"{path} is not a valid parquet file ({error}); re-export it or use .jsonl") from None
+    except (pyarrow.ArrowException, OSError) as error:
+        raise DataError(f"{path} is not a valid parquet file ({one_line(error)}); re-export it or use .jsonl") from None
     if "text" not in table.schema_arrow.names:
         raise DataError(f"{path} has no 'text' column; rename the column holding the documents to 'text'")
-    for batch in table.iter_batches(columns=["text"]):
-        for text in batch.column(0).to_pylist():
-            if not isinstance(text, str):
-                raise DataError(f"{path} has a 'text' value that is not a string; drop null rows or fix the column type")
-            yield text
+    try:
+        for batch in table.iter_batches(columns=["text"]):
+            for text in batch.column(0).to_pylist():
+                if not isinstance(text, str):
+                    raise DataError(f"{path} has a 'text' value that is not a string; drop null rows or fix the column type")
+                yield text
+    except (pyarrow.ArrowException, OSError) as error:
+        raise DataError(f"{path} is a damaged parquet file ({one_line(error)}); re-export it or use .jsonl") from None

@@ -133,7 +133,8 @@ class TrainLoader:
     def load_state_dict(self, state: dict) -> None:
         saved = {key: state[key] for key in self._layout()}
         if saved != self._layout():
-            raise ValueError(f"loader state was saved with {saved} but this loader uses {self._layout()}; resume with the same settings")
+            raise DataError(f"the checkpoint's data loader state was saved with {saved} but this run uses {self._layout()}; "
+                            f"resume with the same settings (seed, micro_batch_size, number of devices)")
         self.step = state["step"]
 
 

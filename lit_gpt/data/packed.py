@@ -19,9 +19,12 @@ DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.
 
 def read_header(path: Path) -> tuple[np.dtype, int, int]:
     """(dtype, number of tokens, byte offset of the tokens) of a packed shard, after checking it is whole."""
-    with open(path, "rb") as f:
-        head = f.read(HEADER.size)
     fix = "re-create the shard or remove it from the data folder"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER.size)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); {fix}") from None
     if len(head) < HEADER.size:
         raise DataError(f"{path}: truncated LITPKDS header; {fix}")
     magic, version, code, tokens = HEADER.unpack(head)

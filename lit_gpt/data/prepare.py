@@ -9,8 +9,9 @@ per document by content hash (`valid_fraction`). Each split of each domain becom
 
 Only folders this pipeline wrote are ever replaced: its `meta.json` carries `"written_by":
 "lit_gpt.data.prepare"` (folders written before the marker are recognised by their meta.json). An
-existing non-empty folder without it, or a file, at `output_dir` is refused before any work starts, and
-the temporary siblings get fresh unique names, so no user file is ever removed.
+existing non-empty folder without it, one that also holds files the pipeline did not write, or a file,
+at `output_dir` is refused before any work starts and again just before the swap; the temporary
+siblings get fresh unique names. So no user file is ever removed.
 """
 
 import itertools
@@ -27,8 +28,9 @@ from lit_gpt.data import embedded, shards
 from lit_gpt.data.documents import document_files, domain_of, iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
+from lit_gpt.files import output_folder
 from lit_gpt.hub import hub_reachable
-from lit_gpt.tokenizer import Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
+from lit_gpt.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
 
 HUB_DATASET = "sail/regmix-data-sample"
 HUB_TOKENIZER = "EleutherAI/gpt-neox-20b"
@@ -36,6 +38,7 @@ HUB_LOCAL_DIR = Path("preprocess") / HUB_DATASET
 HUB_PREFIX = "the_pile_"
 # The mark in meta.json of every folder this pipeline wrote; only such folders are ever replaced.
 WRITTEN_BY = "lit_gpt.data.prepare"
+META = "meta.json"
 # Enough text for a good small-vocabulary BPE while keeping training to seconds.
 BPE_TRAIN_CHARS = 24_000_000
 
@@ -43,37 +46,78 @@ Source = Literal["hub", "jsonl", "embedded"]
 Plan = dict[tuple[str, str], list[Path]]
 
 
-def fetch_hub_dataset(local_dir: Path) -> Path:
-    """Download sail/regmix-data-sample into `local_dir`, failing within seconds when offline."""
+def check_hub_reachable() -> None:
+    """Fail within seconds when offline, naming the sources that need no network."""
     if not hub_reachable():
         raise DataError(
             f"the Hugging Face hub is unreachable, so {HUB_DATASET} cannot be downloaded; "
             "use --source embedded (offline corpus) or --source jsonl --input_dir <folder of .jsonl files>"
         )
+
+
+def fetch_hub_dataset(local_dir: Path) -> Path:
+    """Download sail/regmix-data-sample into `local_dir` (after `check_hub_reachable`)."""
     import huggingface_hub
 
     huggingface_hub.snapshot_download(HUB_DATASET, repo_type="dataset", local_dir=local_dir, etag_timeout=10)
     return local_dir
 
 
-def written_here(folder: Path) -> bool:
-    """Whether `folder` is a dataset folder this pipeline wrote (so it may be replaced by a rebuild)."""
+def own_meta(folder: Path) -> Optional[dict]:
+    """The meta.json of `folder` when this pipeline wrote the folder (so a rebuild may replace it), else None."""
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and (meta.get("written_by") == WRITTEN_BY or {"tokenizer", "datasets"} <= set(meta))
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("datasets"), dict):
+        return None
+    return meta if meta.get("written_by") == WRITTEN_BY or "tokenizer" in meta else None
+
+
+def _own_entries(folder: Path, meta: dict) -> set[str]:
+    """Names directly in `folder` that the build recorded in `meta` wrote (the probe file when it lies there)."""
+    names = {META, "tokenizer.json", "tokenizer.model", *meta["datasets"]}
+    probe = meta["probe"].get("path") if isinstance(meta.get("probe"), dict) else None
+    if isinstance(probe, str) and Path(probe).resolve().parent == folder:
+        names.add(Path(probe).name)
+    return names
 
 
 def check_destination(output_dir: Path, probe_path: Path) -> None:
     """Refuse, before any work, destinations a build would have to delete or cannot write."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DataError(f"--output_dir {output_dir} is a file; choose a folder path")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not written_here(output_dir):
-        raise DataError(f"--output_dir {output_dir} holds files preprocessing did not write (no meta.json of ours); "
-                        f"choose another folder, or empty it yourself: it is never deleted")
     if probe_path.is_dir():
         raise DataError(f"--probe_path {probe_path} is a folder; give a .jsonl file path")
+    check_output_dir(output_dir)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an `output_dir` that is a file, or a non-empty folder holding anything this pipeline did not write."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"--output_dir {output_dir} is a file; choose a folder path")
+    entries = {path.name for path in output_dir.iterdir()} if output_dir.is_dir() else set()
+    if not entries:
+        return
+    meta = own_meta(output_dir)
+    if meta is None:
+        raise DataError(f"--output_dir {output_dir} holds files preprocessing did not write (no {META} of ours); "
+                        f"choose another --output_dir, or remove it yourself: it is never deleted")
+    strangers = sorted(entries - _own_entries(output_dir, meta))
+    if strangers:
+        raise DataError(f"--output_dir {output_dir} was written by preprocessing but also holds files it did not write "
+                        f"({', '.join(strangers[:3])}); move them out or choose another --output_dir: they are never deleted")
+
+
+def check_options(source: Source, tokenizer: Optional[str], vocab_size: int, valid_fraction: float, dtype: Optional[str],
+                  probe_count: int) -> None:
+    """Refuse option values that would only fail (or quietly build nonsense) after minutes of work."""
+    if tokenizer is None and source != "hub" and vocab_size <= BYTE_ALPHABET:
+        raise DataError(f"--vocab_size {vocab_size} must exceed the {BYTE_ALPHABET} byte symbols of the trained BPE; "
+                        f"use e.g. 512")
+    if not 0 <= valid_fraction < 1:
+        raise DataError(f"--valid_fraction {valid_fraction} must be in [0, 1); e.g. 0.05 holds out 5% of the documents")
+    if probe_count < 0:
+        raise DataError(f"--probe_count {probe_count} is negative; pass 0 for no probe file, or e.g. {PROBE_COUNT}")
+    shards.requested_dtype(dtype)
 
 
 def plan_datasets(input_dir: Path) -> tuple[Plan, bool]:
@@ -109,17 +153,27 @@ def _bpe_texts(plan: Plan, valid_fraction: Optional[float]) -> Iterator[str]:
             yield text
 
 
-def _tokenizer(source: Source, spec: Optional[str], vocab_size: int, plan: Plan, valid_fraction: Optional[float], build: Path) -> tuple[Tokenizer, str]:
-    """The tokenizer, saved into `build`, and a description for meta.json."""
+def _given_tokenizer(source: Source, spec: Optional[str]) -> Optional[tuple[Tokenizer, str]]:
+    """The tokenizer the options name and its description, loaded before any data work so a bad one fails at
+    once; None when a BPE is to be trained (also for "embedded" when a hub id is unreachable)."""
     spec = spec or (HUB_TOKENIZER if source == "hub" else None)
-    if spec is not None:
-        try:
-            tokenizer = load_tokenizer(spec)
-            return Tokenizer(tokenizer.save(build)), str(spec)
-        except TokenizerError as error:
-            if source != "embedded" or not is_hub_id(spec):
-                raise
-            print(f"{error}; training a byte-level BPE instead")
+    if spec is None:
+        return None
+    try:
+        return load_tokenizer(spec), str(spec)
+    except TokenizerError as error:
+        if source != "embedded" or not is_hub_id(spec):
+            raise
+        print(f"{error}; training a byte-level BPE instead")
+        return None
+
+
+def _tokenizer(given: Optional[tuple[Tokenizer, str]], vocab_size: int, plan: Plan, valid_fraction: Optional[float],
+               build: Path) -> tuple[Tokenizer, str]:
+    """The given tokenizer, or a BPE trained on the train split, saved into `build`; and its description."""
+    if given is not None:
+        tokenizer, description = given
+        return Tokenizer(tokenizer.save(build)), description
     print(f"training a byte-level BPE tokenizer with {vocab_size} entries")
     return train_bpe(_bpe_texts(plan, valid_fraction), vocab_size, build / "tokenizer.json"), f"byte-level BPE, {vocab_size} entries, trained on the train split"
 
@@ -137,14 +191,15 @@ def prepare(
     probe_path: Path = Path("datasets/probe_valid.jsonl"),
     probe_count: int = PROBE_COUNT,
 ) -> Path:
-    """Build token shards from documents; returns the output folder.
+    """Build token shards from documents; returns the output folder (as an absolute path).
 
     Args:
         source: "hub" downloads sail/regmix-data-sample (as upstream), "jsonl" reads `input_dir`,
             "embedded" builds the offline Python standard-library corpus.
         input_dir: folder of .jsonl/.jsonl.zst/.parquet files, with or without train/ and valid/
             subfolders; default for "hub" is preprocess/sail/regmix-data-sample.
-        output_dir: where the datasets go; default datasets/<source>.
+        output_dir: where the datasets go; default datasets/<source>. Only an absent or empty folder, or
+            one this pipeline wrote, is used; a symlink is followed (the folder it points to is rebuilt).
         tokenizer: tokenizer.json, SentencePiece .model, a folder holding one, or a hub id. Default:
             EleutherAI/gpt-neox-20b for "hub", a byte-level BPE trained on the train split otherwise
             (also for "embedded" when a hub id is unreachable).
@@ -160,16 +215,23 @@ def prepare(
     """
     if source == "jsonl" and input_dir is None:
         raise DataError("--source jsonl needs --input_dir <folder of .jsonl/.jsonl.zst/.parquet files>")
-    output_dir = Path(output_dir or Path("datasets") / source)
+    check_options(source, tokenizer, vocab_size, valid_fraction, dtype, probe_count)
+    output_dir = Path(output_dir or Path("datasets") / source).resolve()
     probe_path = Path(probe_path)
     check_destination(output_dir, probe_path)
     if source == "hub":
+        check_hub_reachable()
+    given = _given_tokenizer(source, tokenizer)
+    # A trained BPE has at most `vocab_size` entries, so the dtype is known before it is trained.
+    ids, described = (given[0].vocab_size, given[1]) if given else (vocab_size, f"a BPE of --vocab_size {vocab_size}")
+    token_dtype = shards.token_dtype(ids, dtype, described)
+    if source == "hub":
         input_dir = fetch_hub_dataset(input_dir or HUB_LOCAL_DIR)
     prefix = name_prefix if name_prefix is not None else (HUB_PREFIX if source == "hub" else "")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    output_folder(output_dir.parent)
+    build = _sibling(output_dir, ".partial")
     try:
-        meta = _build(source, input_dir, build, tokenizer, vocab_size, prefix, valid_fraction, dtype, num_workers, probe_path, probe_count)
+        meta = _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path, probe_count)
         _swap_into_place(build, output_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -179,12 +241,27 @@ def prepare(
     return output_dir
 
 
+def _sibling(output_dir: Path, suffix: str) -> Path:
+    """A new hidden folder next to `output_dir`; its unique name never collides with a file of the user's."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=suffix, dir=output_dir.parent))
+    except OSError as error:
+        raise DataError(f"cannot create a folder next to --output_dir {output_dir} ({error.strerror or error}); "
+                        f"choose a writable location") from None
+
+
 def _swap_into_place(build: Path, output_dir: Path) -> None:
-    """Replace `output_dir` (absent, empty, or written here: see `check_destination`) by `build`."""
+    """Replace `output_dir` by `build`. Checked again first: files may have been put there during the build.
+    Should the final rename fail, the previous folder is put back."""
+    check_output_dir(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()):
-        previous = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".previous", dir=output_dir.parent))
+        previous = _sibling(output_dir, ".previous")
         output_dir.replace(previous)
-        build.replace(output_dir)
+        try:
+            build.replace(output_dir)
+        except BaseException:
+            previous.replace(output_dir)
+            raise
         shutil.rmtree(previous)
     else:
         if output_dir.is_dir():
@@ -192,7 +269,7 @@ def _swap_into_place(build: Path, output_dir: Path) -> None:
         build.replace(output_dir)
 
 
-def _build(source, input_dir, build, tokenizer_spec, vocab_size, prefix, valid_fraction, dtype, num_workers, probe_path, probe_count) -> dict:
+def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path, probe_count) -> dict:
     meta: dict = {"source": source}
     if source == "embedded":
         input_dir = build / "corpus"
@@ -202,8 +279,7 @@ def _build(source, input_dir, build, tokenizer_spec, vocab_size, prefix, valid_f
         meta["text"] = str(input_dir)
     plan, hashed = plan_datasets(Path(input_dir))
     fraction = valid_fraction if hashed else None
-    tokenizer, description = _tokenizer(source, tokenizer_spec, vocab_size, plan, fraction, build)
-    token_dtype = shards.token_dtype(tokenizer.vocab_size, dtype, tokenizer.path)
+    tokenizer, description = _tokenizer(given, vocab_size, plan, fraction, build)
     meta["tokenizer"] = {
         "source": description,
         "file": tokenizer.path.name,
@@ -231,5 +307,5 @@ def _build(source, input_dir, build, tokenizer_spec, vocab_size, prefix, valid_f
     if source == "embedded":
         shutil.rmtree(input_dir)
     meta["written_by"] = WRITTEN_BY
-    (build / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "probe_records"}, indent=2) + "\n")
+    (build / META).write_text(json.dumps({k: v for k, v in meta.items() if k != "probe_records"}, indent=2) + "\n")
     return meta

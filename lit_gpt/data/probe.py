@@ -69,9 +69,11 @@ def load_probe_windows(
     tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"probe file {path} does not exist; run preprocess/run_preprocess.sh --source embedded")
-    if length < 1:
-        raise DataError(f"probe windows need at least one token, got length={length}")
+        state = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"probe file {path} {state}; run preprocess/run_preprocess.sh --source embedded or pass the "
+                        f"probe_valid.jsonl it wrote")
+    if length < 1 or (count is not None and count < 1):
+        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}, count={count}")
     ids = [tokenizer.encode(text)[:length] for text in itertools.islice(iter_texts(path), count)]
     short = [index for index, row in enumerate(ids) if len(row) < length]
     if short:

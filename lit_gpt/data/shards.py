@@ -26,13 +26,27 @@ CHUNK_BYTES = "64MB"
 ERROR_FILE = "error.txt"
 
 
-def token_dtype(vocab_size: int, requested: Optional[str], tokenizer_path: Path) -> np.dtype:
-    """The shard dtype: uint16 when every id fits, else uint32, unless the user forces one."""
+def requested_dtype(requested: Optional[str]) -> Optional[np.dtype]:
+    """`--dtype` as a numpy dtype, checked before any work: shards hold unsigned integer token ids."""
     if requested is None:
+        return None
+    try:
+        dtype = np.dtype(requested)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind != "u":
+        raise DataError(f"--dtype {requested} is not an unsigned integer type; pass uint16 or uint32, or leave it unset")
+    return dtype
+
+
+def token_dtype(vocab_size: int, requested: Optional[str], tokenizer: str) -> np.dtype:
+    """The shard dtype: uint16 when every id fits, else uint32, unless the user forces one."""
+    dtype = requested_dtype(requested)
+    if dtype is None:
         return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-    dtype = np.dtype(requested)
-    if dtype.kind != "u" or vocab_size - 1 > np.iinfo(dtype).max:
-        raise DataError(f"tokenizer {tokenizer_path} has {vocab_size} ids, more than dtype {requested} can hold; pass --dtype uint32 or leave it unset")
+    if vocab_size - 1 > np.iinfo(dtype).max:
+        raise DataError(f"the tokenizer ({tokenizer}) has {vocab_size} ids, more than --dtype {requested} can hold; pass "
+                        f"--dtype uint32 or leave it unset")
     return dtype
 
 

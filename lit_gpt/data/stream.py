@@ -19,6 +19,7 @@ from lit_gpt.data.errors import DataError
 INDEX = "index.json"
 # A litdata chunk starts with uint32 item count and uint32 offsets (count + 1 of them); tokens follow.
 CHUNK_WORD = 4
+REBUILD = "re-run preprocessing for this dataset"
 
 
 class TokenStream:
@@ -68,6 +69,8 @@ def open_stream(data_dir: Path, name: str) -> TokenStream:
         return TokenStream(name, _litdata_parts(folder))
     # Every matching .bin is read as a shard: a damaged one is refused by name, never skipped silently.
     files = sorted(path for path in data_dir.glob(f"{name}*.bin") if path.is_file())
+    if not files and folder.is_dir():
+        raise DataError(f"{folder / INDEX} is missing, so {folder} is not a complete litdata dataset; {REBUILD}")
     if not files:
         raise DataError(
             f"no shards for '{name}' in {data_dir}: expected {folder}/{INDEX} or LITPKDS files {name}*.bin; "
@@ -82,25 +85,36 @@ def open_stream(data_dir: Path, name: str) -> TokenStream:
 
 def _litdata_parts(folder: Path) -> list[tuple[Path, np.dtype, int, int]]:
     index_path = folder / INDEX
-    fix = "re-run preprocessing for this dataset"
+    dtype, chunks = _read_index(index_path)
+    return [_chunk_part(folder / name, dtype, items, tokens) for name, items, tokens in chunks]
+
+
+def _read_index(index_path: Path) -> tuple[np.dtype, list[tuple[str, int, int]]]:
+    """The token dtype and each chunk's (file name, item count, token count) that a litdata index lists."""
     try:
-        index = json.loads(index_path.read_text())
+        index = json.loads(index_path.read_text(encoding="utf-8"))
         (data_format,) = index["config"]["data_format"]
         serializer, code = data_format.split(":")
-        chunks = index["chunks"]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise DataError(f"{index_path}: not a litdata token index; {fix}") from None
-    if serializer != "no_header_numpy" or index["config"].get("item_loader") != "TokensLoader":
-        raise DataError(f"{index_path}: written without TokensLoader ({data_format}); {fix}")
-    dtype = _NUMPY_DTYPES_MAPPING[int(code)]
-    parts = []
-    for chunk in chunks:
-        path = folder / chunk["filename"]
-        offset = (chunk["chunk_size"] + 2) * CHUNK_WORD
-        expected = offset + chunk["dim"] * dtype.itemsize
-        if not path.is_file() or path.stat().st_size != expected:
-            raise DataError(f"{path}: missing or not {expected} bytes as {INDEX} says; {fix}")
-        if int(np.fromfile(path, dtype=np.uint32, count=1)[0]) != chunk["chunk_size"]:
-            raise DataError(f"{path}: chunk header disagrees with {INDEX}; {fix}")
-        parts.append((path, dtype, offset, chunk["dim"]))
-    return parts
+        loader = index["config"].get("item_loader")
+        chunks = [(str(chunk["filename"]), int(chunk["chunk_size"]), int(chunk["dim"])) for chunk in index["chunks"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{index_path}: not a litdata token index (unreadable, damaged or incomplete JSON); {REBUILD}") from None
+    dtype = _NUMPY_DTYPES_MAPPING.get(int(code)) if code.isdigit() else None
+    if serializer != "no_header_numpy" or loader != "TokensLoader" or dtype is None or dtype.kind not in "iu":
+        raise DataError(f"{index_path}: not integer tokens written with TokensLoader ({data_format}, {loader}); {REBUILD}")
+    return dtype, chunks
+
+
+def _chunk_part(path: Path, dtype: np.dtype, items: int, tokens: int) -> tuple[Path, np.dtype, int, int]:
+    """(path, dtype, byte offset, token count) of one chunk, after checking the file is what the index says."""
+    offset = (items + 2) * CHUNK_WORD
+    expected = offset + tokens * dtype.itemsize
+    if not path.is_file():
+        raise DataError(f"{path}: missing, yet {INDEX} lists it; {REBUILD}")
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(f"{path}: {size} bytes, not the {expected} that {INDEX} gives for {tokens} {dtype.name} tokens "
+                        f"(truncated, or written with another dtype); {REBUILD}")
+    if int(np.fromfile(path, dtype=np.uint32, count=1)[0]) != items:
+        raise DataError(f"{path}: chunk header disagrees with {INDEX}; {REBUILD}")
+    return path, dtype, offset, tokens
