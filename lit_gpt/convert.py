@@ -54,7 +54,8 @@ def hf_config(config: Config) -> dict[str, Any]:
         # transformers >= 5 reads rope_parameters, older versions rope_theta and rope_scaling
         "rope_theta": float(config.rope_base),
         "rope_scaling": hf_rope_scaling(config),
-        "rope_parameters": {"rope_theta": float(config.rope_base), **(hf_rope_scaling(config) or {"rope_type": "default"})},
+        "rope_parameters": {"rope_theta": float(config.rope_base),
+                            **(hf_rope_scaling(config) or {"rope_type": "default"})},
         "tie_word_embeddings": False,
         "attention_bias": False,
         "mlp_bias": False,
@@ -73,33 +74,64 @@ def hf_rope_scaling(config: Config) -> Optional[dict[str, Any]]:
     return scaling
 
 
-def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
-    """Our RoPE fields from a HF config in either form: `rope_parameters` (transformers >= 5), or the 4.x
-    `rope_theta` + `rope_scaling` (whose type key is `type` or `rope_type`). Scalings we cannot compute
-    exactly are refused, never imported as plain RoPE."""
-    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+# The RoPE parameters each supported HF `rope_type` reads; transformers ignores any other key, but one here
+# most likely belongs to a scaling we do not compute, so it is refused rather than dropped.
+ROPE_KEYS = {"default": set(), "linear": {"factor"},
+             "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+
+
+def _number(value: Any, key: str, integer: bool = False) -> Any:
+    """A numeric config.json value (float, or int when `integer`); anything else is a `ConfigError` naming it."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not numeric or (integer and not float(value).is_integer()):
+        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _hf_rope(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The RoPE type and parameters transformers computes for a HF config in either form: `rope_parameters`
+    (transformers >= 5), or the 4.x `rope_theta` + `rope_scaling` (whose type key is `type` or `rope_type`).
+    Like transformers, a top-level `original_max_position_embeddings` overrides the one in the parameters
+    and `max_position_embeddings` stands in for a missing one; a top-level `partial_rotary_factor` counts."""
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ConfigError(f"the RoPE parameters must be a mapping, got {rope!r}")
+    rope = dict(rope)
     kind = rope.pop("rope_type", None) or rope.pop("type", None) or "default"
     rope.pop("type", None)
-    theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
-    supported = {"default": set(), "linear": {"factor"},
-                 "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
-    if kind not in supported:
-        raise ConfigError(f"RoPE scaling rope_type={kind!r} is not supported; only {', '.join(supported)} are")
-    unknown = sorted(set(rope) - supported[kind] - {"partial_rotary_factor"})
-    if unknown or float(rope.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise ConfigError(f"RoPE parameters {', '.join(unknown) or 'partial_rotary_factor'} of rope_type={kind!r} "
-                          f"are not supported")
-    missing = sorted(supported[kind] - {"original_max_position_embeddings"} - set(rope))
+    rope.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+    if "partial_rotary_factor" in hf:
+        rope.setdefault("partial_rotary_factor", hf["partial_rotary_factor"])
+    if kind == "llama3":
+        rope.setdefault("original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
+        if "original_max_position_embeddings" in hf:
+            rope["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+    return kind, rope
+
+
+def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our RoPE fields from a HF config (see `_hf_rope`). Scalings we cannot compute exactly are refused,
+    never imported as plain RoPE."""
+    kind, rope = _hf_rope(hf)
+    if kind not in ROPE_KEYS:
+        raise ConfigError(f"RoPE scaling rope_type={kind!r} is not supported; only {', '.join(ROPE_KEYS)} are")
+    theta = _number(rope.pop("rope_theta"), "rope_theta")
+    if _number(rope.pop("partial_rotary_factor", 1.0), "partial_rotary_factor") != 1.0:
+        raise ConfigError("partial_rotary_factor != 1 (RoPE on part of each head) is not supported")
+    unknown = sorted(set(rope) - ROPE_KEYS[kind])
+    if unknown:
+        raise ConfigError(f"RoPE parameters {', '.join(unknown)} of rope_type={kind!r} are not supported")
+    missing = sorted(ROPE_KEYS[kind] - set(rope))
     if missing:
-        raise ConfigError(f"rope_type={kind!r} needs {', '.join(missing)} in the RoPE parameters of config.json")
+        raise ConfigError(f"rope_type={kind!r} needs {', '.join(missing)} in the RoPE parameters")
     values: dict[str, Any] = {"rope_base": theta, "rope_scaling": kind}
     if kind != "default":
-        values["rope_scaling_factor"] = float(rope["factor"])
+        values["rope_scaling_factor"] = _number(rope["factor"], "factor")
     if kind == "llama3":
-        values.update(rope_low_freq_factor=float(rope["low_freq_factor"]),
-                      rope_high_freq_factor=float(rope["high_freq_factor"]),
-                      rope_original_max_seq_len=int(rope.get("original_max_position_embeddings")
-                                                    or hf.get("max_position_embeddings", 8192)))
+        values.update(rope_low_freq_factor=_number(rope["low_freq_factor"], "low_freq_factor"),
+                      rope_high_freq_factor=_number(rope["high_freq_factor"], "high_freq_factor"),
+                      rope_original_max_seq_len=_number(rope["original_max_position_embeddings"],
+                                                        "original_max_position_embeddings", integer=True))
     return values
 
 
@@ -158,26 +190,54 @@ def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return hf
 
 
+def _hf_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a HF LLaMA with this config, by HF name."""
+    d, inner = config.n_embd, config.intermediate_size
+    q, k, v = _qkv_sizes(config)
+    shapes = {"model.embed_tokens.weight": (config.padded_vocab_size, d), "model.norm.weight": (d,),
+              "lm_head.weight": (config.padded_vocab_size, d)}
+    for i in range(config.n_layer):
+        layer = f"model.layers.{i}."
+        shapes.update({
+            layer + "input_layernorm.weight": (d,), layer + "post_attention_layernorm.weight": (d,),
+            layer + "self_attn.q_proj.weight": (q, d), layer + "self_attn.k_proj.weight": (k, d),
+            layer + "self_attn.v_proj.weight": (v, d), layer + "self_attn.o_proj.weight": (d, q),
+            layer + "mlp.gate_proj.weight": (inner, d), layer + "mlp.up_proj.weight": (inner, d),
+            layer + "mlp.down_proj.weight": (d, inner),
+        })
+    return shapes
+
+
+def check_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> None:
+    """Raise `ConfigError` unless `state_dict` holds exactly the tensors, in the shapes, of a HF LLaMA with
+    this config: weights from another config must not load into part of the model, or be dropped."""
+    expected = _hf_shapes(config)
+    unused = sorted(name for name in set(state_dict) - set(expected) if not name.endswith("rotary_emb.inv_freq"))
+    if unused:
+        raise ConfigError(f"HF weights our model has no place for: {', '.join(unused[:5])}")
+    missing = sorted(set(expected) - set(state_dict))
+    if missing:
+        raise ConfigError(f"HF weights lack {len(missing)} tensors the config needs: {', '.join(missing[:3])}")
+    wrong = [f"{name} {list(state_dict[name].shape)} (config: {list(shape)})"
+             for name, shape in expected.items() if tuple(state_dict[name].shape) != shape]
+    if wrong:
+        raise ConfigError(f"HF weights of other shapes than the config's: {', '.join(wrong[:3])}")
+
+
 def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
     """Our GPT's state dict from a HF `LlamaForCausalLM` state dict (for `GPT(config).load_state_dict`).
 
     A checkpoint with tied embeddings may omit `lm_head.weight`; the head is then a copy of the
-    embedding. Tensors that would be left unused (biases, extra layers) are an error, not dropped.
+    embedding. Tensors that would be left unused (biases, extra layers), missing or of another shape
+    are an error (`check_hf_state_dict`), not dropped or left at their initial values.
     """
     check_llama(config)
     state_dict = dict(state_dict)
-    state_dict.setdefault("lm_head.weight", state_dict["model.embed_tokens.weight"])
-    names = _names(config)
-    qkv = {f"model.layers.{i}.self_attn.{p}.weight" for i in range(config.n_layer) for p in ("q_proj", "k_proj", "v_proj")}
-    unused = sorted(set(state_dict) - set(names.values()) - qkv)
-    unused = [name for name in unused if not name.endswith("rotary_emb.inv_freq")]
-    if unused:
-        raise ConfigError(f"HF weights our model has no place for: {', '.join(unused[:5])}")
-    ours = {name: state_dict[theirs].clone() for name, theirs in names.items()}
+    if "model.embed_tokens.weight" in state_dict:
+        state_dict.setdefault("lm_head.weight", state_dict["model.embed_tokens.weight"])
+    check_hf_state_dict(state_dict, config)
+    ours = {name: state_dict[theirs].clone() for name, theirs in _names(config).items()}
     for i in range(config.n_layer):
         parts = [state_dict[f"model.layers.{i}.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
-        if tuple(p.shape[0] for p in parts) != _qkv_sizes(config):
-            raise ConfigError(f"layer {i}: q/k/v rows {[p.shape[0] for p in parts]} do not match the config "
-                              f"{list(_qkv_sizes(config))}")
         ours[f"blocks.{i}.attn.qkv.weight"] = torch.cat(parts)
     return ours

@@ -10,10 +10,14 @@ seconds with a message saying so, instead of retrying for minutes.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from lit_gpt.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
@@ -30,6 +34,8 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 # Our unpadded vocabulary size, kept in config.json so an exported model imports back unchanged.
 VOCAB_KEY = "lit_gpt_vocab_size"
+# The config.json keys a LLaMA cannot be built without (the others have transformers' defaults).
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 class HFError(UserError, ValueError):
@@ -42,7 +48,9 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA folder: config.json + model.safetensors,
     plus the tokenizer file when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
 
-    Raises `ConfigError` before writing anything when the variant is not a LLaMA.
+    Raises `ConfigError` before writing anything when the variant is not a LLaMA, `OutputError` when
+    `out_dir` is a file. Each file is written under a temporary name and renamed into place (weights first,
+    config.json last), so a crash never leaves a half-written file; other files in `out_dir` are kept.
     """
     model = source if isinstance(source, GPT) else load_model(source)[0]
     config = hf_config(model.config)
@@ -51,10 +59,17 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
     out_dir = output_folder(out_dir)
     write_atomic(out_dir / WEIGHTS, save(state, metadata={"format": "pt"}))
-    write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
     if tok is not None:
-        tok.save(out_dir)
+        _save_tokenizer_atomic(tok, out_dir)
+    write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
     return out_dir
+
+
+def _save_tokenizer_atomic(tok, out_dir: Path) -> None:
+    """`Tokenizer.save` copies in place; saving into a temporary sibling folder and renaming keeps it atomic."""
+    with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=out_dir) as tmp:
+        saved = tok.save(Path(tmp))
+        os.replace(saved, out_dir / saved.name)
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -104,63 +119,138 @@ def read_hf_config(folder: Path) -> dict:
     return _read_json(path, "config")
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A missing or damaged safetensors file as one `HFError` naming it."""
     if not path.is_file():
         raise HFError(f"{path} is missing; the model folder is incomplete: download or save it again")
     try:
-        return load_file(path)
+        yield
     except Exception as error:  # safetensors raises its own error type for a damaged header or payload
         raise HFError(f"{path} cannot be read ({one_line(error)[:80]}); it is truncated or not safetensors: "
                       f"download or save the model again") from None
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a HF folder: `model.safetensors`, or the shards its index lists (none when
+    the folder has neither)."""
+    if (folder / WEIGHTS).is_file():
+        return [folder / WEIGHTS]
+    index = folder / WEIGHTS_INDEX
+    if not index.is_file():
+        return []
+    weight_map = _read_json(index, "weights index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise HFError(f"{index} has no weight_map of tensor name -> shard file; re-save the model")
+    return [folder / shard for shard in sorted(set(weight_map.values()))]
+
+
+def check_weight_files(folder: Path) -> None:
+    """Read the header of every safetensors file (no tensor is loaded), so a missing, truncated or foreign
+    file is named before transformers reads the folder."""
+    for path in weight_files(folder):
+        with _reading(path), safe_open(path, "pt"):
+            pass
+
+
 def load_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a HF folder: `model.safetensors` or the shards listed in its index."""
-    if (folder / WEIGHTS).is_file():
-        return _load_safetensors(folder / WEIGHTS)
-    if (folder / WEIGHTS_INDEX).is_file():
-        weight_map = _read_json(folder / WEIGHTS_INDEX, "weights index").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise HFError(f"{folder / WEIGHTS_INDEX} has no weight_map; re-save the model")
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state.update(_load_safetensors(folder / shard))
-        return state
-    raise HFError(f"{folder} holds no {WEIGHTS} or {WEIGHTS_INDEX}; save the model with safetensors")
+    files = weight_files(folder)
+    if not files:
+        raise HFError(f"{folder} holds no {WEIGHTS} or {WEIGHTS_INDEX}; save the model with safetensors")
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        with _reading(path):
+            state.update(load_file(path))
+    return state
+
+
+def _import_config(folder: Path) -> Config:
+    """Our Config from the folder's config.json; every refusal names that file."""
+    path = folder / "config.json"
+    hf = read_hf_config(folder)
+    if hf.get("model_type") != "llama":
+        raise ConfigError(f"{path} describes a model_type={hf.get('model_type')!r} model; only LLaMA folders can "
+                          f"be imported (eval_sink_open_source.py evaluates other causal LMs)")
+    missing = [key for key in REQUIRED_KEYS if key not in hf]
+    if missing:
+        raise HFError(f"{path} lacks {', '.join(missing)}; it is not a complete LLaMA config: re-save the model")
+    for key in REQUIRED_KEYS:
+        if isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < 1:
+            raise HFError(f"{path}: {key} must be a positive integer, got {hf[key]!r}; fix or re-save config.json")
+    try:
+        return config_from_hf(hf, **({"vocab_size": hf[VOCAB_KEY]} if VOCAB_KEY in hf else {}))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
     """Our GPT (eval mode, float32) and its Config from a HF LLaMA folder or hub id."""
     folder = resolve_model_dir(spec)
-    hf = read_hf_config(folder)
-    if hf.get("model_type") != "llama":
-        raise ConfigError(f"{folder} holds a {hf.get('model_type')!r} model; only LLaMA folders can be imported")
-    missing = [key for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                "intermediate_size") if key not in hf]
-    if missing:
-        raise HFError(f"{folder / 'config.json'} lacks {', '.join(missing)}; it is not a complete LLaMA config")
-    config = config_from_hf(hf, **({"vocab_size": hf[VOCAB_KEY]} if VOCAB_KEY in hf else {}))
+    config = _import_config(folder)
     state = {name: tensor.float() for name, tensor in load_hf_weights(folder).items()}
-    model = GPT(config)
     try:
-        model.load_state_dict(from_hf_state_dict(state, config))
-    except (KeyError, RuntimeError) as error:
-        raise HFError(f"the weights in {folder} do not fit its config.json ({one_line(error)[:120]})") from None
+        ours = from_hf_state_dict(state, config)
+    except ConfigError as error:
+        raise HFError(f"the weights in {folder} do not fit its config.json ({error}); they come from another "
+                      f"model: re-save the model") from None
+    model = GPT(config)
+    model.load_state_dict(ours)
     return model.eval(), config
 
 
 # ----------------------------------------------------------------------------- open-source models
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers prints a progress bar and a multi-line load report; `load_hf_causal_lm` turns what the
+    report would say into one error line instead."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _check_loaded(folder: Path, info: dict) -> None:
+    """transformers initialises weights missing from the files at random and drops those it has no place
+    for; either way the model is not the one saved, so both are refused (benign keys are already filtered)."""
+    problems = {"missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
+                "of another shape": sorted(key for key, *_ in info["mismatched_keys"])}
+    found = [f"{len(keys)} {what} ({keys[0]}{', ...' if len(keys) > 1 else ''})"
+             for what, keys in problems.items() if keys]
+    if found:
+        raise HFError(f"the weights in {folder} do not fit its config.json: tensors {'; '.join(found)}; they come "
+                      f"from another model: re-save the model")
+
+
 def load_hf_causal_lm(spec: Union[str, Path]):
     """A HF causal LM in float32 with eager attention (the only implementation that returns the maps)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = resolve_model_dir(spec)
     read_hf_config(folder)
+    check_weight_files(folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(folder)
+    except Exception as error:  # transformers reports a bad config with many error types
+        raise HFError(f"transformers cannot use {folder / 'config.json'} ({type(error).__name__}: "
+                      f"{one_line(error)[:160]}); fix it or re-save the model") from None
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                folder, config=config, attn_implementation="eager", dtype=torch.float32,
+                ignore_mismatched_sizes=True, output_loading_info=True)
     except Exception as error:  # transformers reports a damaged or foreign folder with many error types
         raise HFError(f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
                       f"check the folder is a complete causal-LM checkpoint") from None
+    _check_loaded(folder, info)
     return model.eval()
 
 

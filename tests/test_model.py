@@ -10,7 +10,8 @@ from lit_gpt.attention.layer import KV_BIAS_STD, KeySlots
 from lit_gpt.config import ConfigError
 from lit_gpt.mlp import MLP
 from lit_gpt.model import GPT
-from lit_gpt.positions import ALiBi, RelativeBias, alibi_slopes, apply_rope, relative_bucket, rope_cos_sin, sinusoidal
+from lit_gpt.positions import (ALiBi, RelativeBias, RopeScaling, alibi_slopes, apply_rope, relative_bucket,
+                               rope_cos_sin, sinusoidal)
 from lit_gpt.variants import VARIANTS
 from variants import micro, tokens
 
@@ -164,6 +165,41 @@ def test_rope_scores_depend_only_on_the_offset():
 
     torch.testing.assert_close(score(5, 2), score(105, 102))
     assert not torch.allclose(score(5, 2), score(5, 4))
+
+
+def test_linear_rope_scaling_is_plain_rope_at_positions_divided_by_the_factor():
+    scaled = rope_cos_sin(torch.arange(0, 64, 4), 8, 10000.0, torch.float64, RopeScaling("linear", 4.0))
+    plain = rope_cos_sin(torch.arange(16), 8, 10000.0, torch.float64)
+    for a, b in zip(scaled, plain):
+        torch.testing.assert_close(a, b)
+
+
+def test_llama3_rope_scaling_keeps_short_wavelengths_and_stretches_long_ones():
+    scaling = RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=64)
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, 16, 2).float() / 16)
+    wavelength = 2 * math.pi / inv_freq
+    ratio = scaling.apply(inv_freq) / inv_freq
+    short, long = wavelength < 64 / 4, wavelength > 64 / 1
+    assert short.any() and long.any() and (~short & ~long).any()
+    assert torch.equal(ratio[short], torch.ones(int(short.sum())))
+    torch.testing.assert_close(ratio[long], torch.full((int(long.sum()),), 1 / 8))
+    assert (ratio[~short & ~long] < 1).all() and (ratio[~short & ~long] > 1 / 8).all()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(rope_scaling="yarn"), "rope_scaling='yarn' is not one of default, linear, llama3"),
+    (dict(rope_scaling="linear", rope_scaling_factor=0.0), "rope_scaling_factor must be a positive number"),
+    (dict(rope_scaling="llama3", rope_low_freq_factor=4.0), "rope_high_freq_factor > rope_low_freq_factor"),
+    (dict(rope_scaling="linear", pos_embedding="alibi"), "needs pos_embedding=rope"),
+])
+def test_rope_scaling_settings_that_cannot_work_are_refused(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        micro(**overrides)
+
+
+def test_rope_scaling_shows_in_the_variant_summary_only_when_used():
+    assert micro().variant_summary() == "softmax norm:sum"
+    assert micro(rope_scaling="llama3", rope_scaling_factor=8.0).variant_summary() == "softmax norm:sum rope:llama3x8"
 
 
 def test_alibi_slopes_and_bias():
