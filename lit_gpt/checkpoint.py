@@ -96,6 +96,8 @@ def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "
     a long resume commits to it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass one of its iter-*-ckpt.pth files (report.py takes run folders)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .pth file a training run saved")
     try:
@@ -104,9 +106,9 @@ def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "
         reason = one_line(error)[:120]
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {reason}); it is truncated "
                               f"or not a torch checkpoint: pass another checkpoint") from None
-    missing = [key for key in REQUIRED if not isinstance(checkpoint, dict) or key not in checkpoint]
+    missing = [key for key in REQUIRED if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(key), dict)]
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)} entry); pass a .pth "
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)} mapping); pass a .pth "
                               f"file a training run saved")
     return checkpoint
 
@@ -123,6 +125,22 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
         raise CheckpointError(f"the weights in {path} do not fit the model config it stores "
                               f"({one_line(error)[:120]}); the file is damaged") from None
     return model.to(device).eval(), checkpoint
+
+
+def check_resumable(path: Path, state: dict[str, Any], config: Config) -> None:
+    """Refuse, before anything is loaded into `state`, a checkpoint that lacks one of its entries (a file
+    saved by another tool) or was trained with another model config (its tensors would not fit)."""
+    saved = read_checkpoint(path, mmap=True)
+    missing = [key for key in state if key not in saved]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it was not saved by this trainer, so a run cannot "
+                              f"resume from it; start a fresh run (or load its weights for evaluation only)")
+    differs = {key: value for key, value in Config.from_saved(saved["config"]).asdict().items()
+               if value != config.asdict()[key]}
+    if differs:
+        changes = ", ".join(f"{key}={value!r} (now {config.asdict()[key]!r})" for key, value in differs.items())
+        raise CheckpointError(f"{path} was trained with another model config: {changes}; resume with the same model "
+                              f"settings or choose another --out_name")
 
 
 def first_readable(candidates: list[Path], say) -> Optional[Path]:

@@ -18,6 +18,7 @@ from lit_gpt.loss import ignored_predictions
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 LOGGERS = ("wandb", "tensorboard", "csv", "none")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 
 class ArgsError(UserError, ValueError):
@@ -159,19 +160,32 @@ class TrainArgs:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> None:
-        """Raise `ArgsError`/`ConfigError` for values no run can use (world size is checked at setup)."""
-        if self.strategy not in STRATEGIES:
-            raise ArgsError(f"strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.logger not in LOGGERS:
-            raise ArgsError(f"logger={self.logger!r} is not one of {', '.join(LOGGERS)}")
+        """Raise `ArgsError`/`ConfigError` for values no run can use (world size is checked at setup), before
+        any process starts, so no optimizer, loader or plot fails on them later."""
+        choices = {"strategy": STRATEGIES, "logger": LOGGERS, "precision": PRECISIONS + (None,)}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ArgsError(f"{key}={getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
         positive = ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
-                    "log_step_interval")
+                    "log_step_interval", "eval_iters", "learning_rate", "num_nodes", "sink_k")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ArgsError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("warmup_steps", "eval_iters", "keep_last", "ignore_loss"):
+        for key in ("warmup_steps", "keep_last", "ignore_loss", "min_lr", "weight_decay", "grad_clip", "seed"):
             if getattr(self, key) < 0:
                 raise ArgsError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.min_lr > self.learning_rate:
+            raise ArgsError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; the schedule decays "
+                            "from learning_rate to min_lr")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ArgsError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if not 0 < self.sink_eps < 1:
+            raise ArgsError(f"sink_eps must be in (0, 1) (a share of attention), got {self.sink_eps}")
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            raise ArgsError(f"peak_flops must be positive (FLOP/s of one device), got {self.peak_flops}")
+        if self.devices != "auto" and (isinstance(self.devices, str) or self.devices < 1):
+            raise ArgsError(f"devices must be 'auto' or a positive number, got {self.devices!r}")
         if not 0 < self.downsample_ratio <= 1:
             raise ArgsError(f"downsample_ratio must be in (0, 1], got {self.downsample_ratio}")
         if (self.random_token_start is None) != (self.random_token_end is None):
@@ -183,5 +197,19 @@ class TrainArgs:
         self.attention_runtime()  # refuses an unknown backend or a negative chunk size before any process starts
         config = self.model_config()
         if ignored_predictions(config, self.ignore_loss) >= config.block_size:
-            raise ArgsError(f"ignore_loss={self.ignore_loss} (at least prefix_tokens - 1 = {config.prefix_tokens - 1}) "
-                            f"leaves no prediction of a {config.block_size}-token block")
+            prefix = f" (a prefix LM ignores at least {config.prefix_tokens - 1})" if config.prefix_tokens > 1 else ""
+            raise ArgsError(f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token "
+                            "block")
+        self._check_transforms(config)
+
+    def _check_transforms(self, config: Config) -> None:
+        """Positions must lie in a window (block_size + 1 tokens) and a fixed id in the vocabulary."""
+        window = config.block_size + 1
+        if self.fixed_token_pos is not None:
+            if not 0 <= self.fixed_token_pos < window:
+                raise ArgsError(f"fixed_token_pos={self.fixed_token_pos} is outside a {window}-token window")
+            if not 0 <= self.fixed_token_id < config.vocab_size:
+                raise ArgsError(f"fixed_token_id={self.fixed_token_id} is not a token id of the model's "
+                                f"vocab_size={config.vocab_size}")
+        if self.random_token_end is not None and self.random_token_end > window:
+            raise ArgsError(f"random token span ends at {self.random_token_end}, past a {window}-token window")

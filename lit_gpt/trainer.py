@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from lit_gpt.errors import UserError
 from lit_gpt.analysis import evaluate_gpt
-from lit_gpt.checkpoint import checkpoint_path, find_latest, first_readable, list_checkpoints, prune, read_checkpoint, save_atomic
+from lit_gpt.checkpoint import (check_resumable, checkpoint_path, find_latest, first_readable, list_checkpoints, prune,
+                                read_checkpoint, save_atomic)
 from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
@@ -240,7 +241,7 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     accumulation = gradient_accumulation(args.global_batch_size, args.micro_batch_size, fabric.world_size)
     if fabric.global_rank == 0:
         output_folder(args.out_dir)
-    fabric.seed_everything(args.seed)
+    fabric.seed_everything(args.seed, verbose=False)
     train_loader, valid_loaders, probe = build_data(fabric, args, config)
     model = build_model(fabric, config, args)
     optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay,
@@ -249,11 +250,9 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
              "iter_num": 0, "step_count": 0, "tokens_seen": 0, "config": config.asdict(), "train": args.to_dict()}
     path = resume_path(args.resume, args.out_dir, fabric.print)
     if path is not None:
+        check_resumable(path, state, config)
         fabric.print(f"Resuming from {path}")
         fabric.load(path, state, weights_only=False)
-        # Compared as configs, so an older checkpoint that still saved the attention backend matches.
-        if Config.from_saved(state["config"]) != config:
-            raise ArgsError(f"{path} was trained with a different model config; resume with the same model settings")
         state["config"], state["train"] = config.asdict(), args.to_dict()
         for logger in fabric.loggers:
             if isinstance(logger, CSVMetrics):

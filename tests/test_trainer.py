@@ -426,3 +426,45 @@ def test_a_run_resumes_with_another_attention_backend(corpus, tmp_path, capsys):
     checkpoint = load_model(find_latest(tmp_path / "run"))[1]
     assert checkpoint["step_count"] == 4 and "attn_backend" not in checkpoint["config"]
     assert checkpoint["train"]["attn_backend"] == "sdpa"
+
+
+def test_resume_refuses_another_models_checkpoint_or_a_foreign_file_before_loading(corpus, tmp_path):
+    from lit_gpt.checkpoint import CheckpointError
+
+    common = ("--max_step", "2", "--save_step_interval", "2", "--eval_sink", "false", "--eval_iters", "1")
+    setup(parse_args(cli_args(corpus, tmp_path, *common)))
+    saved = find_latest(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"another model config: n_layer=2 \(now 3\)"):
+        setup(parse_args(cli_args(corpus, tmp_path, *common, "--max_step", "4", "--model.n_layer", "3",
+                                  "--resume", "auto")))
+    weights_only = tmp_path / "weights.pth"
+    checkpoint = torch.load(saved, weights_only=False)
+    torch.save({"model": checkpoint["model"], "config": checkpoint["config"]}, weights_only)
+    with pytest.raises(CheckpointError, match=r"lacks optimizer, train_loader, rng, .*not saved by this trainer"):
+        setup(parse_args(cli_args(corpus, tmp_path / "other", *common, "--resume", str(weights_only))))
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--learning_rate", "-1", "learning_rate must be positive"),
+    ("--beta1", "2", r"beta1 must be in \[0, 1\)"),
+    ("--min_lr", "1", "min_lr=1.0 is above learning_rate"),
+    ("--fixed_token_pos", "1000", "fixed_token_pos=1000 is outside a 65-token window"),
+    ("--fixed_token_id", "9999", "fixed_token_id=9999 is not a token id"),
+    ("--random_token_end", "1000", "random token span ends at 1000"),
+    ("--devices", "0", "devices must be 'auto' or a positive number"),
+    ("--precision", "foo", "precision='foo' is not one of"),
+    ("--num_nodes", "0", "num_nodes must be positive"),
+    ("--seed", "-1", "seed must be >= 0"),
+    ("--sink_eps", "2", r"sink_eps must be in \(0, 1\)"),
+    ("--eval_iters", "0", "eval_iters must be positive"),
+    ("--peak_flops", "-1", "peak_flops must be positive"),
+])
+def test_settings_no_run_can_use_are_refused_before_any_process_starts(corpus, tmp_path, flag, value, match):
+    extra = [flag, value]
+    if flag == "--fixed_token_id":
+        extra += ["--fixed_token_pos", "0"]
+    if flag == "--random_token_end":
+        extra += ["--random_token_start", "0"]
+    with pytest.raises(ArgsError, match=match):
+        setup(parse_args(cli_args(corpus, tmp_path, *extra), exit_on_error=False))
+    assert not (tmp_path / "run").exists()
