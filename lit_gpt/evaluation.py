@@ -19,7 +19,7 @@ from lit_gpt.files import write_json
 from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.model import GPT
 from lit_gpt.plots import write_plots
-from lit_gpt.tokenizer import load_tokenizer
+from lit_gpt.tokenizer import TokenizerError, load_tokenizer
 
 PROBE_SEQUENCES = 100
 PROBE_LENGTH = 64
@@ -38,10 +38,15 @@ def train_args(ckpt: dict) -> dict[str, Any]:
 def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
     """The run's tokenizer: `override`, else the one named in the training args, else the one saved
     next to the run's shards (`train_data_dir/tokenizer.json`)."""
-    candidates = [override, train.get("tokenizer"), train.get("train_data_dir"), train.get("data_dir")]
-    for spec in candidates:
-        if spec:
+    if override:
+        return load_tokenizer(override)
+    spec = train.get("tokenizer") or train.get("train_data_dir") or train.get("data_dir")
+    if spec:
+        try:
             return load_tokenizer(spec)
+        except TokenizerError as error:
+            raise EvalError(f"the run's tokenizer {spec} (recorded in the checkpoint) cannot be loaded ({error}); "
+                            "pass --tokenizer PATH") from None
     raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
 
 
@@ -77,17 +82,46 @@ def example_maps(model: GPT, ckpt: dict, tokens: torch.Tensor) -> list[torch.Ten
     return model(first, return_attention=True)[1]
 
 
+def check_eps(eps: float) -> None:
+    if not 0 < eps < 1:
+        raise EvalError(f"--eps must be in (0, 1) (a share of attention), got {eps}")
+
+
+def check_report_options(eps: float, positions: int, n_sequences: int, length: int, batch_size: int) -> None:
+    """Refuse evaluation settings without a meaning before a model is loaded."""
+    check_eps(eps)
+    for name, value in (("positions", positions), ("n_sequences", n_sequences), ("batch_size", batch_size)):
+        if value < 1:
+            raise EvalError(f"--{name} must be >= 1, got {value}")
+    if length < 2:
+        raise EvalError(f"--length must be >= 2 tokens, got {length}")
+    if positions > length:
+        raise EvalError(f"--positions {positions} exceeds the {length}-token probe windows (--length)")
+
+
+def check_plot_selection(maps: list[torch.Tensor], layers: Optional[list[int]], heads: Optional[list[int]]) -> None:
+    """Heatmap layers and heads must exist (and the lists, when given, must not be empty)."""
+    for name, chosen, count in (("layers", layers, len(maps)), ("heads", heads, maps[0].shape[1])):
+        if chosen is not None and (not chosen or any(not 0 <= index < count for index in chosen)):
+            raise EvalError(f"--{name} {chosen} must pick from 0..{count - 1}")
+
+
 def publish(result: dict, maps: Callable[[], list[torch.Tensor]], json: Optional[Path] = None,
             plots: Optional[Path] = None, layers: Optional[list[int]] = None, heads: Optional[list[int]] = None,
             n_slots: int = 0) -> None:
     """Print a sink report's table and write its JSON and PNG figures where asked; `maps` computes the
-    example attention maps only when plots are wanted (shared by the evaluation commands)."""
+    example attention maps only when plots are wanted (shared by the evaluation commands). The plot
+    selection is checked before anything is written, so a refused one leaves no partial output."""
+    examples = None
+    if plots is not None:
+        examples = maps()
+        check_plot_selection(examples, layers, heads)
     print(format_table(result))
     if json is not None:
         write_json(json, result)
         print(f"wrote {json}")
-    if plots is not None:
-        paths = write_plots(result, maps(), plots, layers, heads, n_slots)
+    if examples is not None:
+        paths = write_plots(result, examples, plots, layers, heads, n_slots)
         print("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lit_gpt.data.vocab import vocab_mismatch
-from lit_gpt.files import write_atomic
+from lit_gpt.files import read_text, write_atomic
 from lit_gpt.run_config import CONFIGS, PAPER, compose, parse_args, write_run_yaml
 from lit_gpt.train_args import TrainArgs
 
@@ -86,7 +86,7 @@ def results_block(key: str) -> tuple[str, str]:
 def fill_results(doc: Path, key: str, table: str) -> bool:
     """Replace the results block `key` of a Markdown doc by `table`; False when the doc has no such block."""
     start, end = results_block(key)
-    text = Path(doc).read_text()
+    text = read_text(doc, "--doc")
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         return False

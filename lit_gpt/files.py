@@ -21,6 +21,16 @@ class OutputError(UserError):
     """An output path that cannot be written; the message names it and what to do."""
 
 
+def as_if_created(path: Union[str, Path]) -> Path:
+    """Give a `tempfile` file or folder (created private, 0600/0700) the permissions an ordinary `open` or
+    `mkdir` would have under the current umask, so outputs stay readable by whoever may read the others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    return path
+
+
 def output_folder(path: Union[str, Path]) -> Path:
     """`path` as an existing folder (created with its parents when missing)."""
     path = Path(path)
@@ -44,11 +54,20 @@ def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-        os.replace(tmp, path)
+        os.replace(as_if_created(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_text(path: Union[str, Path], what: str) -> str:
+    """A UTF-8 text file the user named (`what` says which flag); `OutputError` naming it otherwise."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise OutputError(f"{what} {path} cannot be read as UTF-8 text ({reason}); pass an existing text file") from None
 
 
 def write_json(path: Union[str, Path], value: Any) -> Path:
@@ -65,11 +84,11 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 110) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        os.replace(as_if_created(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-__all__ = ["OutputError", "output_folder", "save_figure", "write_atomic", "write_json"]
+__all__ = ["OutputError", "as_if_created", "output_folder", "read_text", "save_figure", "write_atomic", "write_json"]

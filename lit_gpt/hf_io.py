@@ -25,7 +25,7 @@ from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
 from lit_gpt.errors import UserError, one_line
-from lit_gpt.files import output_folder, write_atomic
+from lit_gpt.files import OutputError, output_folder, write_atomic
 from lit_gpt.hub import hub_reachable
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import load_tokenizer
@@ -49,8 +49,10 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     plus the tokenizer file when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
 
     Raises `ConfigError` before writing anything when the variant is not a LLaMA, `OutputError` when
-    `out_dir` is a file. Each file is written under a temporary name and renamed into place (weights first,
-    config.json last), so a crash never leaves a half-written file; other files in `out_dir` are kept.
+    `out_dir` is a file or holds files of another model the export would replace (only a folder an
+    earlier export wrote is updated). Each file is written under a temporary name and renamed into place
+    (weights first, config.json last), so a crash never leaves a half-written file; other files in
+    `out_dir` are kept.
     """
     model = source if isinstance(source, GPT) else load_model(source)[0]
     config = hf_config(model.config)
@@ -58,11 +60,32 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     state = {name: tensor.contiguous() for name, tensor in to_hf_state_dict(model).items()}
     config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
     out_dir = output_folder(out_dir)
+    _check_export_folder(out_dir, tok)
     write_atomic(out_dir / WEIGHTS, save(state, metadata={"format": "pt"}))
     if tok is not None:
         _save_tokenizer_atomic(tok, out_dir)
     write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
     return out_dir
+
+
+def _check_export_folder(out_dir: Path, tok) -> None:
+    """Refuse to replace another model's files, or to leave an index that would point at other weights."""
+    exported_here = VOCAB_KEY in _read_json_or_empty(out_dir / "config.json")
+    written = ["config.json", WEIGHTS] + ([f"tokenizer{tok.path.suffix}"] if tok is not None else [])
+    clashes = [name for name in written if (out_dir / name).exists()] if not exported_here else []
+    if (out_dir / WEIGHTS_INDEX).exists():
+        clashes.append(WEIGHTS_INDEX)
+    if clashes:
+        raise OutputError(f"{out_dir} already holds {', '.join(clashes)} of another model; export into an empty or new "
+                          f"folder (files there are never replaced)")
+
+
+def _read_json_or_empty(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _save_tokenizer_atomic(tok, out_dir: Path) -> None:

@@ -83,7 +83,7 @@ def read_metrics(path: Union[str, Path]) -> list[tuple[int, str, float]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise MetricsFileError(f"{path} is not a text file; move it away (a resumed run starts a new one)") from None
+        raise MetricsFileError(f"{path} is not a text file; move it away (training starts a new one)") from None
     lines = text.splitlines()
     if not lines or tuple(next(csv.reader(lines[:1]))) != CSV_COLUMNS:
         raise MetricsFileError(f"{path} does not start with the header {','.join(CSV_COLUMNS)}; move it away")

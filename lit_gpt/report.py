@@ -10,6 +10,7 @@ from the sink evaluation.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -58,11 +59,20 @@ def valid_loss(run_dir: Path, step: Optional[int]) -> Optional[float]:
     return sum(losses.values()) / len(losses)
 
 
+def file_digest(path: Path) -> Optional[str]:
+    """SHA-256 of a file's bytes (None when it is missing: the evaluation then says so)."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3,
                       n_sequences: int = 100, length: int = 64) -> dict:
     """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
-    key = {"probe": str(Path(probe).resolve()), "eps": eps, "n_sequences": n_sequences, "length": length}
+    # Everything the numbers depend on besides the checkpoint (whose newer file time voids the cache).
+    key = {"probe": str(Path(probe).resolve()), "probe_sha256": file_digest(probe), "eps": eps,
+           "n_sequences": n_sequences, "length": length,
+           "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None}
     if cache.is_file() and cache.stat().st_mtime >= ckpt_path.stat().st_mtime:
         try:
             cached = json.loads(cache.read_text(encoding="utf-8"))

@@ -102,7 +102,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """The mapping a YAML config file holds ({} for an empty file); `ArgsError` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ArgsError(f"config {path} does not exist; pass an existing YAML file to --config/--data_yaml_file")
+        raise ArgsError(f"config {path} does not exist or is not a file; pass an existing YAML file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

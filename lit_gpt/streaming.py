@@ -97,6 +97,8 @@ def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int
     """Perplexity (and mean NLL) of `tokens` (N,) under each policy, plus the settings used."""
     if window < 1:
         raise StreamingError(f"window must be >= 1, got {window}")
+    if n_sink < 0:
+        raise StreamingError(f"n_sink must be >= 0 (0 keeps no first tokens), got {n_sink}")
     if tokens.numel() < 2:
         raise StreamingError("need at least two tokens to measure perplexity")
     result = {"n_tokens": int(tokens.numel()), "window": window, "n_sink": n_sink, "nll": {}, "perplexity": {}}

@@ -180,3 +180,13 @@ def test_trainer_loads_a_layered_config_directly():
     args = parse_args(["--config", "configs/lr/tinyllama_60m_lr1e-3.yaml", "--logger", "none"], exit_on_error=False)
     assert args.learning_rate == 1e-3
     assert args.model_name == "tinyllama_60M" and args.global_batch_size == 512
+
+
+def test_filling_a_doc_that_is_missing_or_not_text_is_one_clear_error(tmp_path):
+    from lit_gpt.files import OutputError
+
+    with pytest.raises(OutputError, match=r"--doc .*missing.md cannot be read as UTF-8 text"):
+        fill_results(tmp_path / "missing.md", "lr cpu", "| a |")
+    (tmp_path / "latin.md").write_bytes(b"caf\xe9")
+    with pytest.raises(OutputError, match="cannot be read as UTF-8 text"):
+        fill_results(tmp_path / "latin.md", "lr cpu", "| a |")

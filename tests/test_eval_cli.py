@@ -198,3 +198,48 @@ def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, 
         outputs = CLI(main, as_positional=False, args=["--load_from", str(ckpt), "--prompt", "the cat sat",
                                                        "--max_new_tokens", "5", "--use_cache", use_cache])
         assert outputs[0].startswith("the cat sat"), outputs[0]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--batch_size", "0"], "--batch_size must be >= 1"),
+    (["--positions", "-3"], "--positions must be >= 1"),
+    (["--positions", "40"], "--positions 40 exceeds the 32-token probe windows"),
+    (["--eps", "2"], r"--eps must be in \(0, 1\)"),
+    (["--n_sequences", "0"], "--n_sequences must be >= 1"),
+    (["--layers", "[5]"], r"--layers \[5\] must pick from 0..1"),
+    (["--heads", "[]"], r"--heads \[\] must pick from 0..3"),
+])
+def test_evaluation_settings_without_a_meaning_are_refused_before_any_output(run, tmp_path, extra, match):
+    from lit_gpt.evaluation import EvalError
+
+    args = ["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--length", "32",
+            "--json", str(tmp_path / "out.json"), "--plots", str(tmp_path / "plots"), *extra]
+    with pytest.raises(EvalError, match=match):
+        CLI(evaluate_checkpoint, as_positional=False, args=args)
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--n_sink", "-1"], "--n_sink >= 0"),
+    (["--length", "-5"], "--length >= 2"),
+])
+def test_streaming_settings_without_a_meaning_are_refused(run, extra, match):
+    from lit_gpt.streaming import StreamingError
+
+    with pytest.raises(StreamingError, match=match):
+        CLI(compare_caches, as_positional=False, args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]),
+                                                       *extra])
+    with pytest.raises(StreamingError, match="names no checkpoint"):
+        CLI(compare_caches, as_positional=False, args=["--load_from", "[]", "--text", str(run["probe"])])
+
+
+def test_a_moved_run_tokenizer_names_where_it_came_from(run, tmp_path):
+    ckpt = train_checkpoint(tmp_path / "moved.pth", run["tokenizer"], synthetic_texts(20, seed=7), steps=1,
+                            train_extra={"tokenizer": str(tmp_path / "gone" / "tokenizer.json")})
+    from lit_gpt.evaluation import EvalError
+
+    with pytest.raises(EvalError, match=r"recorded in the checkpoint\) cannot be loaded .*pass --tokenizer PATH"):
+        CLI(evaluate_checkpoint, as_positional=False, args=["--load_from", str(ckpt), "--probe", str(run["probe"])])
+    assert CLI(evaluate_checkpoint, as_positional=False,
+               args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--tokenizer", str(run["tokenizer"].path),
+                     "--length", "32"]) is None

@@ -42,3 +42,17 @@ def test_paths_that_cannot_take_the_output_are_refused(tmp_path):
     assert (tmp_path / "file").read_text() == "user data"
     assert save_figure(fig, tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
     plt.close(fig)
+
+
+def test_outputs_get_the_permissions_of_an_ordinary_file_under_the_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        text = write_atomic(tmp_path / "report.md", "x")
+        fig = plt.figure()
+        image = save_figure(fig, tmp_path / "plot.png")
+        plt.close(fig)
+    finally:
+        os.umask(previous)
+    assert oct(text.stat().st_mode & 0o777) == oct(image.stat().st_mode & 0o777) == "0o644"

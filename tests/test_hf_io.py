@@ -379,3 +379,23 @@ def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
     idx = probe(2, 16) % config.vocab_size
     torch.testing.assert_close(load_hf_causal_lm(tmp_path / "hf")(idx).logits[..., :config.vocab_size],
                                model(idx)[..., :config.vocab_size], atol=1e-4, rtol=0)
+
+
+def test_export_never_replaces_another_models_files(tmp_path):
+    from lit_gpt.files import OutputError
+    from lit_gpt.tokenizer import train_bpe
+
+    model = GPT(Config.from_name("micro"))
+    data = tmp_path / "data"
+    data.mkdir()
+    theirs = train_bpe(["a b c d e f g"] * 20, 260, data / "tokenizer.json")
+    before = (data / "tokenizer.json").read_bytes()
+    other = train_bpe(["x y z"] * 20, 259, tmp_path / "other.json")
+    with pytest.raises(OutputError, match=r"already holds tokenizer.json of another model"):
+        export_hf(model, data, tokenizer=other.path)
+    assert (data / "tokenizer.json").read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["tokenizer.json"]
+    tiny_hf_llama(tmp_path / "hf_model")
+    with pytest.raises(OutputError, match=r"already holds config.json, model.safetensors of another model"):
+        export_hf(model, tmp_path / "hf_model")
+    export_hf(model, tmp_path / "ours", tokenizer=theirs.path)
+    export_hf(model, tmp_path / "ours", tokenizer=theirs.path)  # an earlier export of ours is updated in place

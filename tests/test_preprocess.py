@@ -273,3 +273,14 @@ def test_the_probe_file_is_replaced_whole_and_may_live_in_the_output(tmp_path):
     prepare_tiny(tmp_path, probe_path=inside)  # its own probe file does not make the folder foreign
     assert len(inside.read_text().splitlines()) == 5
     assert not [path for path in tmp_path.rglob(".*")]
+
+
+def test_the_dataset_folder_gets_ordinary_permissions(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        out = prepare_tiny(tmp_path)
+    finally:
+        os.umask(previous)
+    assert oct(out.stat().st_mode & 0o777) == "0o755"

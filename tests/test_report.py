@@ -58,6 +58,19 @@ def test_evaluations_are_cached_per_probe_and_eps(run_dir):
     assert other["eps"] == 0.1 and cache.stat().st_mtime_ns != stamp
 
 
+def test_the_cache_is_not_reused_when_the_probe_texts_or_the_tokenizer_change(run_dir, tmp_path):
+    folder, probe = run_dir
+    ckpt = run_checkpoint(folder)
+    first = cached_evaluation(ckpt, probe, length=32)
+    probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in reversed(TEXTS[1:])))  # same path, new texts
+    changed = cached_evaluation(ckpt, probe, length=32)
+    assert changed["n_sequences"] == 3 and changed["loss"] != first["loss"]
+    (tmp_path / "other").mkdir()
+    tokenizer = train_bpe(TEXTS, 280, tmp_path / "other" / "tokenizer.json")
+    again = cached_evaluation(ckpt, probe, tokenizer=str(tokenizer.path), length=32)
+    assert again["report_key"]["tokenizer"] == str(tokenizer.path.resolve()) != changed["report_key"]["tokenizer"]
+
+
 def test_row_markdown_and_csv(run_dir, tmp_path):
     folder, probe = run_dir
     row = report_row(folder, probe)

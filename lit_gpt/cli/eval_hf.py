@@ -11,7 +11,7 @@ from jsonargparse import CLI
 
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, publish
+from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, check_report_options, publish
 from lit_gpt.hf_io import evaluate_hf, hf_example_maps, load_hf_causal_lm, resolve_model_dir
 from lit_gpt.tokenizer import load_tokenizer
 
@@ -46,6 +46,7 @@ def evaluate_hf_model(
         length: Tokens per probe sequence (no BOS is added).
         batch_size: Probe sequences per forward pass.
     """
+    check_report_options(eps, positions, n_sequences, length, batch_size)
     hf_model = load_hf_causal_lm(model)
     tokens = load_probe_windows(probe, load_tokenizer(tokenizer or resolve_model_dir(model)), length, n_sequences,
                                 hf_model.config.vocab_size)

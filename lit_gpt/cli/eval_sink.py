@@ -12,8 +12,8 @@ from jsonargparse import CLI
 from lit_gpt.checkpoint import load_model
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, evaluate_run, example_maps, publish, tokenizer_for,
-                                train_args)
+from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, check_report_options, evaluate_run, example_maps,
+                                publish, tokenizer_for, train_args)
 
 
 def evaluate_checkpoint(
@@ -46,6 +46,7 @@ def evaluate_checkpoint(
         length: Tokens per probe sequence.
         batch_size: Probe sequences per forward pass.
     """
+    check_report_options(eps, positions, n_sequences, length, batch_size)
     model, ckpt = load_model(load_from)
     tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
                                 model.config.vocab_size)

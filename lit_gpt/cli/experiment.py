@@ -15,6 +15,7 @@ from jsonargparse import CLI
 from lit_gpt.data.errors import DataError
 from lit_gpt.experiments import data_dir, data_options, fill_results, load_composed, missing_data, preprocess_command
 from lit_gpt.errors import run_cli
+from lit_gpt.files import read_text
 
 
 def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = None,
@@ -75,7 +76,7 @@ def latest(run_dir: Path) -> None:
 
 def fill(doc: Path, key: str, table: Path) -> None:
     """Put the Markdown table in file `table` into the results block `key` of `doc`."""
-    if not fill_results(doc, key, table.read_text()):
+    if not fill_results(doc, key, read_text(table, "--table")):
         print(f"{doc} has no results block '{key}'; left unchanged", file=sys.stderr)
 
 

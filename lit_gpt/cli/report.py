@@ -9,12 +9,14 @@ from typing import Optional
 from jsonargparse import ArgumentParser
 
 from lit_gpt.errors import run_cli
+from lit_gpt.evaluation import check_eps
 from lit_gpt.files import write_atomic
 from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv
 
 
 def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
          eps: float = 0.3, tokenizer: Optional[str] = None) -> str:
+    check_eps(eps)
     rows = report_rows(runs, probe, tokenizer, eps)
     table = to_markdown(rows)
     print(table)

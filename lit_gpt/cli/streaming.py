@@ -17,7 +17,7 @@ from lit_gpt.data.vocab import check_token_ids
 from lit_gpt.errors import run_cli
 from lit_gpt.files import write_json
 from lit_gpt.evaluation import tokenizer_for, train_args
-from lit_gpt.streaming import long_text, streaming_perplexities
+from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities
 
 
 def compare_caches(
@@ -46,6 +46,10 @@ def compare_caches(
     runtime = AttentionRuntime(attn_backend)
     results = []
     paths = load_from if isinstance(load_from, list) else [load_from]
+    if not paths:
+        raise StreamingError("--load_from names no checkpoint; pass a .pth file or a list [a.pth, b.pth]")
+    if length < 2 or window < 1 or n_sink < 0:
+        raise StreamingError(f"need --length >= 2, --window >= 1 and --n_sink >= 0; got {length}, {window}, {n_sink}")
     print(f"{'checkpoint':<40} {'variant':<28} {'full':>9} {'window':>9} {'sink':>9}")
     for path in paths:
         model, ckpt = load_model(path)

@@ -28,7 +28,7 @@ from lit_gpt.data import embedded, shards
 from lit_gpt.data.documents import document_files, domain_of, iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
-from lit_gpt.files import output_folder
+from lit_gpt.files import as_if_created, output_folder
 from lit_gpt.hub import hub_reachable
 from lit_gpt.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
 
@@ -244,7 +244,7 @@ def prepare(
 def _sibling(output_dir: Path, suffix: str) -> Path:
     """A new hidden folder next to `output_dir`; its unique name never collides with a file of the user's."""
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=suffix, dir=output_dir.parent))
+        return as_if_created(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=suffix, dir=output_dir.parent))
     except OSError as error:
         raise DataError(f"cannot create a folder next to --output_dir {output_dir} ({error.strerror or error}); "
                         f"choose a writable location") from None
