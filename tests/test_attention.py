@@ -345,3 +345,19 @@ def test_variant_list_covers_every_attention_choice():
     configs = [micro(**o) for o in ATTENTION_VARIANTS.values()]
     for key in ("attn_score", "attn_kernel", "attn_normalize", "attn_gate"):
         assert {getattr(c, key) for c in configs} == set(CHOICES[key]), key
+
+
+@pytest.mark.parametrize("head_size", [8, 96, 31 * 2])
+def test_the_sink_logit_channel_is_padded_to_a_head_size_fused_kernels_take(head_size):
+    """D + 1 channels (97 at 60M) are padded with zeros to a multiple of 8; the result is unchanged."""
+    from lit_gpt.attention.backends import HEAD_MULTIPLE, SDPA, _slot_bias_channel
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, head_size, generator=generator) for _ in range(3))
+    positions = torch.arange(5)
+    problem = AttentionProblem(q, k, v, positions, positions, aligned=True, slot_k=torch.zeros(3, 1, head_size),
+                               slot_v=torch.zeros(3, 1, head_size), slot_bias=torch.randn(3, 1, generator=generator))
+    wide = _slot_bias_channel(problem, *problem.full_keys())
+    assert {x.shape[-1] for x in wide} == {-(-(head_size + 1) // HEAD_MULTIPLE) * HEAD_MULTIPLE}
+    spec = AttentionSpec(n_slots=1, slot_logit=True)
+    torch.testing.assert_close(SDPA()(problem, spec), Eager()(problem, spec), rtol=1e-5, atol=1e-6)

@@ -26,6 +26,8 @@ from lit_gpt.attention.weights import attention_weights
 from lit_gpt.config import Config
 
 PositionBias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Head sizes fused CUDA attention kernels accept are multiples of this.
+HEAD_MULTIPLE = 8
 
 
 @dataclass
@@ -247,25 +249,27 @@ class SDPA(Fused):
         if problem.slot_bias is not None and problem.position_bias is None:
             q, keys, values = _slot_bias_channel(problem, keys, values)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=problem.scale)
-            return y[..., :-1]
+            return y[..., :problem.v.shape[-1]]
         bias = problem.score_bias(problem.q_pos)
         mask = visible if bias is None else bias.masked_fill(~visible, float("-inf"))
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
 
 
 def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: torch.Tensor):
-    """q, keys, values with one more channel so that q'.k' * scale = q.k * scale + slot bias.
+    """q, keys, values with extra channels so that q'.k' * scale = q.k * scale + slot bias.
 
     Queries get a constant 1, slot keys bias / scale, real keys and all values 0 (the extra output
-    channel is dropped; values are widened only because fused kernels want equal head sizes).
+    channels are dropped). The head is padded with zeros up to a multiple of 8: fused CUDA kernels
+    (flash, memory-efficient) take no other head size, and D + 1 (97 at the 60M preset) would send SDPA
+    to its unfused math path. Zero channels add nothing to any dot product.
     """
-    batch, heads, n_queries, _ = problem.q.shape
+    batch, heads, n_queries, size = problem.q.shape
+    width = -(-(size + 1) // HEAD_MULTIPLE) * HEAD_MULTIPLE
     slot = (problem.slot_bias.to(keys.dtype) / problem.scale)[None, :, :, None].expand(batch, -1, -1, -1)
-    real = keys.new_zeros(batch, heads, problem.k.shape[2], 1)
+    bias_channel = torch.cat((slot, keys.new_zeros(batch, heads, problem.k.shape[2], 1)), dim=2)
     q = torch.cat((problem.q, problem.q.new_ones(batch, heads, n_queries, 1)), dim=-1)
-    keys = torch.cat((keys, torch.cat((slot, real), dim=2)), dim=-1)
-    values = torch.cat((values, values.new_zeros(batch, heads, values.shape[2], 1)), dim=-1)
-    return q, keys, values
+    keys = torch.cat((keys, bias_channel), dim=-1)
+    return tuple(F.pad(x, (0, width - x.shape[-1])) for x in (q, keys, values))
 
 
 class Flex(Fused):
