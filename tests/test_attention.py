@@ -9,7 +9,7 @@ from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin
 from lit_gpt.variants import ATTENTION_VARIANTS, VARIANTS
-from variants import SOFTMAX_VARIANTS, is_softmax, micro, tokens
+from variants import SOFTMAX_VARIANTS, flex_computes, is_softmax, micro, tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -211,9 +211,10 @@ def test_sdpa_matches_eager_forward_and_backward(overrides):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=0, msg=name)
 
 
-# FlexAttention without compile is slow on CPU; run it on the variants that change what it computes.
-FLEX_VARIANTS = {name: o for name, o in SOFTMAX_VARIANTS.items()
-                 if not name.startswith(("mlp_", "gate_")) and name not in ("post_norm", "absolute", "learnable", "nope")}
+# FlexAttention without compile is slow on CPU; run it on the variants that change what it computes,
+# sigmoid and elu+1 (through log-weight scores and logsumexp) included.
+FLEX_VARIANTS = {name: o for name, o in VARIANTS.items() if flex_computes(micro(**o))
+                 and not name.startswith(("mlp_", "gate_")) and name not in ("post_norm", "absolute", "learnable", "nope")}
 
 
 @pytest.mark.parametrize("overrides", FLEX_VARIANTS.values(), ids=FLEX_VARIANTS.keys())
@@ -267,7 +268,7 @@ def test_simulated_cuda_picks_a_cuda_kernel_only_where_it_is_exact(monkeypatch, 
     for kernel in ("flash", "xformers"):
         monkeypatch.setattr(FUSED[kernel], "installed", kernel == backend)
     config = micro(**VARIANTS[name])
-    fallback = "sdpa" if is_softmax(config) else "eager"
+    fallback = "sdpa" if is_softmax(config) else "flex" if flex_computes(config) else "eager"
     cuda = dict(device="cuda", dtype=torch.bfloat16)
     assert chosen(config, **cuda) == (backend if name in FLASH_EXACT else fallback)
     assert chosen(config, **cuda, aligned=False) == fallback  # KV cache

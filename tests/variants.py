@@ -19,6 +19,12 @@ def is_softmax(config: Config) -> bool:
     return (config.attn_score, config.attn_kernel, config.attn_normalize) == ("softmax", "none", "sum")
 
 
+def flex_computes(config: Config) -> bool:
+    """softmax, sigmoid or elu+1 scores (no kernel feature map) with a sum or no normaliser."""
+    return (config.attn_kernel == "none" and config.attn_score in ("softmax", "sigmoid", "elu")
+            and config.attn_normalize in ("sum", "none"))
+
+
 SOFTMAX_VARIANTS = {name: o for name, o in VARIANTS.items() if is_softmax(micro(**o))}
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lit_gpt.attention.masks import MaskSpec
-from lit_gpt.attention.weights import attention_weights
+from lit_gpt.attention.weights import LOG_WEIGHT_FUNCTIONS, attention_weights
 from lit_gpt.config import Config
 
 PositionBias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -273,11 +273,24 @@ def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: to
 
 
 class Flex(Fused):
-    """FlexAttention: the mask rule becomes a `mask_mod`, slot and position biases a `score_mod`."""
+    """FlexAttention: the mask rule becomes a `mask_mod`, slot and position biases a `score_mod`.
+
+    It also computes sigmoid and elu+1 attention exactly: weights w(s) divided by their sum are
+    softmax(log w(s)), so `score_mod` returns log w(s); without normalisation the output is that
+    result times sum w(s) = exp(logsumexp), which FlexAttention returns alongside. On CUDA the kernel is
+    compiled once (uncompiled FlexAttention is a slow reference path).
+    """
 
     name = "flex"
-    computes = SDPA.computes
-    allowed = SDPA.allowed
+    computes = "softmax, sigmoid or elu+1 attention with any mask, key slots and score bias"
+    allowed = {**SDPA.allowed, "score": lambda score: score in ("softmax", *LOG_WEIGHT_FUNCTIONS),
+               "normalize": lambda normalize: normalize in ("sum", "none")}
+
+    @cached_property
+    def compiled(self) -> Callable:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return torch.compile(flex_attention)
 
     def device_reason(self, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
         if device.type == "cpu" and training:
@@ -296,11 +309,19 @@ class Flex(Fused):
 
         block_mask = create_block_mask(mask_mod, None, None, q_pos.shape[0], keys.shape[2], device=problem.q.device)
         bias = problem.score_bias(q_pos)
-        score_mod = None
-        if bias is not None:
-            def score_mod(score, b, h, q_idx, kv_idx):
-                return score + bias[h, q_idx, kv_idx]
-        return flex_attention(problem.q, keys, values, score_mod=score_mod, block_mask=block_mask)
+        log_weight = LOG_WEIGHT_FUNCTIONS.get(spec.score)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            if bias is not None:
+                score = score + bias[h, q_idx, kv_idx]
+            return log_weight(score) if log_weight is not None else score
+
+        attend = self.compiled if problem.q.device.type == "cuda" else flex_attention
+        modified = score_mod if bias is not None or log_weight is not None else None
+        if spec.normalize == "sum":
+            return attend(problem.q, keys, values, score_mod=modified, block_mask=block_mask)
+        y, lse = attend(problem.q, keys, values, score_mod=modified, block_mask=block_mask, return_lse=True)
+        return y * lse.exp().unsqueeze(-1).to(y.dtype)
 
 
 # ---------------------------------------------------------------------------------- flash, xformers
@@ -360,5 +381,8 @@ class XFormers(CudaKernel):
 
 
 FUSED: dict[str, Fused] = {backend.name: backend for backend in (SDPA(), Flex(), Flash(), XFormers())}
-# What `auto` tries, fastest first; FlexAttention only on request (slow without torch.compile).
-AUTO = ("flash", "xformers", "sdpa")
+# What `auto` tries per device type, fastest first. On CUDA FlexAttention comes last, for the sigmoid
+# and elu+1 variants no other fused kernel computes; elsewhere it runs only on request (on CPU it has no
+# backward and is slow uncompiled).
+AUTO = {"cuda": ("flash", "xformers", "sdpa", "flex")}
+AUTO_ELSEWHERE = ("sdpa",)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from lit_gpt.attention.backends import AUTO, FUSED, AttentionSpec, Backend, Eager
+from lit_gpt.attention.backends import AUTO, AUTO_ELSEWHERE, FUSED, AttentionSpec, Backend, Eager
 from lit_gpt.config import ConfigError
 
 BACKEND_CHOICES = ("auto", "eager", *FUSED)
@@ -38,13 +38,14 @@ class AttentionRuntime:
         """The backend for calls of one kind (layers cache it, so this runs once per kind).
 
         An explicit backend is honoured or refused with a `ConfigError`; `auto` takes the fastest one
-        that computes exactly `spec` here (CUDA: flash > xformers > sdpa; CPU: sdpa), eager otherwise.
+        that computes exactly `spec` here (CUDA: flash > xformers > sdpa > flex; CPU: sdpa), eager otherwise.
         Kernels that mask by token index only serve `aligned` calls; on a KV-cache call an explicit
         one gives way to what `auto` picks there (the same softmax, masked by position).
         """
         eager = Eager(self.chunk_size)
         if self.backend == "auto":
-            usable = (FUSED[name] for name in AUTO if aligned or not FUSED[name].index_masks)
+            order = AUTO.get(device.type, AUTO_ELSEWHERE)
+            usable = (FUSED[name] for name in order if aligned or not FUSED[name].index_masks)
             return next((b for b in usable if b.supports(spec, device, dtype, training) is None), eager)
         chosen = eager if self.backend == "eager" else FUSED[self.backend]
         reason = chosen.supports(spec, device, dtype, training)

@@ -17,6 +17,18 @@ def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1.0
 
 
+def log_elu_plus_one(x: torch.Tensor) -> torch.Tensor:
+    """log(elu(x) + 1): x itself for x <= 0 (where elu(x) + 1 = exp(x)), log1p(x) above."""
+    return torch.where(x > 0, torch.log1p(x.clamp(min=0)), x)
+
+
+# log of each positive weight function: weights w(s) normalised by their sum are softmax(log w(s)), which
+# fused softmax kernels with a score modification compute exactly.
+LOG_WEIGHT_FUNCTIONS = {
+    "sigmoid": F.logsigmoid,
+    "elu": log_elu_plus_one,
+}
+
 WEIGHT_FUNCTIONS = {
     "sigmoid": torch.sigmoid,
     "elu": elu_plus_one,
