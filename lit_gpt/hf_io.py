@@ -10,8 +10,6 @@ seconds with a message saying so, instead of retrying for minutes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -63,7 +61,7 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     _check_export_folder(out_dir, tok)
     write_atomic(out_dir / WEIGHTS, save(state, metadata={"format": "pt"}))
     if tok is not None:
-        _save_tokenizer_atomic(tok, out_dir)
+        tok.save(out_dir)
     write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
     return out_dir
 
@@ -71,7 +69,7 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
 def _check_export_folder(out_dir: Path, tok) -> None:
     """Refuse to replace another model's files, or to leave an index that would point at other weights."""
     exported_here = VOCAB_KEY in _read_json_or_empty(out_dir / "config.json")
-    written = ["config.json", WEIGHTS] + ([f"tokenizer{tok.path.suffix}"] if tok is not None else [])
+    written = ["config.json", WEIGHTS] + ([tok.file_name] if tok is not None else [])
     clashes = [name for name in written if (out_dir / name).exists()] if not exported_here else []
     if (out_dir / WEIGHTS_INDEX).exists():
         clashes.append(WEIGHTS_INDEX)
@@ -86,13 +84,6 @@ def _read_json_or_empty(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _save_tokenizer_atomic(tok, out_dir: Path) -> None:
-    """`Tokenizer.save` copies in place; saving into a temporary sibling folder and renaming keeps it atomic."""
-    with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=out_dir) as tmp:
-        saved = tok.save(Path(tmp))
-        os.replace(saved, out_dir / saved.name)
 
 
 # ------------------------------------------------------------------------------------------ import

@@ -5,7 +5,6 @@ trained offline, and users bring their own SentencePiece models. Preprocessing a
 need encode/decode, the vocabulary size and the EOS/BOS ids, so that is all this exposes.
 """
 
-import shutil
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -14,6 +13,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lit_gpt.errors import UserError, one_line
+from lit_gpt.files import write_atomic
 from lit_gpt.hub import hub_reachable
 
 # Checked in order against the tokenizer's vocabulary; GPT-NeoX uses <|endoftext|> for both roles.
@@ -84,11 +84,15 @@ class Tokenizer:
             return self._sp.decode(ids)
         return self._hf.decode(ids, skip_special_tokens=False)
 
+    @property
+    def file_name(self) -> str:
+        """The canonical name of this kind of tokenizer file, under which `save` writes it."""
+        return "tokenizer.model" if self._sp is not None else "tokenizer.json"
+
     def save(self, directory: Path) -> Path:
-        """Copy the tokenizer file into `directory` under its canonical name, so shards carry their tokenizer."""
-        target = Path(directory) / ("tokenizer.model" if self._sp is not None else "tokenizer.json")
-        shutil.copyfile(self.path, target)
-        return target
+        """Copy the tokenizer file into `directory` under its canonical name (atomically), so shards and
+        exported models carry their tokenizer."""
+        return write_atomic(Path(directory) / self.file_name, self.path.read_bytes())
 
 
 def _reason(error: Exception) -> str:
