@@ -135,10 +135,10 @@ def check_resumable(path: Path, state: dict[str, Any], config: Config) -> None:
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: it was not saved by this trainer, so a run cannot "
                               f"resume from it; start a fresh run (or load its weights for evaluation only)")
-    differs = {key: value for key, value in Config.from_saved(saved["config"]).asdict().items()
-               if value != config.asdict()[key]}
+    ours = config.asdict()
+    differs = {key: value for key, value in Config.from_saved(saved["config"]).asdict().items() if value != ours[key]}
     if differs:
-        changes = ", ".join(f"{key}={value!r} (now {config.asdict()[key]!r})" for key, value in differs.items())
+        changes = ", ".join(f"{key}={value!r} (now {ours[key]!r})" for key, value in differs.items())
         raise CheckpointError(f"{path} was trained with another model config: {changes}; resume with the same model "
                               f"settings or choose another --out_name")
 

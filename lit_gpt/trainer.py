@@ -31,7 +31,6 @@ import torch
 from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
-from lit_gpt.errors import UserError
 from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.checkpoint import (check_resumable, checkpoint_path, find_latest, first_readable, list_checkpoints, prune,
                                 read_checkpoint, save_atomic)
@@ -39,6 +38,7 @@ from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
+from lit_gpt.errors import UserError
 from lit_gpt.files import OutputError, output_folder
 from lit_gpt.flops import estimated_flops_per_step, num_parameters
 from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch

@@ -28,6 +28,7 @@ from lit_gpt.data import embedded, shards
 from lit_gpt.data.documents import document_files, domain_of, iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
+from lit_gpt.data.vocab import META
 from lit_gpt.files import as_if_created, output_folder
 from lit_gpt.hub import hub_reachable
 from lit_gpt.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
@@ -38,7 +39,6 @@ HUB_LOCAL_DIR = Path("preprocess") / HUB_DATASET
 HUB_PREFIX = "the_pile_"
 # The mark in meta.json of every folder this pipeline wrote; only such folders are ever replaced.
 WRITTEN_BY = "lit_gpt.data.prepare"
-META = "meta.json"
 # Enough text for a good small-vocabulary BPE while keeping training to seconds.
 BPE_TRAIN_CHARS = 24_000_000
 
