@@ -5,6 +5,7 @@ progress bar, and throughput (tokens/s, MFU against a per-device peak).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from lit_gpt.errors import UserError
+from lit_gpt.files import write_atomic
 
 CSV_COLUMNS = ("step", "metric", "value")
 
@@ -48,12 +50,11 @@ class CSVMetrics(Logger):
         if not self.path.is_file():
             return
         rows = [row for row in read_metrics(self.path) if row[0] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows((s, m, repr(v)) for s, m, v in rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows((s, m, repr(v)) for s, m, v in rows)
+        write_atomic(self.path, text.getvalue())
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
