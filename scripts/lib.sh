@@ -1,5 +1,7 @@
 # Shared by every script of scripts/: `run_experiment NAME SWEEP CONFIG [trainer flags...]` trains one
-# run, evaluates its newest checkpoint and refreshes the sweep's report. Source it; do not run it.
+# run, evaluates its newest checkpoint and refreshes the sweep's report; `train_experiment` and
+# `evaluate_experiment` are its two halves (scripts/demo.sh trains its runs concurrently with the first).
+# Source it; do not run it.
 #
 # Environment (all optional):
 #   SCALE            paper (the paper's setup; default when a GPU is visible) or cpu (tiny preset on the
@@ -59,12 +61,18 @@ launch() {
 #   evaluate the newest checkpoint into sink_eval.json and plots/ of the run folder; rebuild the report of
 #   SWEEP over every run it has seen, in $CHECKPOINT_ROOT/<SWEEP[_scale]>_report/.
 run_experiment() {
-    local name="$1" sweep="$2" config="$3"
+    train_experiment "$@"
+    evaluate_experiment "$1" "$2"
+}
+
+# train_experiment NAME SWEEP CONFIG [trainer flags...]: the training half of run_experiment. Runs of
+# different names may train at the same time (scripts/demo.sh does); evaluate them one after another.
+train_experiment() {
+    local name="$1" config="$3"
     shift 3
-    local out_name run_dir report_dir
+    local out_name run_dir
     out_name="$(run_name "$name")"
     run_dir="$CHECKPOINT_ROOT/$out_name"
-    report_dir="$CHECKPOINT_ROOT/$(run_name "$sweep")_report"
     echo "=== $out_name: $config at scale $SCALE"
 
     "$PYTHON" scripts/experiment.py compose --yaml "$config" --scale "$SCALE" --out "$run_dir/run.yaml" \
@@ -74,8 +82,14 @@ run_experiment() {
     WANDB_NAME="$out_name" launch --config "$run_dir/run.yaml" --out_name "$out_name" \
         --checkpoint_root "$CHECKPOINT_ROOT" --devices "$NUMBER_OF_GPUS" --num_nodes "$NUM_NODES" --resume auto \
         ${MAX_STEPS:+--max_step "$MAX_STEPS"} ${TRAIN_ARGS:-} "$@"
+}
 
-    local checkpoint
+# evaluate_experiment NAME SWEEP: the evaluation half of run_experiment, for a run trained already.
+evaluate_experiment() {
+    local name="$1" sweep="$2"
+    local run_dir report_dir checkpoint
+    run_dir="$CHECKPOINT_ROOT/$(run_name "$name")"
+    report_dir="$CHECKPOINT_ROOT/$(run_name "$sweep")_report"
     checkpoint="$("$PYTHON" scripts/experiment.py latest --run_dir "$run_dir")"
     "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" \
         --json "$run_dir/sink_eval.json" --plots "$run_dir/plots"

@@ -1,7 +1,9 @@
 """`make demo` (scripts/demo.sh): the smoke mode runs the whole pipeline -- data check, softmax, sigmoid
 without normalisation and KV-bias runs, sink evaluation, the table and plots -- in a few steps."""
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,46 @@ def test_demo_smoke_prints_the_sink_table_with_all_three_variants_and_writes_plo
         assert (checkpoints / run / "iter-000003-ckpt.pth").is_file()
         assert list((checkpoints / run / "plots").glob("*.png"))
     assert (checkpoints / "demo_cpu_report" / "report.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_runs_train_concurrently_with_threads_from_the_core_count(tmp_path):
+    result, _ = run_demo(tmp_path, DEMO_CORES="7")
+    assert "Training softmax sigmoid_no_norm kv_bias concurrently, 2 thread(s) each, on 7 core(s)." in result.stdout
+    for name in ("softmax", "sigmoid_no_norm", "kv_bias"):
+        assert f"[{name}] " in result.stdout  # each run's lines carry its name
+
+
+def test_a_bad_core_count_is_one_line(tmp_path):
+    env = script_env(tmp_path, tmp_path / "probe.jsonl", tmp_path / "checkpoints", DEMO_SMOKE="1", DEMO_CORES="two")
+    result = subprocess.run(["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: DEMO_CORES must be a positive number of cores, got 'two'"
+
+
+@pytest.mark.slow
+def test_stopping_the_demo_stops_every_training_run(tmp_path):
+    data, probe = build_small_embedded(tmp_path / "data")
+    checkpoints = tmp_path / "checkpoints"
+    env = script_env(data, probe, checkpoints, DEMO_SMOKE="1", MAX_STEPS="100000")
+    demo = subprocess.Popen(["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in demo.stdout:  # wait until the runs have started
+            if line.startswith("[softmax] eval step 0"):
+                break
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 143
+    finally:
+        demo.kill()
+        demo.stdout.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and trainers_writing_to(checkpoints):
+        time.sleep(0.5)
+    assert not trainers_writing_to(checkpoints)
+
+
+def trainers_writing_to(checkpoints: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", str(checkpoints)], capture_output=True, text=True)
+    return found.stdout.split()
