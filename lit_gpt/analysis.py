@@ -1,11 +1,12 @@
 """Probe-set analysis: sink rates, probe loss, per-position L2 norms and massive-activation statistics.
 
 The statistics are computed from a `ProbeOutputs` per batch, so the same code serves our `GPT` (see
-`gpt_probe_forward`) and Hugging Face causal LMs (see `lit_gpt.hf_io.hf_probe_forward`).
+`gpt_probe_forward`) and Hugging Face causal LMs (see `lit_gpt.hf_probe.hf_probe_forward`).
 
 - Norms per position: ||h_t||_2 of the hidden states (index 0 = embedding output incl. position
   encodings, index l = output of block l), of the keys and of the values (mean over key/value heads),
-  averaged over sequences. Keys are taken before RoPE, which is a rotation and keeps norms.
+  averaged over sequences. Keys are taken before RoPE, which is a rotation and keeps norms. A model
+  whose keys and values cannot be read gives None for their norms.
 - Massive activations (Sun et al. 2024): for each hidden state, the three largest |activation|s over
   all positions and channels of a sequence and the median |activation|, averaged over sequences.
 
@@ -31,14 +32,15 @@ class ProbeOutputs:
     """One forward pass over a batch (B, T) of probe tokens.
 
     logits (B, T, V); maps: per layer (B, H, T, C) in the `lit_gpt.metrics` layout; hidden: L + 1
-    tensors (B, S + T, C) (embedding output, then each block); keys, values: per layer (B, G, S + T, D).
+    tensors (B, S + T, C) (embedding output, then each block); keys, values: per layer (B, G, S + T, D),
+    or None for a model whose keys and values cannot be read.
     """
 
     logits: torch.Tensor
     maps: list[torch.Tensor]
     hidden: list[torch.Tensor]
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    keys: Optional[list[torch.Tensor]]
+    values: Optional[list[torch.Tensor]]
 
 
 ProbeForward = Callable[[torch.Tensor], ProbeOutputs]
@@ -135,8 +137,9 @@ class ProbeStatistics:
         self.loss_count += int(mask.sum())
         self.n_sequences += idx.shape[0]
         self._add("hidden", torch.stack([position_norms(h) for h in out.hidden]))
-        self._add("keys", torch.stack([position_norms(k) for k in out.keys]))
-        self._add("values", torch.stack([position_norms(v) for v in out.values]))
+        for name, per_layer in (("keys", out.keys), ("values", out.values)):
+            if per_layer is not None:
+                self._add(name, torch.stack([position_norms(x) for x in per_layer]))
         self._add("activations", torch.stack([activation_extremes(h).sum(dim=0) for h in out.hidden]))
 
     def result(self) -> dict:
@@ -153,11 +156,22 @@ class ProbeStatistics:
             "layer_sink_rates": self.sinks.layer_rates(),
             "layer_mean_alpha": self.sinks.mean_alphas(),
             "loss": self.loss_sum / max(self.loss_count, 1),
-            "norms": {name: (self.sums[name] / n).tolist() for name in ("hidden", "keys", "values")},
+            "norms": {name: None if self.sums[name] is None else (self.sums[name] / n).tolist()
+                      for name in ("hidden", "keys", "values")},
             "massive_activations": {
                 stat: [row[i] for row in activations] for i, stat in enumerate(("top1", "top2", "top3", "median"))
             },
         }
+
+
+def peak_activation_ratio(stats: Optional[dict]) -> tuple[Optional[float], Optional[int]]:
+    """(largest top-1 / median |activation| over the hidden states, its hidden-state index: 0 = embedding
+    output, l = output of block l); Nones without statistics or where every median is 0."""
+    if not stats:
+        return None, None
+    ratios = [(top / median, layer) for layer, (top, median) in enumerate(zip(stats["top1"], stats["median"]))
+              if median > 0]
+    return max(ratios, default=(None, None))
 
 
 @torch.no_grad()
@@ -186,4 +200,4 @@ def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, bat
 
 
 __all__ = ["ProbeOutputs", "ProbeStatistics", "activation_extremes", "evaluate_gpt", "evaluate_probe",
-           "gpt_probe_forward", "position_norms", "record_inputs", "record_outputs"]
+           "gpt_probe_forward", "peak_activation_ratio", "position_norms", "record_inputs", "record_outputs"]

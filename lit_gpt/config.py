@@ -21,7 +21,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "attn_normalize": ("sum", "none", "max_abs"),
     "attn_gate": ("none", "headwise", "elementwise"),
     "pos_embedding": ("rope", "nope", "absolute", "learnable", "alibi", "relative"),
-    "mlp": ("swiglu", "relu", "gelu", "swish", "reglu", "geglu"),
+    "mlp": ("swiglu", "relu", "gelu", "gelu_tanh", "swish", "reglu", "geglu"),
+    "norm_class": ("rmsnorm", "layernorm"),
     "norm_position": ("pre", "post"),
     "rope_scaling": ("default", "linear", "llama3"),
 }
@@ -41,9 +42,15 @@ class ConfigError(UserError, ValueError):
     """A configuration value or combination that cannot be built; the message says how to fix it."""
 
 
+# What makes a model a GPT-2 (Radford et al. 2019) rather than a LLaMA, on top of any size: LayerNorm,
+# learned absolute positions, tanh-approximated GELU, biases in every projection, tied embeddings.
+GPT2_STRUCTURE: dict[str, Any] = dict(norm_class="layernorm", pos_embedding="learnable", mlp="gelu_tanh", bias=True,
+                                      tie_embeddings=True)
+
+
 @dataclass
 class Config:
-    """Shape and variant of a LLaMA-style model.
+    """Shape and variant of a LLaMA-style model (or, with `GPT2_STRUCTURE`, a GPT-2).
 
     Field docstrings (the string literal under each field) are shown as CLI help by jsonargparse.
     """
@@ -70,10 +77,17 @@ class Config:
     """Number of key/value heads (grouped-query attention); `n_head` when left empty."""
     intermediate_size: int = 1536
     """Hidden width of the MLP."""
+    norm_class: str = "rmsnorm"
+    """`rmsnorm` (LLaMA) or `layernorm` (GPT-2: mean-centred, with a learned bias)."""
     norm_eps: float = 1e-5
-    """RMSNorm epsilon."""
+    """Epsilon of every norm (RMSNorm or LayerNorm)."""
     norm_position: str = "pre"
     """`pre` (LLaMA) or `post` (original Transformer) layer norm placement."""
+    bias: bool = False
+    """Bias vectors in the attention's q/k/v and output projections and in the MLP's linears (GPT-2). Not
+    the learned attention-bias slots, which are `k_bias` / `v_bias`."""
+    tie_embeddings: bool = False
+    """The output head is the token embedding matrix (GPT-2) instead of a matrix of its own."""
     pos_embedding: str = "rope"
     """`rope | nope | absolute | learnable | alibi | relative` (relative = T5 buckets, learned bias)."""
     rope_base: float = 10000.0
@@ -95,7 +109,8 @@ class Config:
     relative_max_distance: int = 128
     """Distance beyond which T5 buckets saturate."""
     mlp: str = "swiglu"
-    """`swiglu | relu | gelu | swish | reglu | geglu`."""
+    """`swiglu | relu | gelu | gelu_tanh | swish | reglu | geglu`; `gelu` is the exact GELU, `gelu_tanh` its
+    tanh approximation (GPT-2's)."""
 
     attn_score: str = "softmax"
     """Weight function on s = q.k/sqrt(d): `softmax` (exp), `sigmoid`, `elu` (elu(s)+1), `linear` (s)."""
@@ -212,6 +227,12 @@ class Config:
             parts.append(f"mlp:{self.mlp}")
         if self.norm_position != "pre":
             parts.append("post-norm")
+        if self.norm_class != "rmsnorm":
+            parts.append(self.norm_class)
+        if self.bias:
+            parts.append("bias")
+        if self.tie_embeddings:
+            parts.append("tied")
         return " ".join(parts)
 
     # ------------------------------------------------------------------ construction
@@ -286,6 +307,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU scale for the embedded default: the CPU benchmark shape (docs/reference.md), ~1.3M parameters.
     "tiny": dict(block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128,
                  intermediate_size=340),
+    # GPT-2 small (124M; HF `gpt2`): its 50257-entry vocabulary padded to 50304 rows.
+    "gpt2_small": dict(block_size=1024, vocab_size=50257, padding_multiple=64, n_layer=12, n_head=12, n_embd=768,
+                       intermediate_size=3072, norm_eps=1e-5, **GPT2_STRUCTURE),
+    # The GPT-2 structure at the `tiny` preset's size (its 4 x n_embd MLP), for the cpu scale.
+    "gpt2_tiny": dict(block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128,
+                      intermediate_size=512, norm_eps=1e-5, **GPT2_STRUCTURE),
     # For tests: well under 200k parameters, still every structural feature (several layers and heads).
     "micro": dict(block_size=64, vocab_size=128, padding_multiple=64, n_layer=2, n_head=4, n_embd=32,
                   intermediate_size=88),
@@ -295,4 +322,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["tiny_LLaMA_60M"] = PRESETS["tinyllama_60M"]
 PRESETS["tiny_LLaMA_1b"] = PRESETS["tinyllama_1_1b"]
 
-__all__ = ["CHOICES", "Config", "ConfigError", "PRESETS"]
+__all__ = ["CHOICES", "Config", "ConfigError", "GPT2_STRUCTURE", "PRESETS"]

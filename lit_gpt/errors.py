@@ -46,11 +46,15 @@ def fail(message: object, status: int = 1) -> NoReturn:
 
 
 def argument_message(error: Exception) -> str:
-    """jsonargparse's multi-line type error as one short line: `--top_k: expected int or None, got 'abc'`."""
+    """jsonargparse's multi-line type error as one short line: `--top_k: expected int or None, got 'abc'`,
+    `--add_bos: expected one of 'auto', 'true', 'false', got 'maybe'`."""
     text = str(error)
     key = re.search(r'Parser key "([^"]+)"', text)
     value = re.search(r"(?:Given|Got) value: (.*)$", text, re.MULTILINE)
     expected = re.findall(r"Expected a <class '(\w+)'>", text)
+    choices = re.search(r"Expected a typing\.Literal\[(.*)\]", text)
+    if key and value and choices:
+        return f"--{key.group(1)}: expected one of {choices.group(1)}, got {value.group(1).strip()!r}"
     if not (key and value and expected):
         return one_line(text)
     names = [("None" if name == "NoneType" else name) for name in dict.fromkeys(expected)]

@@ -131,13 +131,18 @@ def metric_label(name: str) -> str:
 
 
 def format_table(result: dict) -> str:
-    """A plain-text report of `evaluate_run` / `evaluate_probe` results: overall rates, then one row per
-    hidden state (embedding output, then each layer) with its sink rates, |activation| extremes and norms."""
+    """A plain-text report of `evaluate_run` / `evaluate_probe` results: overall rates (and why key/value
+    norms are missing, for a model that cannot give them), then one row per hidden state (embedding
+    output, then each layer) with its sink rates, |activation| extremes and norms."""
     rates = result["sink_rates"]
     lines = []
     if "variant" in result:
         lines.append(f"variant: {result['variant']}    tokens seen: {result.get('tokens_seen')}")
     lines.append(f"probe: {result['n_sequences']} sequences    loss: {result['loss']:.4f}    eps: {result['eps']}")
+    unavailable = result.get("unavailable") or {}
+    for reason in dict.fromkeys(unavailable.values()):
+        names = " and ".join(name for name, why in unavailable.items() if why == reason)
+        lines.append(f"norms of {names} unavailable: {reason}")
     lines.append("")
     lines.append("".join(f"{metric_label(name):>10}" for name in rates) + "   (% of layer x head x sequence)")
     lines.append("".join(f"{value:>10.2f}" for value in rates.values()))

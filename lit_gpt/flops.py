@@ -16,7 +16,8 @@ Training FLOPs per token (forward + backward), following Kaplan et al. / PaLM (a
   for the `tiny` preset). Sliding windows are not discounted for the same reason.
 * Learned sink tokens are processed by every block like real tokens but never reach the LM head.
 
-Norms, activations, softmax and RoPE are elementwise and ignored (well under 1% at these shapes).
+Norms, biases, activations, softmax and RoPE are elementwise and ignored (well under 1% at these shapes).
+A tied head (`tie_embeddings`) is still a matmul: its weights count in FLOPs, once in parameters.
 """
 
 from __future__ import annotations
@@ -40,22 +41,28 @@ def block_matmul_params(config: Config) -> int:
 def num_parameters(config: Config) -> dict[str, int]:
     """{"total", "non_embedding"}: the model's parameter count, with and without the vocabulary matrices.
 
-    `non_embedding` (Kaplan et al.'s N) leaves out the token embedding, the LM head, learnable
-    positions and sink tokens; it is the figure model names use (tinyllama_60M: 59.0M).
+    `non_embedding` (Kaplan et al.'s N) leaves out the token embedding, the LM head (the same matrix when
+    tied), learnable positions and sink tokens; it is the figure model names use (tinyllama_60M: 59.0M,
+    gpt2_small: 85.1M, GPT-2's "124M" being the total with its unpadded vocabulary).
     """
     c = config
-    per_block = c.n_embd * c.n_head * c.head_size + c.n_embd * 2 * c.n_query_groups * c.head_size
-    per_block += c.n_head * c.head_size * c.n_embd + 2 * c.n_embd  # attention out projection, two norms
-    per_block += (3 if c.mlp in GATED else 2) * c.n_embd * c.intermediate_size
+    norm = 2 * c.n_embd if c.norm_class == "layernorm" else c.n_embd  # gain, and LayerNorm's bias
+    qkv_width = (c.n_head + 2 * c.n_query_groups) * c.head_size
+    mlp_linears = 3 if c.mlp in GATED else 2
+    per_block = c.n_embd * qkv_width + c.n_head * c.head_size * c.n_embd + 2 * norm  # attention, two norms
+    per_block += mlp_linears * c.n_embd * c.intermediate_size
+    if c.bias:  # q/k/v, attention output, MLP up (and gate), MLP down
+        per_block += qkv_width + c.n_embd + (mlp_linears - 1) * c.intermediate_size + c.n_embd
     per_block += {"none": 0, "headwise": c.n_head, "elementwise": c.n_head * c.head_size}[c.attn_gate] * c.n_embd
     if c.attn_kernel == "mlp":
         per_block += 2 * c.head_size * (c.kernel_hidden or c.head_size)
     slot_rows = c.n_head if c.head_bias else 1
     per_block += (int(c.k_bias) + int(c.v_bias)) * slot_rows * c.head_size + (c.n_head if c.sink_logit else 0)
-    shared = c.n_embd  # final norm
+    shared = norm  # final norm
     if c.pos_embedding == "relative":
         shared += c.relative_buckets * c.n_head
-    embedding = 2 * c.padded_vocab_size * c.n_embd + c.sink_tokens * c.n_embd  # token embedding, LM head
+    vocab_matrices = 1 if c.tie_embeddings else 2  # token embedding, LM head
+    embedding = vocab_matrices * c.padded_vocab_size * c.n_embd + c.sink_tokens * c.n_embd
     if c.pos_embedding == "learnable":
         embedding += (c.block_size + c.sink_tokens) * c.n_embd
     non_embedding = c.n_layer * per_block + shared

@@ -1,10 +1,11 @@
-"""Hugging Face folders: export to / import from `LlamaForCausalLM`, and loading HF causal LMs for the sink
-evaluation of open-source models.
+"""Hugging Face folders: export to / import from `LlamaForCausalLM` and `GPT2LMHeadModel`, reading their files,
+resolving hub ids.
 
-The tensor and config mapping (and the refusal of variants a LLaMA cannot express) lives in
-`lit_gpt.convert`; this module handles files (config.json + safetensors), hub ids and HF forward passes.
-Hub ids are resolved from the local HF cache first; when the hub cannot be reached the call fails within
-seconds with a message saying so, instead of retrying for minutes.
+The tensor and config mapping (and the refusal of variants HF's LLaMA or GPT-2 cannot express) lives in
+`lit_gpt.convert`, the sink evaluation of any HF causal LM in `lit_gpt.hf_probe`; this module handles
+files (config.json + safetensors) and hub ids. Hub ids are resolved from the local HF cache first; when
+the hub cannot be reached the call fails within seconds with a message saying so, instead of retrying
+for minutes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from lit_gpt.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
-from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.convert import FAMILIES, config_from_hf, from_hf_state_dict, hf_config, hf_family, to_hf_state_dict
 from lit_gpt.errors import UserError, one_line
 from lit_gpt.files import OutputError, output_folder, write_atomic
 from lit_gpt.hub import hub_reachable
@@ -32,8 +32,6 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 # Our unpadded vocabulary size, kept in config.json so an exported model imports back unchanged.
 VOCAB_KEY = "lit_gpt_vocab_size"
-# The config.json keys a LLaMA cannot be built without (the others have transformers' defaults).
-REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 class HFError(UserError, ValueError):
@@ -43,10 +41,11 @@ class HFError(UserError, ValueError):
 # ------------------------------------------------------------------------------------------ export
 def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
               tokenizer: Optional[Union[str, Path]] = None) -> Path:
-    """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA folder: config.json + model.safetensors,
-    plus the tokenizer file when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
+    """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA or, with learned positions, GPT-2
+    folder: config.json + model.safetensors, plus the tokenizer file when `tokenizer` (a file or folder
+    `load_tokenizer` accepts) is given.
 
-    Raises `ConfigError` before writing anything when the variant is not a LLaMA, `OutputError` when
+    Raises `ConfigError` before writing anything when the variant is not a LLaMA (GPT-2), `OutputError` when
     `out_dir` is a file or holds files of another model the export would replace (only a folder an
     earlier export wrote is updated). Each file is written under a temporary name and renamed into place
     (weights first, config.json last), so a crash never leaves a half-written file; other files in
@@ -116,7 +115,8 @@ def resolve_model_dir(spec: Union[str, Path]) -> Path:
                       f"or pass a local folder") from None
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object file of a model folder; `what` names it in the error that says to re-save it."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
@@ -130,7 +130,7 @@ def read_hf_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise HFError(f"{folder} has no config.json; pass a Hugging Face model folder")
-    return _read_json(path, "config")
+    return read_json(path, "config")
 
 
 @contextmanager
@@ -153,7 +153,7 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / WEIGHTS_INDEX
     if not index.is_file():
         return []
-    weight_map = _read_json(index, "weights index").get("weight_map")
+    weight_map = read_json(index, "weights index").get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
         raise HFError(f"{index} has no weight_map of tensor name -> shard file; re-save the model")
     return [folder / shard for shard in sorted(set(weight_map.values()))]
@@ -183,13 +183,15 @@ def _import_config(folder: Path) -> Config:
     """Our Config from the folder's config.json; every refusal names that file."""
     path = folder / "config.json"
     hf = read_hf_config(folder)
-    if hf.get("model_type") != "llama":
-        raise ConfigError(f"{path} describes a model_type={hf.get('model_type')!r} model; only LLaMA folders can "
-                          f"be imported (eval_sink_open_source.py evaluates other causal LMs)")
-    missing = [key for key in REQUIRED_KEYS if key not in hf]
+    if hf.get("model_type") not in tuple(FAMILIES):
+        raise ConfigError(f"{path} describes a model_type={hf.get('model_type')!r} model; only LLaMA and GPT-2 "
+                          f"folders can be imported (eval_sink_open_source.py evaluates other causal LMs)")
+    family = hf_family(hf)
+    missing = [key for key in family.REQUIRED_KEYS if key not in hf]
     if missing:
-        raise HFError(f"{path} lacks {', '.join(missing)}; it is not a complete LLaMA config: re-save the model")
-    for key in REQUIRED_KEYS:
+        raise HFError(f"{path} lacks {', '.join(missing)}; it is not a complete {family.NAME} config: re-save the "
+                      f"model")
+    for key in family.REQUIRED_KEYS:
         if isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < 1:
             raise HFError(f"{path}: {key} must be a positive integer, got {hf[key]!r}; fix or re-save config.json")
     try:
@@ -199,7 +201,7 @@ def _import_config(folder: Path) -> Config:
 
 
 def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
-    """Our GPT (eval mode, float32) and its Config from a HF LLaMA folder or hub id."""
+    """Our GPT (eval mode, float32) and its Config from a HF LLaMA or GPT-2 folder or hub id."""
     folder = resolve_model_dir(spec)
     config = _import_config(folder)
     state = {name: tensor.float() for name, tensor in load_hf_weights(folder).items()}
@@ -213,119 +215,5 @@ def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
     return model.eval(), config
 
 
-# ----------------------------------------------------------------------------- open-source models
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers prints a progress bar and a multi-line load report; `load_hf_causal_lm` turns what the
-    report would say into one error line instead."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-
-
-def _check_loaded(folder: Path, info: dict) -> None:
-    """transformers initialises weights missing from the files at random and drops those it has no place
-    for; either way the model is not the one saved, so both are refused (benign keys are already filtered)."""
-    problems = {"missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
-                "of another shape": sorted(key for key, *_ in info["mismatched_keys"])}
-    found = [f"{len(keys)} {what} ({keys[0]}{', ...' if len(keys) > 1 else ''})"
-             for what, keys in problems.items() if keys]
-    if found:
-        raise HFError(f"the weights in {folder} do not fit its config.json: tensors {'; '.join(found)}; they come "
-                      f"from another model: re-save the model")
-
-
-def load_hf_causal_lm(spec: Union[str, Path]):
-    """A HF causal LM in float32 with eager attention (the only implementation that returns the maps)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    folder = resolve_model_dir(spec)
-    read_hf_config(folder)
-    check_weight_files(folder)
-    try:
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(folder)
-    except Exception as error:  # transformers reports a bad config with many error types
-        raise HFError(f"transformers cannot use {folder / 'config.json'} ({type(error).__name__}: "
-                      f"{one_line(error)[:160]}); fix it or re-save the model") from None
-    try:
-        with _quiet_transformers():
-            model, info = AutoModelForCausalLM.from_pretrained(
-                folder, config=config, attn_implementation="eager", dtype=torch.float32,
-                ignore_mismatched_sizes=True, output_loading_info=True)
-    except Exception as error:  # transformers reports a damaged or foreign folder with many error types
-        raise HFError(f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
-                      f"check the folder is a complete causal-LM checkpoint") from None
-    _check_loaded(folder, info)
-    return model.eval()
-
-
-def decoder_layers(model) -> list:
-    """The decoder layers of a LLaMA-family HF model (layers with self_attn.k_proj / v_proj)."""
-    layers = getattr(model.get_decoder(), "layers", None)
-    if layers is None or not all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "k_proj")
-                                 for layer in layers):
-        raise HFError(f"{type(model).__name__} is not a LLaMA-family decoder (layers with self_attn.k_proj); "
-                      f"norms of keys and values cannot be read from it")
-    return list(layers)
-
-
-def hf_probe_forward(model) -> ProbeForward:
-    """A `ProbeForward` for a HF causal LM: attention maps from `output_attentions`, hidden states at the
-    input of the first layer and the output of every layer, keys and values from k_proj / v_proj."""
-    layers = decoder_layers(model)
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    modules = {f"layer{i}": layer for i, layer in enumerate(layers)}
-    modules.update({f"k{i}": layer.self_attn.k_proj for i, layer in enumerate(layers)})
-    modules.update({f"v{i}": layer.self_attn.v_proj for i, layer in enumerate(layers)})
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
-
-    def forward(idx: torch.Tensor) -> ProbeOutputs:
-        store = {}
-        handle = layers[0].register_forward_pre_hook(
-            lambda m, args, kwargs: store.__setitem__("embedding", args[0] if args else kwargs["hidden_states"]),
-            with_kwargs=True)
-        try:
-            with record_outputs(modules) as outs:
-                out = model(idx, output_attentions=True, use_cache=False)
-        finally:
-            handle.remove()
-        n = len(layers)
-        return ProbeOutputs(
-            logits=out.logits,
-            maps=list(out.attentions),
-            hidden=[store["embedding"]] + [outs[f"layer{i}"] for i in range(n)],
-            keys=[heads(outs[f"k{i}"]) for i in range(n)],
-            values=[heads(outs[f"v{i}"]) for i in range(n)],
-        )
-
-    return forward
-
-
-@torch.no_grad()
-def evaluate_hf(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 10) -> dict:
-    """The sink report (`lit_gpt.analysis.evaluate_probe`) of a HF causal LM on probe tokens (N, T)."""
-    result = evaluate_probe(hf_probe_forward(model), tokens, eps=eps, k=k, batch_size=batch_size)
-    result["config"] = model.config.to_dict()
-    return result
-
-
-@torch.no_grad()
-def hf_example_maps(model, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Attention maps of the first probe sequence, for heatmaps."""
-    return list(model(tokens[:1], output_attentions=True, use_cache=False).attentions)
-
-
-__all__ = ["HFError", "decoder_layers", "evaluate_hf", "export_hf", "hf_example_maps", "hf_probe_forward",
-           "import_hf", "load_hf_causal_lm", "load_hf_weights", "resolve_model_dir"]
+__all__ = ["HFError", "check_weight_files", "export_hf", "import_hf", "load_hf_weights", "read_hf_config",
+           "read_json", "resolve_model_dir", "weight_files"]

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ACTIVATIONS = {"swiglu": F.silu, "reglu": F.relu, "geglu": F.gelu, "relu": F.relu, "gelu": F.gelu, "swish": F.silu}
+ACTIVATIONS = {"swiglu": F.silu, "reglu": F.relu, "geglu": F.gelu, "relu": F.relu, "gelu": F.gelu,
+               "gelu_tanh": partial(F.gelu, approximate="tanh"), "swish": F.silu}
 GATED = ("swiglu", "reglu", "geglu")
 
 
 class MLP(nn.Module):
-    """down(act(gate(x)) * up(x)) for gated kinds, down(act(up(x))) otherwise; no biases."""
+    """down(act(gate(x)) * up(x)) for gated kinds, down(act(up(x))) otherwise; biases only with `bias`."""
 
-    def __init__(self, n_embd: int, intermediate_size: int, kind: str) -> None:
+    def __init__(self, n_embd: int, intermediate_size: int, kind: str, bias: bool = False) -> None:
         super().__init__()
         self.act = ACTIVATIONS[kind]
-        self.gate_proj = nn.Linear(n_embd, intermediate_size, bias=False) if kind in GATED else None
-        self.up_proj = nn.Linear(n_embd, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, n_embd, bias=False)
+        self.gate_proj = nn.Linear(n_embd, intermediate_size, bias=bias) if kind in GATED else None
+        self.up_proj = nn.Linear(n_embd, intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(intermediate_size, n_embd, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_proj is None:

@@ -1,10 +1,16 @@
-"""A LLaMA: token embedding -> blocks -> final norm -> untied head, with composable attention.
+"""A LLaMA (or a GPT-2): token embedding -> blocks -> final norm -> head, with composable attention.
 
-The attention variant, position encoding, MLP kind and norm placement all come from `Config`; there is
-exactly one model class. Initialisation follows the paper's code (TinyLlama): every Linear and
-Embedding N(0, sqrt(2 / (5 n_embd))), the MLP output projection N(0, 1 / sqrt(d_ff) / n_layer). It
-is bound to each module's `reset_parameters`, so it also runs when FSDP materialises a model that
-was created on the meta device (where an init pass at construction would do nothing).
+The attention variant, position encoding, MLP kind, norm kind and placement, biases and weight tying all
+come from `Config`; there is exactly one model class. Initialisation follows the paper's code
+(TinyLlama): every Linear and Embedding N(0, sqrt(2 / (5 n_embd))) with zero biases, the MLP output
+projection N(0, 1 / sqrt(d_ff) / n_layer), norms weight 1 and bias 0. It is bound to each module's
+`reset_parameters`, so it also runs when FSDP materialises a model that was created on the meta device
+(where an init pass at construction would do nothing).
+
+Tied embeddings (`tie_embeddings`) are one parameter, `wte.weight`, used by the lookup and by the head;
+there is no `lm_head` module then. Two modules sharing one `nn.Parameter` would come apart silently
+wherever torch replaces parameters module by module (`to_empty` of a meta-device model, FSDP's
+materialisation, `load_state_dict(assign=True)`), so the sharing is never set up in the first place.
 """
 
 from __future__ import annotations
@@ -15,11 +21,19 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lit_gpt.attention import AttentionRuntime, CausalSelfAttention, KVCache
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.mlp import MLP
 from lit_gpt.positions import ALiBi, RelativeBias, RopeScaling, rope_cos_sin, sinusoidal
+
+
+def make_norm(config: Config) -> nn.Module:
+    """The norm `config.norm_class` names; LayerNorm carries a bias, as GPT-2's does."""
+    if config.norm_class == "layernorm":
+        return nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+    return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
 
 
 class Block(nn.Module):
@@ -28,10 +42,10 @@ class Block(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.post_norm = config.norm_position == "post"
-        self.norm_1 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.norm_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.norm_2 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
-        self.mlp = MLP(config.n_embd, config.intermediate_size, config.mlp)
+        self.norm_2 = make_norm(config)
+        self.mlp = MLP(config.n_embd, config.intermediate_size, config.mlp, config.bias)
 
     def forward(self, x, positions, rope=None, position_bias=None, cache=None, need_weights=False):
         if self.post_norm:
@@ -71,11 +85,12 @@ class GPT(nn.Module):
             "relative": lambda: RelativeBias(config.n_head, config.relative_buckets, config.relative_max_distance),
         }.get(config.pos_embedding, lambda: None)()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
-        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.norm = make_norm(config)
+        self.lm_head = (None if config.tie_embeddings
+                        else nn.Linear(config.n_embd, config.padded_vocab_size, bias=False))
         self.set_attention_runtime(runtime)
         self._bind_init()
-        if self.lm_head.weight.device.type != "meta":
+        if self.wte.weight.device.type != "meta":
             self.init_weights()
 
     def set_attention_runtime(self, runtime: AttentionRuntime) -> None:
@@ -140,5 +155,9 @@ class GPT(nn.Module):
                 maps.append(weights[:, :, n_sink:])
         if cache is not None:
             cache.next_pos = start + x.shape[1]
-        logits = self.lm_head(self.norm(x[:, n_sink:]))
+        logits = self.head(self.norm(x[:, n_sink:]))
         return (logits, maps) if return_attention else logits
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of final hidden states: the LM head, or the token embedding matrix when tied."""
+        return F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)

@@ -88,16 +88,22 @@ def layer_sink_rates(result: dict, path: Path) -> Path:
 
 
 def norms_by_position(result: dict, path: Path) -> Path:
-    """L2 norm per position of hidden states, keys and values, one line per layer."""
+    """L2 norm per position of hidden states, keys and values, one line per layer; a panel whose norms the
+    model could not give (None, see `unavailable` in the result) says so instead."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     offset = result["n_sink_tokens"]
     for ax, name in zip(axes, ("hidden", "keys", "values")):
+        ax.set_title(name)
         rows = result["norms"][name]
+        if rows is None:
+            ax.text(0.5, 0.5, f"this architecture gives no {name}\n(`unavailable` in the report says why)",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         cmap = plt.get_cmap("viridis", max(len(rows), 2))
         for layer, row in enumerate(rows):
             label = ("embedding" if layer == 0 else f"block {layer}") if name == "hidden" else f"layer {layer}"
             ax.plot(range(-offset, len(row) - offset), row, color=cmap(layer), label=label, linewidth=1)
-        ax.set_title(name)
         ax.set_xlabel("position" + (" (negative: sink tokens)" if offset else ""))
         ax.set_ylabel("L2 norm")
     axes[0].legend(fontsize=6)

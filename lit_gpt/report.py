@@ -1,10 +1,14 @@
-"""One table over a sweep of runs (the paper's Sink_1 / Sink* / loss tables for your own checkpoints).
+"""One table over a sweep of runs (the paper's Sink_1 / Sink* / loss tables for your own checkpoints), and each
+run's massive activations per layer.
 
 Each run contributes its newest checkpoint (or the checkpoint file given). Its sink evaluation is
 cached next to the checkpoint as `<checkpoint>.sink.json` and reused while probe and eps are the same,
 so re-running a report after one more run finishes evaluates only that run. The validation loss comes
 from the run's `metrics.csv` (mean over validation domains at the checkpoint's step); the probe loss
-from the sink evaluation.
+from the sink evaluation. Massive activations (Sun et al. 2024) are the few hidden-state entries
+thousands of times the median where a sink forms: the table gives each run's largest top-1 / median
+|activation| over the hidden states and where it is, and `massive_activation_tables` the top-1, top-2,
+top-3 and median |activation| of every hidden state.
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lit_gpt.analysis import peak_activation_ratio  # noqa: E402
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
 from lit_gpt.data.probe import load_probe_windows  # noqa: E402
 from lit_gpt.evaluation import EvalError, evaluate_run, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
 
-COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "tokens_seen", "step")
+COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
+           "tokens_seen", "step")
 HEADERS = {"run": "run", "variant": "variant", "sink_1": "Sink_1 (%)", "sink_star": "Sink* (%)",
-           "valid_loss": "valid loss", "probe_loss": "probe loss", "tokens_seen": "tokens seen", "step": "step"}
+           "valid_loss": "valid loss", "probe_loss": "probe loss", "massive_ratio": "max top-1/median",
+           "massive_layer": "at layer", "tokens_seen": "tokens seen", "step": "step"}
+ACTIVATION_STATS = ("top1", "top2", "top3", "median")
 
 
 def run_checkpoint(path) -> Path:
@@ -94,6 +102,7 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
     result = cached_evaluation(ckpt_path, probe, tokenizer, eps)
     run_dir = Path(path) if Path(path).is_dir() else ckpt_path.parent
     rates = result["sink_rates"]
+    ratio, layer = peak_activation_ratio(result.get("massive_activations"))
     return {
         "run": run_dir.name,
         "variant": result["variant"],
@@ -101,8 +110,11 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
         "sink_star": rates.get("sink_star"),
         "valid_loss": valid_loss(run_dir, result.get("step_count")),
         "probe_loss": result["loss"],
+        "massive_ratio": ratio,
+        "massive_layer": layer,
         "tokens_seen": result.get("tokens_seen"),
         "step": result.get("step_count"),
+        "massive_activations": result.get("massive_activations"),
     }
 
 
@@ -120,11 +132,44 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _layer_label(layer: int) -> str:
+    return "embed" if layer == 0 else str(layer)
+
+
+def _markdown_cell(column: str, value) -> str:
+    return _layer_label(value) if column == "massive_layer" and value is not None else _cell(value)
+
+
 def to_markdown(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
              "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(_markdown_cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def massive_activation_tables(rows: Sequence[dict]) -> str:
+    """Per run, a Markdown table of the top-1, top-2, top-3 and median |activation| (and top-1 / median)
+    of every hidden state, averaged over the probe sequences."""
+    parts = ["**Massive activations per layer**: the largest |activation|s and the median one of each hidden "
+             "state (embed = embedding output, l = output of block l) over all positions, learned sink tokens "
+             "included, mean over probe sequences."]
+    for row in rows:
+        stats = row.get("massive_activations")
+        if not stats:
+            parts.append(f"*{row['run']}*: no activation statistics in its evaluation")
+            continue
+        lines = [f"*{row['run']}* ({row['variant']})", "",
+                 "| layer | top-1 | top-2 | top-3 | median | top-1/median |", "|---|---|---|---|---|---|"]
+        for layer, values in enumerate(zip(*(stats[name] for name in ACTIVATION_STATS))):
+            ratio = f"{values[0] / values[-1]:.1f}" if values[-1] > 0 else "--"
+            lines.append(f"| {_layer_label(layer)} | " + " | ".join(map(_cell, values)) + f" | {ratio} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def report_markdown(rows: Sequence[dict]) -> str:
+    """report.md: the sweep table, then each run's massive activations per layer."""
+    return to_markdown(rows) + "\n\n" + massive_activation_tables(rows)
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
@@ -153,5 +198,5 @@ def bar_chart(rows: Sequence[dict], path: Path) -> Path:
         plt.close(fig)
 
 
-__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "report_row", "report_rows", "run_checkpoint", "to_markdown",
-           "valid_loss", "write_csv"]
+__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "massive_activation_tables",
+           "report_markdown", "report_row", "report_rows", "run_checkpoint", "to_markdown", "valid_loss", "write_csv"]

@@ -22,8 +22,9 @@ data, batch, schedule, devices. A scale other than `paper` replaces that setup w
 `configs/<scale>/base.yaml`, laid right after the last setup file and under the variant files, so a
 sweep YAML changes the same key at every scale. A file's `<scale>:` section holds the values that must
 differ at that scale (a batch size relative to the scale's default, a window relative to its block)
-and is applied right after the file. For `configs/lr/tinyllama_60m_lr1e-3.yaml` at scale `cpu` the
-layers are
+and is applied right after the file; a setup file's section comes after the scale's base that replaces
+the setup, so a setup of another model names its counterpart at that scale (`configs/gpt2/gpt2_small.yaml`:
+`gpt2_tiny` at the cpu scale). For `configs/lr/tinyllama_60m_lr1e-3.yaml` at scale `cpu` the layers are
 
     TrainArgs defaults < tinyllama_60m.yaml < data/embedded.yaml < cpu/base.yaml < lr/..._lr1e-3.yaml
                        < its `cpu:` section < command line
@@ -243,12 +244,18 @@ def compose(path: Path, scale: str = PAPER, root: Path = CONFIGS) -> dict[str, A
     if scale not in known:
         raise ArgsError(f"unknown scale {scale!r}; valid scales: {', '.join(known)}")
     files = chain(path)
+    setup = None
     if scale != PAPER:
         setup = max(index for index, file in enumerate(files) if index == 0 or "model_name" in read_yaml_mapping(file))
-        files[setup + 1:setup + 1] = chain(Path(root) / scale / "base.yaml")
     values: dict[str, Any] = {}
-    for file in files:
-        for layer in _layers(file, known, scale):
+    for index, file in enumerate(files):
+        own, *section = _layers(file, known, scale)
+        values.update(own)
+        if index == setup:
+            for scale_file in chain(Path(root) / scale / "base.yaml"):
+                for layer in _layers(scale_file, known, scale):
+                    values.update(layer)
+        for layer in section:
             values.update(layer)
     return _nest(values)
 

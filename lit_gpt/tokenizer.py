@@ -79,6 +79,26 @@ class Tokenizer:
             return self._sp.encode(texts)
         return [encoding.ids for encoding in self._hf.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def token_id(self, token: str) -> Optional[int]:
+        """The id of `token` in the vocabulary, or None when the vocabulary lacks it."""
+        if self._sp is not None:
+            token_id = self._sp.piece_to_id(token)
+            return token_id if self._sp.id_to_piece(token_id) == token else None
+        return self._hf.token_to_id(token)
+
+    def special_prefix(self) -> list[int]:
+        """The ids the tokenizer's own post-processing puts before every text (LLaMA's BOS, for one).
+
+        `encode` leaves them out; a caller that needs the model's view of a text (the probe of a model
+        trained with a BOS) asks here. SentencePiece models add nothing by themselves.
+        """
+        if self._hf is None:
+            return []
+        plain = self._hf.encode("a", add_special_tokens=False).ids
+        full = self._hf.encode("a", add_special_tokens=True).ids
+        starts = [i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain]
+        return full[:starts[0]] if starts else []
+
     def decode(self, ids: list[int]) -> str:
         if self._sp is not None:
             return self._sp.decode(ids)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lit_gpt.config import GPT2_STRUCTURE
+
 # Attention zoo: weight function x normaliser x kernel, masks, key slots, sink tokens, gates.
 ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     "softmax": {},
@@ -39,7 +41,8 @@ ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     "gate_elementwise": dict(attn_gate="elementwise"),
 }
 
-# Everything around attention: position encodings, MLP kinds, norm placement, grouped-query attention.
+# Everything around attention: position encodings, MLP kinds, norms, grouped-query attention, and the
+# GPT-2 structure with the two ways the massive-activation study removes its sink (a sink token, k*/v*).
 MODEL_VARIANTS: dict[str, dict[str, Any]] = {
     "nope": dict(pos_embedding="nope"),
     "absolute": dict(pos_embedding="absolute"),
@@ -51,7 +54,11 @@ MODEL_VARIANTS: dict[str, dict[str, Any]] = {
     "post_norm": dict(norm_position="post"),
     "gqa": dict(n_query_groups=2),
     "gqa_kv_bias_window": dict(n_query_groups=1, k_bias=True, v_bias=True, window_size=5),
-    **{f"mlp_{kind}": dict(mlp=kind) for kind in ("relu", "gelu", "swish", "reglu", "geglu")},
+    **{f"mlp_{kind}": dict(mlp=kind) for kind in ("relu", "gelu", "gelu_tanh", "swish", "reglu", "geglu")},
+    "layernorm_post_norm": dict(norm_class="layernorm", norm_position="post"),
+    "gpt2": GPT2_STRUCTURE,
+    "gpt2_sink_token": dict(GPT2_STRUCTURE, sink_tokens=1),
+    "gpt2_kv_bias_head": dict(GPT2_STRUCTURE, k_bias=True, v_bias=True, head_bias=True),
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {**ATTENTION_VARIANTS, **MODEL_VARIANTS}

@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.analysis import activation_extremes, evaluate_gpt, gpt_probe_forward, position_norms
+from lit_gpt.analysis import activation_extremes, evaluate_gpt, evaluate_probe, gpt_probe_forward, position_norms
 from lit_gpt.config import Config
 from lit_gpt.metrics import sink_rates
 from lit_gpt.model import GPT
@@ -65,6 +67,16 @@ def test_evaluate_gpt_reports_everything_independent_of_batching():
     assert all(len(row) == 16 for row in result["norms"]["hidden"])
     assert set(result["massive_activations"]) == {"top1", "top2", "top3", "median"}
     assert len(result["massive_activations"]["top1"]) == 3
+
+
+def test_a_forward_without_keys_and_values_still_reports_the_rest():
+    model = micro()
+    tokens = torch.randint(0, 128, (4, 16))
+    forward = gpt_probe_forward(model)
+    result = evaluate_probe(lambda idx: dataclasses.replace(forward(idx), keys=None, values=None), tokens)
+    full = evaluate_probe(forward, tokens)
+    assert result["norms"]["keys"] is None and result["norms"]["values"] is None
+    assert result["norms"]["hidden"] == full["norms"]["hidden"] and result["sink_rates"] == full["sink_rates"]
 
 
 def test_prefix_lm_loss_ignores_the_first_predictions():

@@ -259,7 +259,8 @@ def test_runtime_settings_are_checked_when_made():
 # mask (anything outside the attention scores is fine: output bias v*, gates, MLPs, input positions).
 FLASH_EXACT = {"softmax", "window", "v_bias", "v_bias_head", "sink_tokens", "gate_headwise", "gate_elementwise",
                "nope", "absolute", "learnable", "post_norm", "gqa",
-               "mlp_relu", "mlp_gelu", "mlp_swish", "mlp_reglu", "mlp_geglu"}
+               "mlp_relu", "mlp_gelu", "mlp_gelu_tanh", "mlp_swish", "mlp_reglu", "mlp_geglu",
+               "layernorm_post_norm", "gpt2", "gpt2_sink_token"}
 
 
 @pytest.mark.parametrize("backend", ["flash", "xformers"])

@@ -7,7 +7,7 @@ import torch
 import lit_gpt.checkpoint as checkpoint
 from lit_gpt.checkpoint import (CheckpointError, checkpoint_path, find_latest, first_readable, list_checkpoints, load_model,
                                 prune, read_checkpoint, save_atomic)
-from lit_gpt.config import Config
+from lit_gpt.config import GPT2_STRUCTURE, Config
 from lit_gpt.errors import UserError
 from lit_gpt.model import GPT
 
@@ -51,6 +51,17 @@ def test_saved_checkpoint_loads_as_model_and_plain_dict(fabric, tmp_path):
     assert "state" in torch.load(path, weights_only=False)["optimizer"]
     idx = torch.randint(0, 100, (2, 16))
     assert torch.equal(model(idx), state["model"].eval()(idx))
+
+
+def test_a_tied_gpt2_checkpoint_loads_with_the_head_still_the_embedding(fabric, tmp_path):
+    torch.manual_seed(0)
+    model = GPT(Config.from_name("micro", **GPT2_STRUCTURE, sink_tokens=1))
+    path = checkpoint_path(tmp_path, 1)
+    save_atomic(fabric, path, {"model": model, "config": model.config.asdict(), "step_count": 1})
+    loaded, _ = load_model(path)
+    idx = torch.randint(0, 100, (2, 16))
+    assert torch.equal(loaded(idx), model.eval()(idx))
+    assert loaded.lm_head is None and set(loaded.state_dict()) == set(model.state_dict())
 
 
 def test_a_crash_during_save_leaves_the_previous_checkpoint_loadable(fabric, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from lit_gpt.attention import AttentionRuntime
-from lit_gpt.config import CHOICES, PRESETS, RUNTIME_KEYS, Config, ConfigError
+from lit_gpt.config import CHOICES, GPT2_STRUCTURE, PRESETS, RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.run_config import parse_args
 from lit_gpt.variants import VARIANTS
 from variants import micro
@@ -16,6 +16,20 @@ def test_every_preset_builds_and_round_trips(name):
 def test_paper_60m_shape():
     config = Config.from_name("tinyllama_60M")
     assert (config.head_size, config.n_query_groups, config.padded_vocab_size) == (96, 8, 50432)
+
+
+def test_gpt2_presets_share_the_gpt2_structure_at_the_gpt2_and_tiny_sizes():
+    small, tiny = Config.from_name("gpt2_small"), Config.from_name("gpt2_tiny")
+    for config in (small, tiny):
+        assert {key: getattr(config, key) for key in GPT2_STRUCTURE} == GPT2_STRUCTURE
+        assert config.variant_summary() == "softmax norm:sum pos:learnable mlp:gelu_tanh layernorm bias tied"
+    shape = (small.n_layer, small.n_head, small.n_embd, small.intermediate_size, small.block_size)
+    assert shape == (12, 12, 768, 3072, 1024)
+    assert (small.vocab_size, small.padded_vocab_size, small.norm_eps) == (50257, 50304, 1e-5)
+    same_size = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "padded_vocab_size")
+    assert [getattr(tiny, k) for k in same_size] == [getattr(Config.from_name("tiny"), k) for k in same_size]
+    assert tiny.intermediate_size == 4 * tiny.n_embd
+    assert micro().variant_summary() == "softmax norm:sum"
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())

@@ -29,16 +29,23 @@ def paper_runs(composed) -> dict[str, tuple[TrainArgs, Config]]:
     return {name: (args, args.model_config()) for (name, scale), args in composed.items() if scale == "paper"}
 
 
+# The model each paper-scale preset is replaced by at the cpu scale.
+CPU_PRESET = {"tinyllama_60M": "tiny", "tinyllama_1_1b": "tiny", "gpt2_small": "gpt2_tiny"}
+
+
 def test_every_config_composes_into_a_valid_run_at_every_scale(composed):
     assert len(composed) == 2 * len(RUN_CONFIGS) > 140
     cpu_steps = load_composed(CONFIGS / "cpu" / "base.yaml").max_step
     for (name, scale), args in composed.items():
         assert args.global_batch_size % args.micro_batch_size == 0, name
         if scale == "cpu":
-            assert (args.model_name, args.devices, args.max_step) == ("tiny", "auto", cpu_steps), name
+            paper_preset = composed[name, "paper"].model_name
+            assert (args.model_name, args.devices, args.max_step) == (CPU_PRESET[paper_preset], "auto", cpu_steps), name
+            assert args.model_config().vocab_size == 512, name  # the embedded corpus' tokenizer
             assert set(args.train) == {"train_code", "train_tests", "train_docs"}, name
         else:
-            assert args.model_name in ("tinyllama_60M", "tinyllama_1_1b"), name
+            assert args.model_name in CPU_PRESET, name
+            assert args.model_config().vocab_size == 50277, name  # the Pile shards' GPT-NeoX tokenizer
             assert all(domain.startswith("train_the_pile_") for domain in args.train), name
 
 
@@ -80,6 +87,8 @@ SWEEPS = {
            dict(model_name="tinyllama_1_1b", attn_score="sigmoid", attn_normalize="none", max_step=40000)],
     "additions": [dict(softmax_off_by_one=True), dict(sink_logit=True), dict(sink_tokens=1),
                   dict(attn_gate="headwise"), dict(attn_gate="elementwise")],
+    "gpt2": [dict(model_name="gpt2_small", sink_tokens=s, k_bias=k, v_bias=k, head_bias=k)
+             for s, k in ((0, False), (1, False), (0, True))],
 }
 
 
@@ -109,6 +118,16 @@ def test_cpu_scale_sections_scale_batch_and_window_and_replace_the_1b_setup():
     assert sigmoid_1b.max_step == load_composed(CONFIGS / "tinyllama_60m.yaml", "cpu").max_step
 
 
+def test_a_setup_names_its_own_model_at_the_cpu_scale_and_its_variants_follow(composed):
+    for name in ("gpt2/gpt2_small.yaml", "gpt2/gpt2_small_sink_token.yaml", "gpt2/gpt2_small_kv_bias.yaml"):
+        paper, cpu = composed[name, "paper"].model_config(), composed[name, "cpu"].model_config()
+        assert (paper.name, cpu.name, cpu.block_size) == ("gpt2_small", "gpt2_tiny", 64)
+        assert paper.variant_summary() == cpu.variant_summary()
+    default, sink = (composed[f"gpt2/gpt2_small{suffix}.yaml", "cpu"] for suffix in ("", "_sink_token"))
+    assert vars(sink) == {**vars(default), "model": {**default.model, "sink_tokens": 1},
+                          "data_yaml_file": sink.data_yaml_file}
+
+
 def test_cpu_scale_puts_the_tokenizers_eos_first_except_where_a_sweep_moves_or_replaces_it():
     assert load_composed(CONFIGS / "tinyllama_60m.yaml", "cpu").fixed_token_pos == 0
     assert load_composed(CONFIGS / "tinyllama_60m.yaml", "paper").fixed_token_pos is None
@@ -129,6 +148,11 @@ def test_chain_order_scale_sections_and_errors(tmp_path):
     assert compose(tmp_path / "sweep.yaml", "cpu", tmp_path) == {
         "model_name": "micro", "max_step": 7, "learning_rate": 0.5, "global_batch_size": 8,
         "model": {"attn_score": "sigmoid"}}
+    (tmp_path / "other_setup.yaml").write_text("base: root.yaml\nmodel_name: gpt2_small\n"
+                                               "cpu:\n  model_name: gpt2_tiny\n")
+    (tmp_path / "other_sweep.yaml").write_text("base: other_setup.yaml\nsink_tokens: 1\n")
+    assert compose(tmp_path / "other_sweep.yaml", "cpu", tmp_path) == {  # a setup's section outranks the scale's base
+        "model_name": "gpt2_tiny", "max_step": 7, "learning_rate": 0.01, "model": {"sink_tokens": 1}}
     with pytest.raises(ArgsError, match="unknown scale 'gpu'"):
         compose(tmp_path / "sweep.yaml", "gpu", tmp_path)
     (tmp_path / "typo.yaml").write_text("base: root.yaml\nlearnig_rate: 0.1\n")

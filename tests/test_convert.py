@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_gpt.config import ConfigError
-from lit_gpt.convert import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.convert.llama import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
 from lit_gpt.model import GPT
 from lit_gpt.positions import RopeScaling, rope_cos_sin
 from variants import micro, tokens
@@ -19,7 +19,8 @@ LLAMAS = {"llama": {}, "gqa": dict(n_query_groups=2), "geglu": dict(mlp="geglu")
 def hf_twin(model: GPT):
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config(model.config))).eval()
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(model), strict=False)
-    assert not unexpected and all("rotary" in name for name in missing)
+    tied = {"lm_head.weight"} if model.config.tie_embeddings else set()  # HF's head is then the embedding
+    assert not unexpected and all("rotary" in name or name in tied for name in missing)
     return hf
 
 
@@ -63,14 +64,15 @@ def test_scaled_rope_tables_equal_transformers_at_llama3_scale(rope_parameters):
 
 
 @pytest.mark.parametrize("overrides", [dict(attn_score="sigmoid"), dict(window_size=8), dict(sink_tokens=1),
-                                       dict(mlp="gelu"), dict(k_bias=True, v_bias=True)])
+                                       dict(mlp="gelu"), dict(k_bias=True, v_bias=True), dict(norm_class="layernorm"),
+                                       dict(bias=True)])
 def test_variants_that_are_not_a_llama_are_refused(overrides):
     key = next(iter(overrides))
     with pytest.raises(ConfigError, match=f"is not a LLaMA; differs in .*{key}="):
         to_hf_state_dict(GPT(micro(**overrides)))
 
 
-def test_import_refuses_weights_it_would_drop_and_accepts_tied_embeddings():
+def test_import_refuses_weights_it_would_drop():
     torch.manual_seed(0)
     model = GPT(micro())
     hf = to_hf_state_dict(model)
@@ -78,9 +80,26 @@ def test_import_refuses_weights_it_would_drop_and_accepts_tied_embeddings():
         from_hf_state_dict({**hf, "model.layers.0.self_attn.q_proj.bias": torch.zeros(32)}, model.config)
     with pytest.raises(ConfigError, match="attention_bias set"):
         config_from_hf({**hf_config(model.config), "attention_bias": True})
-    del hf["lm_head.weight"]
-    tied = from_hf_state_dict(hf, model.config)
-    assert torch.equal(tied["lm_head.weight"], model.wte.weight)
+    with pytest.raises(ConfigError, match="lack 1 tensors the config needs: lm_head.weight"):
+        from_hf_state_dict({k: v for k, v in hf.items() if k != "lm_head.weight"}, model.config)
+
+
+@torch.no_grad()
+def test_tied_embeddings_export_without_a_head_and_accept_only_a_head_equal_to_the_embedding():
+    torch.manual_seed(0)
+    model = GPT(micro(tie_embeddings=True)).eval()
+    hf = to_hf_state_dict(model)
+    assert "lm_head.weight" not in hf and hf_config(model.config)["tie_word_embeddings"] is True
+    config = config_from_hf(hf_config(model.config), vocab_size=model.config.vocab_size)
+    assert config.tie_embeddings
+    idx = tokens(length=16)
+    torch.testing.assert_close(hf_twin(model)(idx).logits, model(idx), atol=1e-4, rtol=0)
+    with_head = {**hf, "lm_head.weight": hf["model.embed_tokens.weight"].clone()}
+    assert from_hf_state_dict(with_head, config).keys() == model.state_dict().keys()
+    with_head["lm_head.weight"][0, 0] += 1
+    with pytest.raises(ConfigError, match="lm_head.weight differs from model.embed_tokens.weight although "
+                                          "tie_word_embeddings is set"):
+        from_hf_state_dict(with_head, config)
 
 
 def test_import_refuses_weights_missing_or_shaped_for_another_config():

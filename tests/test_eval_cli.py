@@ -176,7 +176,8 @@ def test_report_cli_tabulates_runs(run, tmp_path):
 def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run, tmp_path):
     from lit_gpt.data import load_probe_windows
     from lit_gpt.evaluation import evaluate_run
-    from lit_gpt.hf_io import evaluate_hf, export_hf, load_hf_causal_lm
+    from lit_gpt.hf_io import export_hf
+    from lit_gpt.hf_probe import evaluate_hf, load_hf_causal_lm
 
     folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
     assert (folder / "tokenizer.json").is_file()

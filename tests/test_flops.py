@@ -1,8 +1,9 @@
 import pytest
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lit_gpt.attention import AttentionRuntime
-from lit_gpt.config import Config
+from lit_gpt.config import GPT2_STRUCTURE, Config
 from lit_gpt.flops import estimated_flops_per_step, flops_per_token, num_parameters
 from lit_gpt.model import GPT
 from lit_gpt.variants import VARIANTS
@@ -22,6 +23,16 @@ def test_non_embedding_count_is_what_model_names_mean():
     assert round(num_parameters(Config.from_name("tinyllama_60M"))["non_embedding"] / 1e6, 1) == 59.0
 
 
+def test_gpt2_small_is_gpt2_124m_with_the_vocabulary_padded():
+    config = Config.from_name("gpt2_small")
+    counts = num_parameters(config)
+    with torch.device("meta"):
+        assert counts["total"] == sum(p.numel() for p in GPT(config).parameters())
+    # HF `gpt2`: 124,439,808 parameters with 50257 embedding rows; padding adds 47 rows of 768
+    assert counts["total"] == 124_439_808 + (50304 - 50257) * 768
+    assert round(counts["non_embedding"] / 1e6, 1) == 85.1
+
+
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 def test_parameter_count_matches_the_built_model(overrides):
     config = micro(**overrides)
@@ -29,7 +40,8 @@ def test_parameter_count_matches_the_built_model(overrides):
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(sink_tokens=2, k_bias=True, v_bias=True, n_query_groups=2,
-                                                attn_gate="elementwise", mlp="gelu")], ids=["llama", "everything"])
+                                                attn_gate="elementwise", mlp="gelu"),
+                                       dict(GPT2_STRUCTURE, sink_tokens=1)], ids=["llama", "everything", "gpt2"])
 def test_formula_matches_torch_flop_counter(overrides):
     """The analytic count equals torch's count of matmul FLOPs for a real forward + backward.
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.analysis import evaluate_gpt
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.errors import UserError
-from lit_gpt.hf_io import HFError, evaluate_hf, export_hf, import_hf, load_hf_causal_lm, resolve_model_dir
+from lit_gpt.hf_io import HFError, export_hf, import_hf, resolve_model_dir
+from lit_gpt.hf_probe import load_hf_causal_lm
 from lit_gpt.model import GPT
 
 transformers = pytest.importorskip("transformers")
@@ -23,8 +23,13 @@ def tiny_hf_llama(folder, tie=False, rope_parameters=None):
     config = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                       tie_word_embeddings=tie, rope_parameters=rope_parameters)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # HF's init is tiny; larger weights give attention maps with structure
+    return save_with_structure(transformers.LlamaForCausalLM(config).eval(), folder)
+
+
+def save_with_structure(model, folder):
+    """Redraw the matrices of a random HF model (its init is tiny; larger weights give attention maps with
+    structure) and save it into `folder`."""
+    with torch.no_grad():
         for param in model.parameters():
             if param.dim() == 2:
                 param.normal_(std=0.3)
@@ -108,46 +113,6 @@ def test_hub_ids_fail_fast_offline(tmp_path, monkeypatch):
     assert time.monotonic() - start < 15
     with pytest.raises(HFError, match="neither a model folder nor a hub id"):
         resolve_model_dir(tmp_path / "missing" / "deep")
-
-
-def test_open_source_eval_matches_our_metric_on_the_converted_model(hf_dir):
-    tokens = probe(n=8, length=32)
-    # eps 0.1: this random model's heads spread across that threshold, so the rates are not trivially 0
-    theirs = evaluate_hf(load_hf_causal_lm(hf_dir), tokens, eps=0.1, batch_size=3)
-    ours = evaluate_gpt(import_hf(hf_dir)[0], tokens, eps=0.1, batch_size=3)
-    assert 0 < ours["sink_rates"]["sink_1"] < 100
-    assert theirs["sink_rates"] == ours["sink_rates"]
-    for key, alphas in ours["layer_mean_alpha"].items():
-        assert theirs["layer_mean_alpha"][key] == pytest.approx(alphas, abs=1e-6)
-    assert theirs["layer_sink_rates"] == ours["layer_sink_rates"]
-    assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
-    for name in ("hidden", "keys", "values"):
-        torch.testing.assert_close(torch.tensor(theirs["norms"][name]), torch.tensor(ours["norms"][name]),
-                                   atol=1e-4, rtol=1e-5)
-    for stat, values in ours["massive_activations"].items():
-        torch.testing.assert_close(torch.tensor(theirs["massive_activations"][stat]), torch.tensor(values),
-                                   atol=1e-4, rtol=1e-5)
-
-
-def test_open_source_cli_writes_json_and_plots(hf_dir, tmp_path):
-    from jsonargparse import CLI
-
-    from lit_gpt.tokenizer import train_bpe
-
-    words = "alpha beta gamma delta epsilon zeta eta theta".split()
-    texts = [" ".join(words[(i * j) % 8] for j in range(80)) for i in range(1, 6)]
-    train_bpe(texts, 300, tmp_path / "tokenizer.json")
-    probe_file = tmp_path / "probe.jsonl"
-    probe_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    from lit_gpt.cli.eval_hf import evaluate_hf_model
-
-    out = tmp_path / "result.json"
-    CLI(evaluate_hf_model, as_positional=False,
-        args=["--model", str(hf_dir), "--tokenizer", str(tmp_path / "tokenizer.json"), "--probe", str(probe_file),
-              "--length", "32", "--json", str(out), "--plots", str(tmp_path / "plots")])
-    result = json.loads(out.read_text())
-    assert result["n_sequences"] == 5 and "sink_1" in result["sink_rates"]
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 5
 
 
 ROPE_SCALINGS = {

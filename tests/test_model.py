@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lit_gpt.attention import AttentionRuntime
 from lit_gpt.attention.layer import KV_BIAS_STD, KeySlots
-from lit_gpt.config import ConfigError
+from lit_gpt.config import GPT2_STRUCTURE, ConfigError
 from lit_gpt.mlp import MLP
 from lit_gpt.model import GPT
 from lit_gpt.positions import (ALiBi, RelativeBias, RopeScaling, alibi_slopes, apply_rope, relative_bucket,
@@ -113,6 +113,8 @@ def test_slot_and_sink_token_columns_come_first():
 # ------------------------------------------------------------------------------------------ init
 INIT_CONFIG = dict(n_embd=64, n_head=4, n_layer=3, intermediate_size=256, k_bias=True, v_bias=True,
                    head_bias=True, sink_tokens=4, sink_logit=True, attn_gate="elementwise", pos_embedding="relative")
+INIT_CONFIGS = {"llama": INIT_CONFIG, "gpt2": {**INIT_CONFIG, **GPT2_STRUCTURE}}
+INITS = pytest.mark.parametrize("init_config", INIT_CONFIGS.values(), ids=INIT_CONFIGS.keys())
 
 
 def assert_paper_init(model: GPT) -> None:
@@ -126,21 +128,25 @@ def assert_paper_init(model: GPT) -> None:
             expected = down_std if name.endswith("mlp.down_proj") else linear_std
             assert module.weight.std().item() == pytest.approx(expected, rel=0.15), name
             assert abs(module.weight.mean().item()) < expected / 5, name
-        elif isinstance(module, nn.RMSNorm):
+            assert getattr(module, "bias", None) is None or torch.all(module.bias == 0), name
+        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
             assert torch.all(module.weight == 1), name
+            assert getattr(module, "bias", None) is None or torch.all(module.bias == 0), name
         elif isinstance(module, KeySlots):
             assert torch.all(module.logit == 0)
     assert model.sink_tokens.std().item() == pytest.approx(linear_std, rel=0.25)
 
 
-def test_init_follows_the_paper():
-    assert_paper_init(build(**INIT_CONFIG))
+@INITS
+def test_init_follows_the_paper(init_config):
+    assert_paper_init(build(**init_config))
 
 
+@INITS
 @pytest.mark.parametrize("materialise", ["reset_parameters", "init_weights"])
-def test_init_after_meta_device_creation(materialise):
+def test_init_after_meta_device_creation(materialise, init_config):
     with torch.device("meta"):
-        model = GPT(micro(**INIT_CONFIG))
+        model = GPT(micro(**init_config))
     model.to_empty(device="cpu")
     for param in model.parameters():
         param.data.fill_(float("nan"))
@@ -244,14 +250,55 @@ def test_relative_encodings_are_shift_invariant_and_absolute_ones_are_not(pos):
 
 
 # ---------------------------------------------------------------------------------------- MLP, norms, GQA
+def gelu_tanh(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
 @pytest.mark.parametrize("kind, act, gated", [("swiglu", F.silu, True), ("reglu", F.relu, True), ("geglu", F.gelu, True),
-                                              ("relu", F.relu, False), ("gelu", F.gelu, False), ("swish", F.silu, False)])
-def test_mlp_kinds(kind, act, gated):
-    mlp = MLP(8, 12, kind)
+                                              ("relu", F.relu, False), ("gelu", F.gelu, False),
+                                              ("gelu_tanh", gelu_tanh, False), ("swish", F.silu, False)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_mlp_kinds(kind, act, gated, bias):
+    mlp = MLP(8, 12, kind, bias)
+    for linear in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+        if linear is not None and bias:
+            nn.init.normal_(linear.bias)
     x = torch.randn(3, 8)
-    hidden = act(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T) if gated else act(x @ mlp.up_proj.weight.T)
+    up = lambda linear: F.linear(x, linear.weight, linear.bias)  # noqa: E731
+    hidden = act(up(mlp.gate_proj)) * up(mlp.up_proj) if gated else act(up(mlp.up_proj))
     assert (mlp.gate_proj is not None) == gated
-    torch.testing.assert_close(mlp(x), hidden @ mlp.down_proj.weight.T)
+    assert all(linear.bias is not None for linear in (mlp.up_proj, mlp.down_proj)) == bias
+    torch.testing.assert_close(mlp(x), F.linear(hidden, mlp.down_proj.weight, mlp.down_proj.bias))
+
+
+def test_gelu_and_gelu_tanh_are_different_functions():
+    x = torch.linspace(-4, 4, 101)
+    assert 1e-4 < (MLP(8, 8, "gelu").act(x) - MLP(8, 8, "gelu_tanh").act(x)).abs().max() < 1e-2
+
+
+@torch.no_grad()
+def test_layernorm_centres_and_biases_go_into_every_projection():
+    model = build(norm_class="layernorm", bias=True)
+    block = model.blocks[0]
+    assert isinstance(block.norm_1, nn.LayerNorm) and isinstance(model.norm, nn.LayerNorm)
+    x = torch.randn(2, 5, 32) * 3 + 7
+    torch.testing.assert_close(block.norm_1(x).mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    linears = (block.attn.qkv, block.attn.proj, block.mlp.up_proj, block.mlp.down_proj)
+    assert all(linear.bias is not None for linear in linears)
+    assert all(linear.bias is None for linear in (build().blocks[0].attn.qkv, build().blocks[0].mlp.up_proj))
+
+
+def test_tied_embeddings_are_one_parameter_serving_lookup_and_head():
+    model = build(tie_embeddings=True)
+    assert model.lm_head is None and "lm_head.weight" not in model.state_dict()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build().parameters()) - 128 * 32
+    hidden = torch.randn(2, 3, 32)
+    torch.testing.assert_close(model.head(hidden), hidden @ model.wte.weight.T)
+    idx = tokens(length=8)
+    model(idx).sum().backward()
+    not_looked_up = torch.ones(128, dtype=torch.bool)
+    not_looked_up[idx.flatten()] = False
+    assert model.wte.weight.grad[not_looked_up].abs().sum() > 0  # the head's gradient reaches every row
 
 
 @torch.no_grad()

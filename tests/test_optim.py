@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lit_gpt.config import Config
+from lit_gpt.config import GPT2_STRUCTURE, Config
 from lit_gpt.model import GPT
 from lit_gpt.optim import learning_rate_at, make_optimizer, param_groups
 
@@ -46,6 +46,17 @@ def test_opt_out_exempts_norms_and_key_value_slots_but_not_matrices_or_embedding
     decayed = {names[i] for i in ids(decay)}
     assert {"wte.weight", "lm_head.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.down_proj.weight"} <= decayed
     assert len(exempt) + len(decayed) == len(names)
+
+
+def test_gpt2_biases_and_layernorms_are_exempt_and_the_tied_embedding_is_decayed_once():
+    model = GPT(Config.from_name("micro", **GPT2_STRUCTURE))
+    decay, no_decay = param_groups(model, 0.1, decay_norms_and_biases=False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, exempt = ({names[id(p)] for p in group["params"]} for group in (decay, no_decay))
+    matrices = ("attn.qkv", "attn.proj", "mlp.up_proj", "mlp.down_proj")
+    assert decayed == {"wte.weight", "wpe.weight"} | {f"blocks.{i}.{m}.weight" for i in range(2) for m in matrices}
+    assert {"blocks.0.attn.qkv.bias", "blocks.0.mlp.down_proj.bias", "blocks.1.norm_2.bias", "norm.bias"} <= exempt
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def test_optimizer_uses_the_decay_split_and_betas():

@@ -8,7 +8,7 @@ import torch  # noqa: E402
 from lit_gpt.analysis import evaluate_gpt  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.plots import write_plots  # noqa: E402
+from lit_gpt.plots import norms_by_position, write_plots  # noqa: E402
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(k_bias=True, v_bias=True, sink_tokens=2)])
@@ -25,3 +25,11 @@ def test_every_figure_is_a_readable_png(tmp_path, overrides):
         image = mpimg.imread(path)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 0  # something was drawn
+
+
+def test_the_norms_figure_draws_without_the_norms_a_model_cannot_give(tmp_path):
+    torch.manual_seed(0)
+    result = evaluate_gpt(GPT(Config.from_name("micro")).eval(), torch.randint(0, 128, (2, 16)))
+    result["norms"].update(keys=None, values=None)
+    image = mpimg.imread(norms_by_position(result, tmp_path / "norms.png"))
+    assert image.shape[0] > 100 and image.std() > 0

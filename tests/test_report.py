@@ -4,10 +4,12 @@ import json
 import pytest
 import torch
 
+from lit_gpt.analysis import peak_activation_ratio
 from lit_gpt.config import Config
 from lit_gpt.evaluation import EvalError
 from lit_gpt.model import GPT
-from lit_gpt.report import cached_evaluation, report_row, run_checkpoint, to_markdown, valid_loss, write_csv
+from lit_gpt.report import (cached_evaluation, massive_activation_tables, report_markdown,
+                            report_row, run_checkpoint, to_markdown, valid_loss, write_csv)
 from lit_gpt.tokenizer import train_bpe
 
 TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
@@ -82,3 +84,30 @@ def test_row_markdown_and_csv(run_dir, tmp_path):
     path = write_csv([row], tmp_path / "out" / "report.csv")
     rows = list(csv.DictReader(open(path)))
     assert rows[0]["run"] == "run" and rows[0]["sink_star"] == "" and float(rows[0]["sink_1"]) == row["sink_1"]
+
+
+def test_rows_show_the_peak_massive_activation_and_report_md_each_layer(run_dir):
+    folder, probe = run_dir
+    row = report_row(folder, probe)
+    stats = row["massive_activations"]
+    ratios = [top / median for top, median in zip(stats["top1"], stats["median"])]
+    assert len(ratios) == 3  # embedding output and the two blocks of `micro`
+    assert (row["massive_ratio"], row["massive_layer"]) == (max(ratios), ratios.index(max(ratios)))
+    text = report_markdown([row, {**row, "run": "other"}])
+    assert text.startswith(to_markdown([row, {**row, "run": "other"}]))
+    assert "| max top-1/median | at layer |" in text.splitlines()[0]
+    per_layer = massive_activation_tables([row])
+    assert "| layer | top-1 | top-2 | top-3 | median | top-1/median |" in per_layer
+    assert f"| embed | {stats['top1'][0]:.3f} | {stats['top2'][0]:.3f} |" in per_layer
+    assert per_layer.count("\n| 2 | ") == 1 and text.count("*run*") == 1 and text.count("*other*") == 1
+
+
+def test_the_peak_names_the_hidden_state_and_tolerates_missing_statistics():
+    stats = {"top1": [4.0, 300.0, 90.0], "top2": [3.0, 2.0, 2.0], "top3": [2.0, 1.0, 1.0], "median": [1.0, 0.5, 0.0]}
+    assert peak_activation_ratio(stats) == (600.0, 1)
+    assert peak_activation_ratio(None) == (None, None)
+    row = {"run": "old", "variant": "softmax", "massive_activations": None}
+    assert "*old*: no activation statistics" in massive_activation_tables([row])
+    table = to_markdown([{**row, **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio",
+                                                  "massive_layer", "tokens_seen", "step"))}])
+    assert table.splitlines()[2] == "| old | softmax |" + " -- |" * 8

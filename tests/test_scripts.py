@@ -74,7 +74,10 @@ FAMILIES = [
     ("model_architecture/run_kv_bias.sh", "kv_bias", "tinyllama_60M_kv_bias_cpu", "kv_bias", "k_bias"),
     ("sink_removal/run_sink_removal.sh", "gate_headwise", "tinyllama_60M_gate_headwise_cpu", "sink_removal",
      "gate:headwise"),
+    ("gpt2/run_gpt2.sh", "kv_bias", "gpt2_small_kv_bias_cpu", "gpt2", "k_bias/head v_bias/head pos:learnable"),
 ]
+# The model a sweep trains at the cpu scale, where it is not the tiny preset.
+CPU_MODEL = {"gpt2": "gpt2_tiny"}
 
 
 @pytest.mark.slow
@@ -85,7 +88,7 @@ def test_family_script_trains_evaluates_and_reports(small_data, tmp_path, script
     evaluation = check_run(checkpoints, run, sweep)
     assert variant in evaluation["variant"]
     composed = (checkpoints / run / "run.yaml").read_text()
-    assert "model_name: tiny" in composed and str(small_data[0]) in composed
+    assert f"model_name: {CPU_MODEL.get(sweep, 'tiny')}\n" in composed and str(small_data[0]) in composed
 
 
 def test_missing_dataset_names_the_preprocess_command(tmp_path):

@@ -2,6 +2,8 @@ import time
 
 import pytest
 import sentencepiece
+import tokenizers
+from tokenizers import processors
 
 import lit_gpt.tokenizer
 from lit_gpt.tokenizer import Tokenizer, TokenizerError, load_tokenizer, train_bpe
@@ -74,6 +76,20 @@ def test_sentencepiece_model(tmp_path):
     assert tokenizer.vocab_size == 60 and tokenizer.eos_id is not None
     assert tokenizer.decode(tokenizer.encode(TEXTS[0])) == TEXTS[0]
     assert tokenizer.save(tmp_path).name == "tokenizer.model"
+    assert tokenizer.token_id("</s>") == tokenizer.eos_id and tokenizer.token_id("never-a-piece") is None
+    assert tokenizer.special_prefix() == []
+
+
+def test_the_tokens_a_post_processor_puts_first_are_found(tmp_path):
+    plain = train_bpe(TEXTS, 300, tmp_path / "plain.json")
+    templated = tokenizers.Tokenizer.from_file(str(tmp_path / "plain.json"))
+    templated.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
+                                                             special_tokens=[("<|endoftext|>", 0)])
+    templated.save(str(tmp_path / "bos.json"))
+    with_bos = load_tokenizer(tmp_path / "bos.json")
+    assert plain.special_prefix() == [] and with_bos.special_prefix() == [0]
+    assert with_bos.encode(TEXTS[0]) == plain.encode(TEXTS[0])  # encode still adds nothing
+    assert plain.token_id("<|endoftext|>") == 0 and plain.token_id("<s>") is None
 
 
 def test_unreachable_hub_id_fails_fast_naming_alternatives(tmp_path, monkeypatch):

@@ -98,8 +98,8 @@ class CausalSelfAttention(nn.Module):
         self.spec = AttentionSpec.from_config(config)
         self.set_runtime(runtime)
         heads = config.n_head + 2 * config.n_query_groups
-        self.qkv = nn.Linear(config.n_embd, heads * config.head_size, bias=False)
-        self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=False)
+        self.qkv = nn.Linear(config.n_embd, heads * config.head_size, bias=config.bias)
+        self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.feature_map = (
             FeatureMap(config.attn_kernel, config.head_size, config.kernel_hidden)
             if config.attn_kernel != "none" else None

@@ -1,10 +1,12 @@
-"""Export a training checkpoint as a Hugging Face LLaMA folder (config.json + model.safetensors).
+"""Export a training checkpoint as a Hugging Face LLaMA or GPT-2 folder (config.json + model.safetensors).
 
     sink-export-hf --load_from checkpoints/run/iter-000700-ckpt.pth --out_dir out/hf_run --tokenizer datasets/embedded
     python pretrain/export_hf.py --load_from ... --out_dir ...
 
-Only variants a LLaMA can compute are exported (softmax, no key slots, RoPE, pre-norm, gated MLP); any
-other is refused before anything is written. Files already in `out_dir` other than the ones written
+A model with learned positions is exported as a GPT-2, any other as a LLaMA, and only variants that HF
+model computes (softmax, no key slots or sink tokens; RoPE, RMSNorm and a gated MLP for a LLaMA;
+LayerNorm, biases and a plain MLP for a GPT-2; pre-norm for both); any other is refused before anything
+is written. Files already in `out_dir` other than the ones written
 here are left alone.
 """
 
@@ -18,7 +20,7 @@ from lit_gpt.hf_io import export_hf
 
 
 def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> Path:
-    """Write the checkpoint's model as a HF LLaMA folder.
+    """Write the checkpoint's model as a HF LLaMA or GPT-2 folder.
 
     Args:
         load_from: Training checkpoint (.pth).

@@ -1,4 +1,7 @@
-"""One table over many runs: run, variant, Sink_1, Sink*, valid/probe loss, tokens seen (Markdown, CSV, bar chart).
+"""One table over many runs: sink rates, losses and massive activations (Markdown, CSV, bar chart).
+
+Columns: run, variant, Sink_1, Sink*, valid and probe loss, the largest top-1 / median |activation| over
+the hidden states and its layer, tokens seen, step; report.md adds each run's massive activations per layer.
 
     python pretrain/report.py out/softmax out/sigmoid out/kv_bias --probe datasets/probe_valid.jsonl --out out/report
 """
@@ -11,14 +14,14 @@ from jsonargparse import ArgumentParser
 from lit_gpt.errors import run_cli
 from lit_gpt.evaluation import check_eps
 from lit_gpt.files import write_atomic
-from lit_gpt.report import bar_chart, report_rows, to_markdown, write_csv
+from lit_gpt.report import bar_chart, report_markdown, report_rows, write_csv
 
 
 def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
          eps: float = 0.3, tokenizer: Optional[str] = None) -> str:
     check_eps(eps)
     rows = report_rows(runs, probe, tokenizer, eps)
-    table = to_markdown(rows)
+    table = report_markdown(rows)
     print(table)
     if out is not None:
         write_atomic(out / "report.md", table + "\n")

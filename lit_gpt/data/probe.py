@@ -57,9 +57,12 @@ def load_probe_windows(
     length: int = PROBE_TOKENS,
     count: Optional[int] = None,
     vocab_size: Optional[int] = None,
+    bos_id: Optional[int] = None,
 ) -> torch.Tensor:
     """The probe texts as a LongTensor (N, length): the first `length` tokens of each text, untransformed
     (a run's fixed or random tokens are applied by the evaluation with the training loader's transform).
+    With `bos_id`, each window is that token followed by the first `length - 1` tokens of its text, as a
+    model trained with a BOS sees the start of a text.
 
     `tokenizer` is a `Tokenizer` or anything `load_tokenizer` accepts, e.g. the dataset folder holding the
     saved `tokenizer.json`. The file is read like any document file (UTF-8 JSON lines with a `text`).
@@ -72,13 +75,16 @@ def load_probe_windows(
         state = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise DataError(f"probe file {path} {state}; run preprocess/run_preprocess.sh --source embedded or pass the "
                         f"probe_valid.jsonl it wrote")
-    if length < 1 or (count is not None and count < 1):
-        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}, count={count}")
-    ids = [tokenizer.encode(text)[:length] for text in itertools.islice(iter_texts(path), count)]
-    short = [index for index, row in enumerate(ids) if len(row) < length]
+    prefix = [] if bos_id is None else [bos_id]
+    text_length = length - len(prefix)
+    if text_length < 1 or (count is not None and count < 1):
+        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}"
+                        f"{' (BOS included)' if prefix else ''}, count={count}")
+    ids = [tokenizer.encode(text)[:text_length] for text in itertools.islice(iter_texts(path), count)]
+    short = [index for index, row in enumerate(ids) if len(row) < text_length]
     if short:
-        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
-    windows = torch.tensor(ids, dtype=torch.long)
+        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {text_length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
+    windows = torch.tensor([prefix + row for row in ids], dtype=torch.long)
     if vocab_size is not None:
         check_token_ids(windows, vocab_size, f"probe {path} tokenized with {tokenizer.path}")
     return windows

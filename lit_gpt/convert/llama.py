@@ -1,10 +1,12 @@
 """Weight and config mapping between our GPT and Hugging Face `LlamaForCausalLM`.
 
-Only models that *are* a LLaMA map: RoPE, pre-norm, softmax attention with the plain causal mask and
-no key slots, sink tokens or gates, and a gated MLP (SwiGLU, GeGLU, ReGLU; HF's `hidden_act` picks the
-activation). Anything else is refused with a `ConfigError` rather than exported as a model that would
-compute something different. Both sides use NeoX-style "rotate half" RoPE, so no permutation of the
-query/key rows is needed; our fused `qkv` rows are [q heads; k groups; v groups].
+Only models that *are* a LLaMA map: RoPE, pre-norm RMSNorm, no biases, softmax attention with the plain
+causal mask and no key slots, sink tokens or gates, and a gated MLP (SwiGLU, GeGLU, ReGLU; HF's
+`hidden_act` picks the activation). Anything else is refused with a `ConfigError` rather than exported as
+a model that would compute something different. Both sides use NeoX-style "rotate half" RoPE, so no
+permutation of the query/key rows is needed; our fused `qkv` rows are [q heads; k groups; v groups].
+Tied embeddings are HF's `tie_word_embeddings`; the files then hold no `lm_head.weight`, as transformers
+writes them.
 """
 
 from __future__ import annotations
@@ -14,30 +16,28 @@ from typing import Any, Optional
 import torch
 
 from lit_gpt.config import Config, ConfigError
+from lit_gpt.convert.common import PLAIN_ATTENTION, check_shapes, drop_tied_head, flag, number, refuse_unless
+
+NAME = "LLaMA"
+# The config.json keys a LLaMA cannot be built without (the others have transformers' defaults).
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 HF_ACTIVATION = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
 
-# Field values a config must have to be a LLaMA, with the reason they matter.
-LLAMA_FIELDS: dict[str, Any] = {
-    "pos_embedding": "rope", "norm_position": "pre", "attn_score": "softmax", "attn_kernel": "none",
-    "attn_normalize": "sum", "window_size": 0, "prefix_tokens": 0, "k_bias": False, "v_bias": False,
-    "softmax_off_by_one": False, "sink_logit": False, "sink_tokens": 0, "attn_gate": "none",
-}
+# Field values a config must have to be a LLaMA.
+LLAMA_FIELDS: dict[str, Any] = {"pos_embedding": "rope", "norm_position": "pre", "norm_class": "rmsnorm", "bias": False,
+                                **PLAIN_ATTENTION}
 
 
-def check_llama(config: Config) -> None:
+def check(config: Config) -> None:
     """Raise `ConfigError` naming every field that makes `config` something HF's LLaMA cannot compute."""
-    differs = [f"{key}={getattr(config, key)!r} (LLaMA: {value!r})"
-               for key, value in LLAMA_FIELDS.items() if getattr(config, key) != value]
-    if config.mlp not in HF_ACTIVATION:
-        differs.append(f"mlp={config.mlp!r} (LLaMA: one of {', '.join(HF_ACTIVATION)})")
-    if differs:
-        raise ConfigError(f"{config.variant_summary()} is not a LLaMA; differs in {', '.join(differs)}")
+    other = [] if config.mlp in HF_ACTIVATION else [f"mlp={config.mlp!r} ({NAME}: one of {', '.join(HF_ACTIVATION)})"]
+    refuse_unless(config, NAME, LLAMA_FIELDS, other)
 
 
 def hf_config(config: Config) -> dict[str, Any]:
     """The `LlamaConfig` fields (as written to config.json) of a model with this config."""
-    check_llama(config)
+    check(config)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -56,7 +56,7 @@ def hf_config(config: Config) -> dict[str, Any]:
         "rope_scaling": hf_rope_scaling(config),
         "rope_parameters": {"rope_theta": float(config.rope_base),
                             **(hf_rope_scaling(config) or {"rope_type": "default"})},
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": False,
         "mlp_bias": False,
     }
@@ -78,14 +78,6 @@ def hf_rope_scaling(config: Config) -> Optional[dict[str, Any]]:
 # most likely belongs to a scaling we do not compute, so it is refused rather than dropped.
 ROPE_KEYS = {"default": set(), "linear": {"factor"},
              "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
-
-
-def _number(value: Any, key: str, integer: bool = False) -> Any:
-    """A numeric config.json value (float, or int when `integer`); anything else is a `ConfigError` naming it."""
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not numeric or (integer and not float(value).is_integer()):
-        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 def _hf_rope(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -115,8 +107,8 @@ def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     kind, rope = _hf_rope(hf)
     if kind not in ROPE_KEYS:
         raise ConfigError(f"RoPE scaling rope_type={kind!r} is not supported; only {', '.join(ROPE_KEYS)} are")
-    theta = _number(rope.pop("rope_theta"), "rope_theta")
-    if _number(rope.pop("partial_rotary_factor", 1.0), "partial_rotary_factor") != 1.0:
+    theta = number(rope.pop("rope_theta"), "rope_theta")
+    if number(rope.pop("partial_rotary_factor", 1.0), "partial_rotary_factor") != 1.0:
         raise ConfigError("partial_rotary_factor != 1 (RoPE on part of each head) is not supported")
     unknown = sorted(set(rope) - ROPE_KEYS[kind])
     if unknown:
@@ -126,11 +118,11 @@ def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"rope_type={kind!r} needs {', '.join(missing)} in the RoPE parameters")
     values: dict[str, Any] = {"rope_base": theta, "rope_scaling": kind}
     if kind != "default":
-        values["rope_scaling_factor"] = _number(rope["factor"], "factor")
+        values["rope_scaling_factor"] = number(rope["factor"], "factor")
     if kind == "llama3":
-        values.update(rope_low_freq_factor=_number(rope["low_freq_factor"], "low_freq_factor"),
-                      rope_high_freq_factor=_number(rope["high_freq_factor"], "high_freq_factor"),
-                      rope_original_max_seq_len=_number(rope["original_max_position_embeddings"],
+        values.update(rope_low_freq_factor=number(rope["low_freq_factor"], "low_freq_factor"),
+                      rope_high_freq_factor=number(rope["high_freq_factor"], "high_freq_factor"),
+                      rope_original_max_seq_len=number(rope["original_max_position_embeddings"],
                                                         "original_max_position_embeddings", integer=True))
     return values
 
@@ -149,7 +141,8 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
         n_embd=hf["hidden_size"], head_size=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
         n_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         intermediate_size=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-        mlp=activation[hf.get("hidden_act", "silu")], **rope_from_hf(hf),
+        mlp=activation[hf.get("hidden_act", "silu")], tie_embeddings=flag(hf, "tie_word_embeddings", False),
+        **rope_from_hf(hf),
     )
     values.update(overrides)
     return Config.from_dict(values)
@@ -166,8 +159,9 @@ def _layer_names(i: int) -> dict[str, str]:
 
 
 def _names(config: Config) -> dict[str, str]:
-    names = {"wte.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-             "lm_head.weight": "lm_head.weight"}
+    names = {"wte.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
+    if not config.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
     for i in range(config.n_layer):
         names.update(_layer_names(i))
     return names
@@ -180,7 +174,7 @@ def _qkv_sizes(config: Config) -> tuple[int, int, int]:
 def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """HF `LlamaForCausalLM` state dict of our GPT (new tensors, safe to save with safetensors)."""
     config = model.config
-    check_llama(config)
+    check(config)
     ours = model.state_dict()
     hf = {theirs: ours[name].detach().clone() for name, theirs in _names(config).items()}
     for i in range(config.n_layer):
@@ -194,8 +188,9 @@ def _hf_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor of a HF LLaMA with this config, by HF name."""
     d, inner = config.n_embd, config.intermediate_size
     q, k, v = _qkv_sizes(config)
-    shapes = {"model.embed_tokens.weight": (config.padded_vocab_size, d), "model.norm.weight": (d,),
-              "lm_head.weight": (config.padded_vocab_size, d)}
+    shapes = {"model.embed_tokens.weight": (config.padded_vocab_size, d), "model.norm.weight": (d,)}
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (config.padded_vocab_size, d)
     for i in range(config.n_layer):
         layer = f"model.layers.{i}."
         shapes.update({
@@ -208,36 +203,24 @@ def _hf_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> None:
-    """Raise `ConfigError` unless `state_dict` holds exactly the tensors, in the shapes, of a HF LLaMA with
-    this config: weights from another config must not load into part of the model, or be dropped."""
-    expected = _hf_shapes(config)
-    unused = sorted(name for name in set(state_dict) - set(expected) if not name.endswith("rotary_emb.inv_freq"))
-    if unused:
-        raise ConfigError(f"HF weights our model has no place for: {', '.join(unused[:5])}")
-    missing = sorted(set(expected) - set(state_dict))
-    if missing:
-        raise ConfigError(f"HF weights lack {len(missing)} tensors the config needs: {', '.join(missing[:3])}")
-    wrong = [f"{name} {list(state_dict[name].shape)} (config: {list(shape)})"
-             for name, shape in expected.items() if tuple(state_dict[name].shape) != shape]
-    if wrong:
-        raise ConfigError(f"HF weights of other shapes than the config's: {', '.join(wrong[:3])}")
-
-
 def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
     """Our GPT's state dict from a HF `LlamaForCausalLM` state dict (for `GPT(config).load_state_dict`).
 
-    A checkpoint with tied embeddings may omit `lm_head.weight`; the head is then a copy of the
-    embedding. Tensors that would be left unused (biases, extra layers), missing or of another shape
-    are an error (`check_hf_state_dict`), not dropped or left at their initial values.
+    With tied embeddings a `lm_head.weight` in the files must equal the embedding (transformers would
+    use the embedding either way). Tensors that would be left unused (biases, extra layers), missing or
+    of another shape are an error (`check_shapes`), not dropped or left at their initial values.
     """
-    check_llama(config)
-    state_dict = dict(state_dict)
-    if "model.embed_tokens.weight" in state_dict:
-        state_dict.setdefault("lm_head.weight", state_dict["model.embed_tokens.weight"])
-    check_hf_state_dict(state_dict, config)
+    check(config)
+    state_dict = {name: t for name, t in state_dict.items() if not name.endswith("rotary_emb.inv_freq")}
+    if config.tie_embeddings:
+        drop_tied_head(state_dict, "lm_head.weight", "model.embed_tokens.weight")
+    check_shapes(state_dict, _hf_shapes(config))
     ours = {name: state_dict[theirs].clone() for name, theirs in _names(config).items()}
     for i in range(config.n_layer):
         parts = [state_dict[f"model.layers.{i}.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
         ours[f"blocks.{i}.attn.qkv.weight"] = torch.cat(parts)
     return ours
+
+
+__all__ = ["HF_ACTIVATION", "LLAMA_FIELDS", "NAME", "REQUIRED_KEYS", "check", "config_from_hf", "from_hf_state_dict",
+           "hf_config", "rope_from_hf", "to_hf_state_dict"]
