@@ -18,11 +18,15 @@ PLAIN_ATTENTION: dict[str, Any] = {
 }
 
 
-def refuse_unless(config: Config, family: str, required: dict[str, Any], other: Iterable[str] = ()) -> None:
-    """Raise `ConfigError` naming every field in which `config` differs from `required` (and the `other`
-    differences the caller found), so the user sees at once what keeps it from being a `family`."""
+def refuse_unless(config: Config, family: str, required: dict[str, Any], activations: dict[str, str],
+                  other: Iterable[str] = ()) -> None:
+    """Raise `ConfigError` naming every field in which `config` differs from `required`, an MLP kind the family
+    has no HF activation for (`activations`: our kind -> HF name) and the `other` differences the caller
+    found, so the user sees at once what keeps it from being a `family`."""
     differs = [f"{key}={getattr(config, key)!r} ({family}: {value!r})"
                for key, value in required.items() if getattr(config, key) != value]
+    if config.mlp not in activations:
+        differs.append(f"mlp={config.mlp!r} ({family}: one of {', '.join(activations)})")
     differs += list(other)
     if differs:
         raise ConfigError(f"{config.variant_summary()} is not a {family}; differs in {', '.join(differs)}")

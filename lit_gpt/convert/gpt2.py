@@ -47,12 +47,12 @@ CONV1D = ("attn.qkv.weight", "attn.proj.weight", "mlp.up_proj.weight", "mlp.down
 
 def check(config: Config) -> None:
     """Raise `ConfigError` naming every field that makes `config` something HF's GPT-2 cannot compute."""
-    other = [] if config.mlp in HF_ACTIVATION else [f"mlp={config.mlp!r} ({NAME}: one of {', '.join(HF_ACTIVATION)})"]
+    other = []
     if config.n_query_groups != config.n_head:
         other.append(f"n_query_groups={config.n_query_groups} ({NAME}: n_head={config.n_head})")
     if config.head_size * config.n_head != config.n_embd:
         other.append(f"head_size={config.head_size} ({NAME}: n_embd // n_head={config.n_embd // config.n_head})")
-    refuse_unless(config, NAME, GPT2_FIELDS, other)
+    refuse_unless(config, NAME, GPT2_FIELDS, HF_ACTIVATION, other)
 
 
 def hf_config(config: Config) -> dict[str, Any]:
