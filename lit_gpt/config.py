@@ -21,7 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "attn_normalize": ("sum", "none", "max_abs"),
     "attn_gate": ("none", "headwise", "elementwise"),
     "pos_embedding": ("rope", "nope", "absolute", "learnable", "alibi", "relative"),
-    "mlp": ("swiglu", "relu", "gelu", "gelu_tanh", "swish", "reglu", "geglu"),
+    "mlp": ("swiglu", "relu", "gelu", "gelu_tanh", "swish", "reglu", "geglu", "none"),
     "norm_class": ("rmsnorm", "layernorm"),
     "norm_position": ("pre", "post"),
     "rope_scaling": ("default", "linear", "llama3"),
@@ -76,7 +76,7 @@ class Config:
     n_query_groups: Optional[int] = None
     """Number of key/value heads (grouped-query attention); `n_head` when left empty."""
     intermediate_size: int = 1536
-    """Hidden width of the MLP."""
+    """Hidden width of the MLP (unused with `mlp: none`)."""
     norm_class: str = "rmsnorm"
     """`rmsnorm` (LLaMA) or `layernorm` (GPT-2: mean-centred, with a learned bias)."""
     norm_eps: float = 1e-5
@@ -109,8 +109,9 @@ class Config:
     relative_max_distance: int = 128
     """Distance beyond which T5 buckets saturate."""
     mlp: str = "swiglu"
-    """`swiglu | relu | gelu | gelu_tanh | swish | reglu | geglu`; `gelu` is the exact GELU, `gelu_tanh` its
-    tanh approximation (GPT-2's)."""
+    """`swiglu | relu | gelu | gelu_tanh | swish | reglu | geglu | none`; `gelu` is the exact GELU, `gelu_tanh`
+    its tanh approximation (GPT-2's); `none` leaves the MLP (and its norm) out of every block, making an
+    attention-only transformer."""
 
     attn_score: str = "softmax"
     """Weight function on s = q.k/sqrt(d): `softmax` (exp), `sigmoid`, `elu` (elu(s)+1), `linear` (s)."""

@@ -26,11 +26,18 @@ from lit_gpt.config import Config
 from lit_gpt.mlp import GATED
 
 
+def mlp_linears(config: Config) -> int:
+    """Linear layers of each block's MLP: 3 gated (gate, up, down), 2 plain, 0 with `mlp: none`."""
+    if config.mlp == "none":
+        return 0
+    return 3 if config.mlp in GATED else 2
+
+
 def block_matmul_params(config: Config) -> int:
     """Weights one transformer block multiplies each token by."""
     c = config
     attn = c.n_embd * (c.n_head + 2 * c.n_query_groups) * c.head_size + c.n_head * c.head_size * c.n_embd
-    mlp = (3 if c.mlp in GATED else 2) * c.n_embd * c.intermediate_size
+    mlp = mlp_linears(c) * c.n_embd * c.intermediate_size
     gate = {"none": 0, "headwise": c.n_embd * c.n_head, "elementwise": c.n_embd * c.n_head * c.head_size}[c.attn_gate]
     kernel = 0
     if c.attn_kernel == "mlp":
@@ -48,11 +55,14 @@ def num_parameters(config: Config) -> dict[str, int]:
     c = config
     norm = 2 * c.n_embd if c.norm_class == "layernorm" else c.n_embd  # gain, and LayerNorm's bias
     qkv_width = (c.n_head + 2 * c.n_query_groups) * c.head_size
-    mlp_linears = 3 if c.mlp in GATED else 2
-    per_block = c.n_embd * qkv_width + c.n_head * c.head_size * c.n_embd + 2 * norm  # attention, two norms
-    per_block += mlp_linears * c.n_embd * c.intermediate_size
-    if c.bias:  # q/k/v, attention output, MLP up (and gate), MLP down
-        per_block += qkv_width + c.n_embd + (mlp_linears - 1) * c.intermediate_size + c.n_embd
+    linears = mlp_linears(c)
+    norms = 2 if linears else 1  # before attention, and before the MLP when there is one
+    per_block = c.n_embd * qkv_width + c.n_head * c.head_size * c.n_embd + norms * norm
+    per_block += linears * c.n_embd * c.intermediate_size
+    if c.bias:  # q/k/v, attention output
+        per_block += qkv_width + c.n_embd
+    if c.bias and linears:  # MLP up (and gate), MLP down
+        per_block += (linears - 1) * c.intermediate_size + c.n_embd
     per_block += {"none": 0, "headwise": c.n_head, "elementwise": c.n_head * c.head_size}[c.attn_gate] * c.n_embd
     if c.attn_kernel == "mlp":
         per_block += 2 * c.head_size * (c.kernel_hidden or c.head_size)

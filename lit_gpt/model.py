@@ -37,24 +37,29 @@ def make_norm(config: Config) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Attention and MLP, each with a residual connection, normalised before (pre) or after (post)."""
+    """Attention and MLP, each with a residual connection, normalised before (pre) or after (post).
+
+    With `mlp: none` the block is attention alone (its residual and one norm): the attention-only
+    transformer of toy studies, with no second norm left unused.
+    """
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.post_norm = config.norm_position == "post"
         self.norm_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.norm_2 = make_norm(config)
-        self.mlp = MLP(config.n_embd, config.intermediate_size, config.mlp, config.bias)
+        has_mlp = config.mlp != "none"
+        self.norm_2 = make_norm(config) if has_mlp else None
+        self.mlp = MLP(config.n_embd, config.intermediate_size, config.mlp, config.bias) if has_mlp else None
 
     def forward(self, x, positions, rope=None, position_bias=None, cache=None, need_weights=False):
         if self.post_norm:
             attended, weights = self.attn(x, positions, rope, position_bias, cache, need_weights)
             x = self.norm_1(x + attended)
-            return self.norm_2(x + self.mlp(x)), weights
+            return (x if self.mlp is None else self.norm_2(x + self.mlp(x))), weights
         attended, weights = self.attn(self.norm_1(x), positions, rope, position_bias, cache, need_weights)
         x = x + attended
-        return x + self.mlp(self.norm_2(x)), weights
+        return (x if self.mlp is None else x + self.mlp(self.norm_2(x))), weights
 
 
 def _normal_init(module: nn.Module, std: float) -> None:

@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -363,3 +363,73 @@ def test_the_sink_logit_channel_is_padded_to_a_head_size_fused_kernels_take(head
     assert {x.shape[-1] for x in wide} == {-(-(head_size + 1) // HEAD_MULTIPLE) * HEAD_MULTIPLE}
     spec = AttentionSpec(n_slots=1, slot_logit=True)
     torch.testing.assert_close(SDPA()(problem, spec), Eager()(problem, spec), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- key restriction
+def restricted(problem: AttentionProblem, key_mask: torch.Tensor) -> AttentionProblem:
+    return replace(problem, key_mask=key_mask)
+
+
+@pytest.mark.parametrize("score, normalize", [("softmax", "sum"), ("sigmoid", "none")])
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_a_key_mask_allowing_every_key_changes_nothing(score, normalize, chunk):
+    problem = random_problem(n_slots=1, length=7)
+    spec = AttentionSpec(score=score, normalize=normalize, mask=MaskSpec(window=4))
+    everything = restricted(problem, torch.ones(2, 3, 7, 7, dtype=torch.bool))
+    y, weights = Eager(chunk).attend(everything, replace(spec, key_mask=True), need_weights=True)
+    y_ref, weights_ref = Eager().attend(problem, spec, need_weights=True)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(weights, weights_ref)
+
+
+@pytest.mark.parametrize("score, normalize", [("softmax", "sum"), ("sigmoid", "none")])
+def test_a_key_mask_restricts_each_query_to_its_keys_like_brute_force(score, normalize):
+    problem = random_problem(n_slots=1, length=6)
+    key_mask = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.5
+    key_mask[..., 0] = True  # every query keeps at least one key
+    y, weights = Eager(chunk_size=4).attend(restricted(problem, key_mask),
+                                            AttentionSpec(score=score, normalize=normalize, key_mask=True),
+                                            need_weights=True)
+    keys, values = problem.full_keys()
+    visible = torch.cat((torch.ones(2, 3, 6, 1, dtype=torch.bool), key_mask & torch.ones(6, 6).tril().bool()), dim=-1)
+    scores = problem.q @ keys.transpose(-1, -2) / 2 + problem.score_bias(problem.q_pos)
+    if score == "softmax":
+        expected = scores.exp() * visible
+        expected = expected / expected.sum(-1, keepdim=True)
+    else:
+        expected = torch.sigmoid(scores) * visible
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(y, expected @ values)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_every_fused_backend_refuses_a_key_mask_and_auto_falls_back_to_eager(cuda_kernels, name):
+    where = (torch.device("cuda"), torch.bfloat16, False)
+    assert "not key_mask=True" in FUSED[name].supports(AttentionSpec(key_mask=True), *where)
+    assert AttentionRuntime().select(AttentionSpec(key_mask=True), *where, aligned=True).name == "eager"
+
+
+def test_a_problem_and_spec_that_disagree_on_the_key_mask_are_refused():
+    problem = random_problem()
+    with pytest.raises(ValueError, match="spec.key_mask=True but the problem lacks a key_mask"):
+        Eager()(problem, AttentionSpec(key_mask=True))
+    with pytest.raises(ValueError, match="spec.key_mask=False but the problem has a key_mask"):
+        Eager()(restricted(problem, torch.ones(2, 3, 6, 6, dtype=torch.bool)), AttentionSpec())
+
+
+@torch.no_grad()
+def test_a_layer_key_selector_runs_on_eager_and_allowing_every_key_gives_the_same_logits():
+    model = GPT(micro())
+    idx = tokens(length=10)
+    reference = model(idx)
+    seen = []
+    for block in model.blocks:
+        block.attn.key_selector = lambda p: seen.append(p.q.shape) or torch.ones(*p.q.shape[:3], p.k.shape[2],
+                                                                                 dtype=torch.bool)
+    torch.testing.assert_close(model(idx), reference, atol=1e-5, rtol=0)
+    assert len(seen) == model.config.n_layer
+    assert {b.name for block in model.blocks for b in block.attn.backends.values()} == {"sdpa", "eager"}
+    for block in model.blocks:  # only the first key: every query attends to token 0
+        block.attn.key_selector = lambda p: torch.arange(p.k.shape[2]).expand(*p.q.shape[:3], -1) == 0
+    _, maps = model(idx, return_attention=True)
+    assert all(torch.all(m[..., 0] == 1) for m in maps)

@@ -2,20 +2,16 @@
 each; without litgpt it says how to add it and stops. Only the mechanics are checked here -- timings
 belong in the benchmark's own table, never in tests."""
 
-import importlib.util
 import sys
 
 import pytest
 
+from script_modules import load_script
 from test_scripts import REPO
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train", REPO / "bench" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / "train.py", "bench_train")
 
 
 def test_without_litgpt_the_race_says_how_to_add_it(monkeypatch, capsys):

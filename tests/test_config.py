@@ -72,6 +72,12 @@ def test_invalid_combinations_say_how_to_fix_them(overrides, message):
         micro(**overrides)
 
 
+def test_attention_only_models_are_a_choice_that_shows_in_the_summary():
+    config = micro(mlp="none")
+    assert config.variant_summary() == "softmax norm:sum mlp:none"
+    assert Config.from_dict(config.asdict()) == config
+
+
 def test_replace_recomputes_derived_fields():
     config = micro()
     narrower = config.replace(n_head=2)

@@ -65,7 +65,7 @@ def test_scaled_rope_tables_equal_transformers_at_llama3_scale(rope_parameters):
 
 @pytest.mark.parametrize("overrides", [dict(attn_score="sigmoid"), dict(window_size=8), dict(sink_tokens=1),
                                        dict(mlp="gelu"), dict(k_bias=True, v_bias=True), dict(norm_class="layernorm"),
-                                       dict(bias=True)])
+                                       dict(bias=True), dict(mlp="none")])
 def test_variants_that_are_not_a_llama_are_refused(overrides):
     key = next(iter(overrides))
     with pytest.raises(ConfigError, match=f"is not a LLaMA; differs in .*{key}="):

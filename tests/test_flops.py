@@ -41,7 +41,8 @@ def test_parameter_count_matches_the_built_model(overrides):
 
 @pytest.mark.parametrize("overrides", [{}, dict(sink_tokens=2, k_bias=True, v_bias=True, n_query_groups=2,
                                                 attn_gate="elementwise", mlp="gelu"),
-                                       dict(GPT2_STRUCTURE, sink_tokens=1)], ids=["llama", "everything", "gpt2"])
+                                       dict(GPT2_STRUCTURE, sink_tokens=1), dict(mlp="none", attn_gate="headwise")],
+                         ids=["llama", "everything", "gpt2", "attention_only"])
 def test_formula_matches_torch_flop_counter(overrides):
     """The analytic count equals torch's count of matmul FLOPs for a real forward + backward.
 
@@ -53,6 +54,16 @@ def test_formula_matches_torch_flop_counter(overrides):
     with FlopCounterMode(display=False) as counter:
         model(idx).sum().backward()
     assert counter.get_total_flops() == pytest.approx(estimated_flops_per_step(config, 2, 16), rel=1e-9)
+
+
+@pytest.mark.parametrize("overrides", [dict(mlp="none"), dict(GPT2_STRUCTURE, mlp="none"),
+                                       dict(mlp="none", norm_position="post", attn_gate="headwise")])
+def test_attention_only_blocks_count_no_mlp_and_one_norm(overrides):
+    config = micro(**overrides)
+    assert num_parameters(config)["total"] == sum(p.numel() for p in GPT(config).parameters())
+    with_mlp = micro(**{**overrides, "mlp": "relu"})
+    plain_mlp_weights = 2 * config.n_embd * config.intermediate_size  # up and down
+    assert flops_per_token(with_mlp, 16) - flops_per_token(config, 16) == 6 * plain_mlp_weights * config.n_layer
 
 
 def test_flops_grow_linearly_in_attention_with_sequence_length():

@@ -276,6 +276,30 @@ def test_gelu_and_gelu_tanh_are_different_functions():
     assert 1e-4 < (MLP(8, 8, "gelu").act(x) - MLP(8, 8, "gelu_tanh").act(x)).abs().max() < 1e-2
 
 
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_attention_only_blocks_add_attention_and_nothing_else(norm_position):
+    model = build(mlp="none", norm_position=norm_position)
+    assert not any(".mlp." in name or ".norm_2." in name for name in model.state_dict())
+    block, x, positions = model.blocks[0], torch.randn(2, 6, 32), torch.arange(6)
+    rope = rope_cos_sin(positions, model.config.head_size, model.config.rope_base, x.dtype)
+    with torch.no_grad():
+        if norm_position == "pre":
+            expected = x + block.attn(block.norm_1(x), positions, rope)[0]
+        else:
+            expected = block.norm_1(x + block.attn(x, positions, rope)[0])
+        torch.testing.assert_close(block(x, positions, rope)[0], expected)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    idx = tokens(length=16)
+    losses = []
+    for _ in range(5):
+        loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
 @torch.no_grad()
 def test_layernorm_centres_and_biases_go_into_every_projection():
     model = build(norm_class="layernorm", bias=True)

@@ -38,6 +38,8 @@ class AttentionProblem:
     shape (H, S, D) and an additive score `slot_bias` (H, S). `position_bias(q_pos, k_pos)` returns an
     additive (H, Tq, Tk) score bias (ALiBi, T5 buckets). `aligned` says q_pos and k_pos are the same
     0..T-1 sequence (a plain forward pass), which lets fused kernels use their built-in causal mask.
+    `key_mask` (B, H, Tq, Tk) boolean, when given, further restricts which real keys each query sees
+    (studies of sparse attention); slots stay visible. Only a spec with `key_mask=True` computes it.
     """
 
     q: torch.Tensor
@@ -50,6 +52,7 @@ class AttentionProblem:
     slot_v: Optional[torch.Tensor] = None
     slot_bias: Optional[torch.Tensor] = None
     position_bias: Optional[PositionBias] = None
+    key_mask: Optional[torch.Tensor] = None
 
     @property
     def n_slots(self) -> int:
@@ -94,6 +97,16 @@ class AttentionProblem:
             seen = torch.cat((always, seen), dim=-1)
         return seen
 
+    def allowed_keys(self, rows: slice) -> Optional[torch.Tensor]:
+        """`key_mask` of the queries in `rows` with the slot columns (always allowed) prepended, or None."""
+        if self.key_mask is None:
+            return None
+        allowed = self.key_mask[:, :, rows]
+        if self.n_slots:
+            always = allowed.new_ones(*allowed.shape[:-1], self.n_slots)
+            allowed = torch.cat((always, allowed), dim=-1)
+        return allowed
+
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -117,6 +130,8 @@ class AttentionSpec:
     """One slot scores a learned logit instead of q.k (`sink_logit`)."""
     position_bias: str = "none"
     """Additive score bias from positions: `none`, `alibi` or `relative` (T5 buckets)."""
+    key_mask: bool = False
+    """Queries see only the real keys the problem's `key_mask` allows (set by the layer, never by a config)."""
 
     @classmethod
     def from_config(cls, config: Config) -> "AttentionSpec":
@@ -153,12 +168,16 @@ def auto_chunk_size(n_keys: int, head_size: int) -> int:
 
 
 def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_pos: torch.Tensor,
-                 problem: AttentionProblem, spec: AttentionSpec) -> tuple[torch.Tensor, torch.Tensor]:
+                 allowed: Optional[torch.Tensor], problem: AttentionProblem,
+                 spec: AttentionSpec) -> tuple[torch.Tensor, torch.Tensor]:
     scores = (q @ keys.transpose(-1, -2)) * problem.scale
     bias = problem.score_bias(q_pos)
     if bias is not None:
         scores = scores + bias
-    weights = attention_weights(scores, problem.visible(spec.mask, q_pos), spec.score, spec.normalize)
+    visible = problem.visible(spec.mask, q_pos)
+    if allowed is not None:
+        visible = visible & allowed
+    weights = attention_weights(scores, visible, spec.score, spec.normalize)
     return weights @ values, weights
 
 
@@ -182,6 +201,9 @@ class Eager(Backend):
 
     def attend(self, problem: AttentionProblem, spec: AttentionSpec, need_weights: bool = False):
         """(y, weights or None); weights are (B, H, Tq, S + Tk), the values' actual coefficients."""
+        if spec.key_mask != (problem.key_mask is not None):
+            state = "lacks" if spec.key_mask else "has"
+            raise ValueError(f"spec.key_mask={spec.key_mask} but the problem {state} a key_mask")
         keys, values = problem.full_keys()
         n_queries = problem.q.shape[2]
         chunk = self.chunk_size or auto_chunk_size(keys.shape[2], problem.q.shape[-1])
@@ -190,11 +212,12 @@ class Eager(Backend):
         for start in range(0, n_queries, chunk):
             q = problem.q[:, :, start:start + chunk]
             q_pos = problem.q_pos[start:start + chunk]
+            allowed = problem.allowed_keys(slice(start, start + chunk))
             if recompute:
-                y = checkpoint(lambda q_, k_, v_, p_: _eager_chunk(q_, k_, v_, p_, problem, spec)[0],
-                               q, keys, values, q_pos, use_reentrant=False)
+                y = checkpoint(lambda q_, k_, v_, p_, a_: _eager_chunk(q_, k_, v_, p_, a_, problem, spec)[0],
+                               q, keys, values, q_pos, allowed, use_reentrant=False)
             else:
-                y, weights = _eager_chunk(q, keys, values, q_pos, problem, spec)
+                y, weights = _eager_chunk(q, keys, values, q_pos, allowed, problem, spec)
                 if need_weights:
                     maps.append(weights)
             outputs.append(y)

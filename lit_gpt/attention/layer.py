@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import replace
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -92,6 +93,10 @@ class CausalSelfAttention(nn.Module):
     """Multi-head (grouped-query) attention whose variant is fully described by the `Config`; the
     `AttentionRuntime` only decides how it runs."""
 
+    key_selector: Optional[Callable[[AttentionProblem], Optional[torch.Tensor]]] = None
+    """Set by studies of sparse attention (never saved): maps each call's problem to the `key_mask` its
+    queries are restricted to, or None for no restriction; such calls run on a backend that computes it."""
+
     def __init__(self, config: Config, runtime: AttentionRuntime = AttentionRuntime()) -> None:
         super().__init__()
         self.config = config
@@ -113,11 +118,13 @@ class CausalSelfAttention(nn.Module):
         self.eager = Eager(runtime.chunk_size)  # attention maps always come from eager, the only one returning them
         self.backends: dict[tuple, Backend] = {}
 
-    def backend(self, device: torch.device, dtype: torch.dtype, training: bool, aligned: bool) -> Backend:
-        """The backend for calls of this kind, chosen on the first one and then reused."""
-        key = (device, dtype, training, aligned)
+    def backend(self, device: torch.device, dtype: torch.dtype, training: bool, aligned: bool,
+                spec: Optional[AttentionSpec] = None) -> Backend:
+        """The backend for calls of this kind (and `spec`, default the layer's), chosen once and then reused."""
+        spec = spec or self.spec
+        key = (spec, device, dtype, training, aligned)
         if key not in self.backends:
-            self.backends[key] = self.runtime.select(self.spec, *key)
+            self.backends[key] = self.runtime.select(spec, device, dtype, training, aligned)
         return self.backends[key]
 
     def forward(
@@ -148,11 +155,16 @@ class CausalSelfAttention(nn.Module):
         slot_k, slot_v, slot_bias = self.slots.keys_values(self.feature_map, q) if self.slots else (None, None, None)
         problem = AttentionProblem(q, k, v, positions, k_pos, aligned=cache is None, slot_k=slot_k,
                                    slot_v=slot_v, slot_bias=slot_bias, position_bias=position_bias)
+        spec = self.spec
+        if self.key_selector is not None:
+            problem.key_mask = self.key_selector(problem)
+            if problem.key_mask is not None:
+                spec = replace(spec, key_mask=True)
         if need_weights:
-            y, weights = self.eager.attend(problem, self.spec, need_weights=True)
+            y, weights = self.eager.attend(problem, spec, need_weights=True)
         else:
-            backend = self.backend(x.device, q.dtype, torch.is_grad_enabled(), problem.aligned)
-            y, weights = backend(problem, self.spec), None
+            backend = self.backend(x.device, q.dtype, torch.is_grad_enabled(), problem.aligned, spec)
+            y, weights = backend(problem, spec), None
         if self.slots is not None and self.slots.output_bias() is not None:
             y = y + self.slots.output_bias()
         y = y.transpose(1, 2)
