@@ -4,7 +4,8 @@ A checkpoint is one file `<out_dir>/iter-XXXXXX-ckpt.pth` (XXXXXX = optimizer st
 `torch.load(path, weights_only=False)`, holding the run's whole `state`: `model` (state dict),
 `optimizer`, `train_loader` (data loader position), `rng`, `iter_num` (micro-batches), `step_count`
 (optimizer steps), `tokens_seen`, `config` (`Config.asdict()`) and `train` (`TrainArgs.to_dict()`,
-incl. the data transforms). FSDP runs write the same single file (full state dict, gathered on rank 0).
+incl. the data transforms). FSDP runs write the same single file (full state dict, gathered on rank 0,
+optimizer state keyed by position; `lit_gpt.fsdp`).
 
 Reading fails with a `CheckpointError` naming the file (truncated, random bytes, not a training
 checkpoint), never an unpickling traceback. Writes go to a temporary name first and are renamed into

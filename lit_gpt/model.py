@@ -4,8 +4,8 @@ The attention variant, position encoding, MLP kind, norm kind and placement, bia
 come from `Config`; there is exactly one model class. Initialisation follows the paper's code
 (TinyLlama): every Linear and Embedding N(0, sqrt(2 / (5 n_embd))) with zero biases, the MLP output
 projection N(0, 1 / sqrt(d_ff) / n_layer), norms weight 1 and bias 0. It is bound to each module's
-`reset_parameters`, so it also runs when FSDP materialises a model that was created on the meta device
-(where an init pass at construction would do nothing).
+`reset_parameters`, so it also runs when a model created on the meta device is materialised (`to_empty`
+then `init_weights`, where an init pass at construction would do nothing).
 
 Tied embeddings (`tie_embeddings`) are one parameter, `wte.weight`, used by the lookup and by the head;
 there is no `lm_head` module then. Two modules sharing one `nn.Parameter` would come apart silently
@@ -110,7 +110,7 @@ class GPT(nn.Module):
         return math.sqrt(2.0 / 5 / self.config.n_embd)
 
     def _bind_init(self) -> None:
-        """Make every Linear/Embedding's `reset_parameters` apply the paper's init (used by FSDP too)."""
+        """Make every Linear/Embedding's `reset_parameters` apply the paper's init (also on meta-device models)."""
         out_std = 1 / math.sqrt(self.config.intermediate_size) / self.config.n_layer
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -12,7 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from lit_gpt.files import save_figure  # noqa: E402
@@ -124,6 +124,20 @@ def massive_activations(result: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def layer_history_heatmap(steps: Sequence[int], rates: Sequence[Sequence[float]], path: Path,
+                          label: str = "Sink_1") -> Path:
+    """A per-layer sink rate over a run's evaluations: one row per layer (0 on top), one column per step."""
+    fig, ax = plt.subplots(figsize=(6.5, 1.4 + 0.22 * len(rates)))
+    image = ax.imshow(rates, cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto", interpolation="nearest")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: str(steps[int(x)]) if 0 <= int(x) < len(steps) else ""))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer")
+    fig.colorbar(image, ax=ax, label=f"{label} (%)")
+    return _save(fig, path)
+
+
 def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layers: Optional[Sequence[int]] = None,
                 heads: Optional[Sequence[int]] = None, n_slots: int = 0) -> list[Path]:
     """Every figure of one evaluation into `out_dir`; returns the written paths."""
@@ -137,5 +151,5 @@ def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layer
     ]
 
 
-__all__ = ["attention_heatmaps", "layer_sink_rates", "massive_activations", "norms_by_position",
-           "sink_by_position", "write_plots"]
+__all__ = ["attention_heatmaps", "layer_history_heatmap", "layer_sink_rates", "massive_activations",
+           "norms_by_position", "sink_by_position", "write_plots"]

@@ -132,18 +132,20 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _layer_label(layer: int) -> str:
+def layer_label(layer: int) -> str:
+    """Hidden state 0 is the embedding output; hidden state i > 0 is block i's output."""
     return "embed" if layer == 0 else str(layer)
 
 
-def _markdown_cell(column: str, value) -> str:
-    return _layer_label(value) if column == "massive_layer" and value is not None else _cell(value)
+def table_cell(column: str, value) -> str:
+    """A report value as the Markdown and HTML tables show it."""
+    return layer_label(value) if column == "massive_layer" and value is not None else _cell(value)
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
              "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_markdown_cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(table_cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -162,7 +164,7 @@ def massive_activation_tables(rows: Sequence[dict]) -> str:
                  "| layer | top-1 | top-2 | top-3 | median | top-1/median |", "|---|---|---|---|---|---|"]
         for layer, values in enumerate(zip(*(stats[name] for name in ACTIVATION_STATS))):
             ratio = f"{values[0] / values[-1]:.1f}" if values[-1] > 0 else "--"
-            lines.append(f"| {_layer_label(layer)} | " + " | ".join(map(_cell, values)) + f" | {ratio} |")
+            lines.append(f"| {layer_label(layer)} | " + " | ".join(map(_cell, values)) + f" | {ratio} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -19,6 +19,8 @@ from lit_gpt.loss import ignored_predictions
 STRATEGIES = ("auto", "ddp", "fsdp")
 LOGGERS = ("wandb", "tensorboard", "csv", "none")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+# What Lightning's ModelParallelStrategy, which runs FSDP2, accepts (bf16-mixed runs under autocast, as in DDP).
+FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
 
 
 class ArgsError(UserError, ValueError):
@@ -119,7 +121,8 @@ class TrainArgs:
     num_nodes: int = 1
     """Nodes (upstream `num_of_nodes`); launch with `fabric run`, torchrun or SLURM."""
     strategy: str = "auto"
-    """`auto | ddp | fsdp` (FSDP: full shard, one unit per Block, model built on the meta device)."""
+    """`auto | ddp | fsdp` (FSDP2: parameters, gradients and optimizer state sharded over all processes, one
+    unit per Block; needs 2+ processes; GPUs or CPUs; checkpoints as unsharded runs write them)."""
     precision: Optional[str] = None
     """Fabric precision; `bf16-mixed` on GPUs that support it, `32-true` otherwise."""
     compile: bool = False
@@ -186,6 +189,9 @@ class TrainArgs:
             raise ArgsError(f"peak_flops must be positive (FLOP/s of one device), got {self.peak_flops}")
         if self.devices != "auto" and (isinstance(self.devices, str) or self.devices < 1):
             raise ArgsError(f"devices must be 'auto' or a positive number, got {self.devices!r}")
+        if self.strategy == "fsdp" and self.precision not in FSDP_PRECISIONS + (None,):
+            raise ArgsError(f"precision={self.precision!r} does not work with strategy=fsdp; use one of "
+                            f"{', '.join(FSDP_PRECISIONS)}")
         if not 0 < self.downsample_ratio <= 1:
             raise ArgsError(f"downsample_ratio must be in (0, 1], got {self.downsample_ratio}")
         if (self.random_token_start is None) != (self.random_token_end is None):

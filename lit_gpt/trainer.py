@@ -1,10 +1,11 @@
 """Pretraining: setup -> fit -> validate, on Lightning Fabric.
 
-`setup(args)` builds Fabric (accelerator auto; strategy auto | ddp | fsdp; precision bf16-mixed on
-capable GPUs, 32-true otherwise) and runs `main` on every process. `main` builds data, model and
-optimizer, restores the run's single `state` dict when resuming, and calls `fit`, which trains with
-gradient accumulation, validates every `eval_step_interval` steps (loss/ppl per domain and the sink
-metric on the probe set) and checkpoints atomically every `save_step_interval` steps.
+`setup(args)` builds Fabric (accelerator auto; strategy auto | ddp | fsdp, the last FSDP2 as
+`lit_gpt.fsdp` sets it up, on GPUs and CPUs alike; precision bf16-mixed on capable GPUs, 32-true
+otherwise) and runs `main` on every process. `main` builds data, model and optimizer, restores the
+run's single `state` dict when resuming, and calls `fit`, which trains with gradient accumulation,
+validates every `eval_step_interval` steps (loss/ppl per domain and the sink metric on the probe set)
+and checkpoints atomically every `save_step_interval` steps.
 
 Resume is exact: the state holds the model, optimizer, data-loader position (a pure function of the
 step, see `lit_gpt.data.loader`) and RNG states, so a resumed run computes what an uninterrupted one
@@ -19,6 +20,7 @@ import math
 import random
 import re
 import signal
+import tempfile
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -28,7 +30,7 @@ from typing import Any, Iterator, Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.strategies import FSDPStrategy
+from lightning.fabric.connector import _is_using_cli
 from tqdm import tqdm
 
 from lit_gpt.analysis import evaluate_gpt
@@ -39,16 +41,23 @@ from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, loa
 from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
 from lit_gpt.errors import UserError
+from lit_gpt.evaluation import metric_label
 from lit_gpt.files import OutputError, output_folder
 from lit_gpt.flops import estimated_flops_per_step, num_parameters
+from lit_gpt.fsdp import FSDP2Strategy, full_tensor
 from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
-from lit_gpt.logging_utils import CSVMetrics, Throughput, dashboard_logger, peak_flops
+from lit_gpt.logging_utils import (CSVMetrics, Throughput, dashboard_logger, dashboard_tags, layer_history,
+                                   layer_metric, log_images, log_summary, peak_flops, read_metrics, resume_logging,
+                                   takes_images)
 from lit_gpt.model import GPT, Block
 from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
+from lit_gpt.plots import attention_heatmaps, layer_history_heatmap, norms_by_position
 from lit_gpt.train_args import ArgsError, TrainArgs
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SHARD_INDEX_RE = re.compile(r"[-_]\d+$")
+# Per-layer sink rates logged as one series per layer (the other Sink_k stay overall numbers).
+LAYER_SERIES = ("sink_1", "sink_star", "sink_token")
 
 
 class TrainingError(UserError, RuntimeError):
@@ -64,19 +73,14 @@ def default_precision() -> str:
 
 def make_strategy(args: TrainArgs):
     if args.strategy == "fsdp":
-        return FSDPStrategy(
-            auto_wrap_policy={Block},
-            activation_checkpointing_policy={Block} if args.activation_checkpointing else None,
-            state_dict_type="full",
-            sharding_strategy="FULL_SHARD",
-            limit_all_gathers=True,
-        )
+        return FSDP2Strategy()
     return args.strategy
 
 
 def make_fabric(args: TrainArgs) -> L.Fabric:
     loggers = [CSVMetrics(args.out_dir)]
-    dashboard = dashboard_logger(args.logger, args.out_dir / "logs", args.out_name)
+    dashboard = dashboard_logger(args.logger, args.out_dir / "logs", args.out_name, dashboard_tags(args.model_config()),
+                                 resume=args.resume is not False)
     if dashboard is not None:
         loggers.append(dashboard)
     return L.Fabric(accelerator="auto", devices=args.devices, num_nodes=args.num_nodes, strategy=make_strategy(args),
@@ -89,7 +93,19 @@ def setup(args: TrainArgs) -> None:
     check_data_dirs(args)
     check_out_dir(args)
     fabric = make_fabric(args)
-    fabric.launch(main, args)
+    check_world_size(fabric, args)
+    if _is_using_cli():  # `fabric run` started every process and Fabric joined them up; launching is refused
+        main(fabric, args)
+    else:
+        fabric.launch(main, args)
+
+
+def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
+    """FSDP shards over processes: one process has nothing to shard over, and running it anyway would hide
+    a mistaken --devices / --num_nodes."""
+    if args.strategy == "fsdp" and fabric.strategy.num_processes * fabric.strategy.num_nodes == 1:
+        raise ArgsError("strategy=fsdp shards the model over processes but this run has one (devices="
+                        f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto")
 
 
 def check_out_dir(args: TrainArgs) -> None:
@@ -219,12 +235,12 @@ class StopRequest:
 
 # ------------------------------------------------------------------------------------------ model
 def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.Module:
-    """The model set up for the strategy, with the run's attention backend; under FSDP it is created on the
-    meta device and FSDP materialises it shard by shard through each module's `reset_parameters` (the
-    paper's init)."""
-    with fabric.init_module(empty_init=args.strategy == "fsdp"):
+    """The model set up for the strategy, with the run's attention backend. Every strategy builds the same
+    full model from the seed (under FSDP on the CPU, then shards it; see `lit_gpt.fsdp`), so runs start
+    from the same weights whatever the strategy."""
+    with fabric.init_module():
         model = GPT(config, args.attention_runtime())
-    if args.activation_checkpointing and args.strategy != "fsdp":
+    if args.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
 
@@ -254,22 +270,26 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
         fabric.print(f"Resuming from {path}")
         fabric.load(path, state, weights_only=False)
         state["config"], state["train"] = config.asdict(), args.to_dict()
-        for logger in fabric.loggers:
-            if isinstance(logger, CSVMetrics):
-                logger.truncate_after(state["step_count"])
-    else:
-        fabric.logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
+        resume_logging(fabric.loggers, state["step_count"])
+    for logger in fabric.loggers:
+        logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
     counts = num_parameters(config)
     fabric.print(f"{config.name} ({config.variant_summary()}), {counts['total']:,} parameters "
                  f"({counts['non_embedding']:,} non-embedding), "
                  f"{fabric.world_size} process(es), gradient accumulation {accumulation}")
-    fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
+    status = "failed"
+    try:
+        fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
+        status = "success"
+    finally:
+        for logger in fabric.loggers:
+            logger.finalize(status)
 
 
 # ------------------------------------------------------------------------------------------ fit
 def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe: Optional[torch.Tensor],
         args: TrainArgs, accumulation: int) -> None:
-    model, optimizer = state["model"], state["optimizer"]
+    model = state["model"]
     config: Config = model.config
     tokens_per_step = args.global_batch_size * config.block_size
     flops_per_step = estimated_flops_per_step(config, args.micro_batch_size, config.block_size) * accumulation
@@ -331,9 +351,8 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
     if args.grad_clip > 0:
         grad_norm = fabric.clip_gradients(model, optimizer, max_norm=args.grad_clip, error_if_nonfinite=False)
     else:
-        grad_norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
-    grad_norm = float(grad_norm)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    grad_norm = float(full_tensor(grad_norm))
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         latest = find_latest(args.out_dir)
         raise TrainingError(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
@@ -358,13 +377,21 @@ def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
 # ------------------------------------------------------------------------------------------ validate
 def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs,
              state: dict, say) -> dict[str, float]:
-    """Validation loss/ppl per domain and the sink metric, logged at the current step."""
+    """Validation loss/ppl per domain and the sink metric (with one series per layer), logged at the current
+    step; the dashboards also get its figures (`log_sink_images`) and the numbers as the run's summary."""
+    step = state["step_count"]
     n_ignored = ignored_predictions(model.config, args.ignore_loss)
     metrics = validate(fabric, model, valid_loaders, args.eval_iters, n_ignored)
+    result = None
     if probe is not None:
-        metrics.update(sink_metrics(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size, n_ignored))
+        result = sink_evaluation(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size, n_ignored)
+        metrics.update(sink_metrics(result))
     metrics["total_tokens"] = state["tokens_seen"]
-    fabric.log_dict(metrics, step=state["step_count"])
+    fabric.log_dict(metrics, step=step)
+    if result is not None:
+        log_sink_images(fabric, model, probe, result, args.out_dir / "metrics.csv", step)
+    for logger in fabric.loggers:
+        log_summary(logger, {**metrics, "eval_step": step})
     summary = " | ".join(f"{k.removeprefix('metric/')} {v:.4g}" for k, v in metrics.items()
                          if k.endswith("val_loss") or k in ("metric/sink_1", "metric/sink_star"))
     say(f"eval step {state['step_count']}: {summary}")
@@ -394,16 +421,59 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
 
 
 @torch.no_grad()
-def sink_metrics(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int,
-                 n_ignored: int = 0) -> dict[str, float]:
-    """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the loss on the probe windows, by the same
-    probe evaluator as the evaluation scripts (`lit_gpt.analysis.evaluate_gpt`).
+def sink_evaluation(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int,
+                    n_ignored: int = 0) -> dict:
+    """The report of the same probe evaluator as the evaluation scripts (`lit_gpt.analysis.evaluate_gpt`):
+    sink rates overall and per layer, probe loss, norms.
 
     Every rank computes the same numbers (the probe set is small); under FSDP every rank must run the
     forward anyway.
     """
     result = evaluate_gpt(model, fabric.to_device(probe), eps, k, batch_size, prediction_mask(n_ignored, probe.shape[1]))
     model.train()
+    return result
+
+
+def sink_metrics(result: dict) -> dict[str, float]:
+    """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the probe loss of a `sink_evaluation`, and
+    Sink_1 (Sink*, sink-token rate) of each layer as a series of its own (`layer_metric`)."""
     metrics = {f"metric/{name}": value for name, value in result["sink_rates"].items()}
     metrics["metric/probe_loss"] = result["loss"]
+    for name in LAYER_SERIES:
+        for layer, value in enumerate(result["layer_sink_rates"].get(name, [])):
+            metrics[layer_metric(name, layer)] = value
     return metrics
+
+
+@torch.no_grad()
+def log_sink_images(fabric: L.Fabric, model, probe: torch.Tensor, result: dict, metrics_csv: Path, step: int) -> None:
+    """On the dashboards that take images: the attention maps of the first probe window (head 0 of every
+    layer), the norms per position of a `sink_evaluation`, and each per-layer sink rate over the run's
+    evaluations so far (layers x steps, from metrics.csv, so a resumed run draws its whole history).
+
+    Every rank runs the forward (FSDP needs them all); rank 0 draws.
+    """
+    if not any(takes_images(logger) for logger in fabric.loggers):
+        return
+    # The module under Fabric's wrapper and torch.compile: one eager forward of one window, where the compiled
+    # model would compile a graph for this shape first.
+    eager = getattr(model, "module", model)
+    eager.eval()
+    maps = [attn.float().cpu() for attn in eager(fabric.to_device(probe[:1]), return_attention=True)[1]]
+    eager.train()
+    if fabric.global_rank != 0:
+        return
+    config = model.config
+    rows = read_metrics(metrics_csv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        images = {"figures/attention": attention_heatmaps(maps, folder / "attention.png", n_slots=config.n_slots,
+                                                         n_sink_tokens=config.sink_tokens),
+                  "figures/norms": norms_by_position(result, folder / "norms.png")}
+        for name in LAYER_SERIES:
+            steps, rates = layer_history(rows, name)
+            if steps:
+                images[f"figures/{name}_by_layer"] = layer_history_heatmap(steps, rates, folder / f"{name}.png",
+                                                                          metric_label(name))
+        for logger in fabric.loggers:
+            log_images(logger, images, step)

@@ -6,8 +6,21 @@
 # Environment (all optional):
 #   SCALE            paper (the paper's setup; default when a GPU is visible) or cpu (tiny preset on the
 #                    embedded corpus; default otherwise). See configs/cpu/base.yaml.
-#   NUMBER_OF_GPUS   devices per node (default: visible GPUs, 1 on CPU); NUM_NODES (default 1),
-#                    NODE_RANK (0), MAIN_ADDRESS (127.0.0.1) for multi-node `fabric run`.
+#   NUMBER_OF_GPUS   processes per node, one per device (default: visible GPUs, 1 on CPU; set 2 or more on
+#                    a CPU machine for that many CPU processes). Above 1, or with NUM_NODES above 1, the
+#                    trainer starts through `fabric run` (torchrun underneath) on the devices the trainer
+#                    picks itself: the GPUs when any are visible, the CPU otherwise.
+#   NUM_NODES        machines in the run (default 1). Start the same script on every node, each with
+#   NODE_RANK        its own index 0 .. NUM_NODES-1 (default 0; node 0 hosts the rendezvous),
+#   MAIN_ADDRESS     the address of node 0 as the other nodes reach it (default 127.0.0.1; required
+#                    with NUM_NODES above 1), and
+#   MAIN_PORT        a free TCP port on node 0 (default 29400).
+#                    CHECKPOINT_ROOT must be a folder every node sees: rank 0 writes the checkpoints and
+#                    every process reads them on resume. Only node 0 evaluates and writes reports.
+#                    Two nodes of 8 GPUs, sharded (TRAIN_ARGS="--strategy fsdp"; ddp without it):
+#                      node 0: NUM_NODES=2 NODE_RANK=0 MAIN_ADDRESS=10.0.0.1 bash scripts/run_default.sh
+#                      node 1: NUM_NODES=2 NODE_RANK=1 MAIN_ADDRESS=10.0.0.1 bash scripts/run_default.sh
+#                    `launch_command ARGS...; printf '%s\n' "${LAUNCH_CMD[@]}"` shows a node's command.
 #   DATA_DIR         shards folder (default datasets/hub for paper, datasets/embedded for cpu).
 #   PROBE_FILE       probe set of the sink metric (default datasets/probe_valid.jsonl).
 #   CHECKPOINT_ROOT  parent of the run folders (default checkpoints).
@@ -15,8 +28,11 @@
 #   TRAIN_ARGS       extra flags for pretrain/tinyllama.py, e.g. "--eval_iters 2".
 #   FILL_DOCS        1 (default) writes each sweep's table into the results block of RESULTS_DOC (set by
 #                    each script to its scripts/<family>.md); 0 does not.
-#   WANDB_PROJECT, WANDB_ENTITY, WANDB_API_KEY   read by wandb (paper scale logs there; offline
-#                    without a key). WANDB_NAME is set to the run name.
+#   WANDB_PROJECT, WANDB_ENTITY, WANDB_API_KEY   read by wandb (every scale logs there; offline
+#                    without a key, into <run folder>/logs/wandb). Each run is named after its folder
+#                    (WANDB_NAME), grouped by its sweep (WANDB_RUN_GROUP, default SWEEP[_scale]) and tagged
+#                    scale:<SCALE> besides the tags of its attention variant (WANDB_TAGS adds more).
+#   REPORT_WANDB     1 also logs each sweep report's table and chart to a wandb run in the report folder.
 
 set -euo pipefail
 
@@ -36,6 +52,23 @@ if [ -z "${NUMBER_OF_GPUS:-}" ]; then
     [ "$NUMBER_OF_GPUS" -gt 0 ] || NUMBER_OF_GPUS=1
 fi
 NUM_NODES="${NUM_NODES:-1}"
+NODE_RANK="${NODE_RANK:-0}"
+MAIN_PORT="${MAIN_PORT:-29400}"
+for var in NUMBER_OF_GPUS NUM_NODES MAIN_PORT; do
+    if ! [[ "${!var}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: $var must be a positive number, got '${!var}'" >&2
+        exit 2
+    fi
+done
+if ! [[ "$NODE_RANK" =~ ^[0-9]+$ ]] || [ "$NODE_RANK" -ge "$NUM_NODES" ]; then
+    echo "error: NODE_RANK must be in 0 .. $((NUM_NODES - 1)) with NUM_NODES=$NUM_NODES, got '$NODE_RANK'" >&2
+    exit 2
+fi
+if [ "$NUM_NODES" -gt 1 ] && [ -z "${MAIN_ADDRESS:-}" ]; then
+    echo "error: NUM_NODES=$NUM_NODES needs MAIN_ADDRESS, the address of node 0 as the other nodes reach it" >&2
+    exit 2
+fi
+MAIN_ADDRESS="${MAIN_ADDRESS:-127.0.0.1}"
 PROBE_FILE="${PROBE_FILE:-datasets/probe_valid.jsonl}"
 CHECKPOINT_ROOT="${CHECKPOINT_ROOT:-checkpoints}"
 FILL_DOCS="${FILL_DOCS:-1}"
@@ -46,29 +79,42 @@ run_name() {
     if [ "$SCALE" = paper ]; then echo "$1"; else echo "$1_$SCALE"; fi
 }
 
-# The trainer command: one process on a single device, `fabric run` for several devices or nodes.
-launch() {
+# launch_command [trainer flags...]: this node's trainer command, into the array LAUNCH_CMD: one process
+# on a single device, `fabric run` for several devices or nodes. No --accelerator: `fabric run` and the
+# trainer both take the GPUs when any are visible and the CPU otherwise, so they always agree.
+launch_command() {
     if [ "$NUMBER_OF_GPUS" -gt 1 ] || [ "$NUM_NODES" -gt 1 ]; then
-        "$REPO_ROOT/.venv/bin/fabric" run --node-rank="${NODE_RANK:-0}" --main-address="${MAIN_ADDRESS:-127.0.0.1}" \
-            --accelerator=cuda --num-nodes="$NUM_NODES" --devices="$NUMBER_OF_GPUS" pretrain/tinyllama.py "$@"
+        # `python -m lightning.fabric.cli` is `fabric run` of the interpreter the scripts use. Without `--` it
+        # would take the trainer's flags that share its option names (--devices, --num_nodes, --strategy,
+        # --precision) for its own and never pass them on.
+        LAUNCH_CMD=("$PYTHON" -m lightning.fabric.cli --devices="$NUMBER_OF_GPUS" --num-nodes="$NUM_NODES"
+                    --node-rank="$NODE_RANK" --main-address="$MAIN_ADDRESS" --main-port="$MAIN_PORT"
+                    -- pretrain/tinyllama.py "$@")
     else
-        "$PYTHON" pretrain/tinyllama.py "$@"
+        LAUNCH_CMD=("$PYTHON" pretrain/tinyllama.py "$@")
     fi
+}
+
+# launch [trainer flags...]: run this node's trainer command.
+launch() {
+    launch_command "$@"
+    "${LAUNCH_CMD[@]}"
 }
 
 # run_experiment NAME SWEEP CONFIG [trainer flags...]
 #   train CONFIG (composed at $SCALE) into $CHECKPOINT_ROOT/<run name>, resuming if it was interrupted;
 #   evaluate the newest checkpoint into sink_eval.json and plots/ of the run folder; rebuild the report of
-#   SWEEP over every run it has seen, in $CHECKPOINT_ROOT/<SWEEP[_scale]>_report/.
+#   SWEEP over every run it has seen (report.md, .csv, .png, .html), in $CHECKPOINT_ROOT/<SWEEP[_scale]>_report/.
 run_experiment() {
     train_experiment "$@"
-    evaluate_experiment "$1" "$2"
+    # The other nodes of a multi-node run only train: node 0 holds rank 0, which writes the checkpoints.
+    if [ "$NODE_RANK" = 0 ]; then evaluate_experiment "$1" "$2"; fi
 }
 
 # train_experiment NAME SWEEP CONFIG [trainer flags...]: the training half of run_experiment. Runs of
 # different names may train at the same time (scripts/demo.sh does); evaluate them one after another.
 train_experiment() {
-    local name="$1" config="$3"
+    local name="$1" sweep="$2" config="$3"
     shift 3
     local out_name run_dir
     out_name="$(run_name "$name")"
@@ -79,7 +125,8 @@ train_experiment() {
         --probe_file "$PROBE_FILE" ${DATA_DIR:+--data "$DATA_DIR"}
 
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-    WANDB_NAME="$out_name" launch --config "$run_dir/run.yaml" --out_name "$out_name" \
+    WANDB_NAME="$out_name" WANDB_RUN_GROUP="${WANDB_RUN_GROUP:-$(run_name "$sweep")}" \
+        WANDB_TAGS="scale:$SCALE${WANDB_TAGS:+,$WANDB_TAGS}" launch --config "$run_dir/run.yaml" --out_name "$out_name" \
         --checkpoint_root "$CHECKPOINT_ROOT" --devices "$NUMBER_OF_GPUS" --num_nodes "$NUM_NODES" --resume auto \
         ${MAX_STEPS:+--max_step "$MAX_STEPS"} ${TRAIN_ARGS:-} "$@"
 }
@@ -98,7 +145,10 @@ evaluate_experiment() {
     grep -qxF "$run_dir" "$report_dir/runs.txt" 2>/dev/null || echo "$run_dir" >> "$report_dir/runs.txt"
     local runs=()
     mapfile -t runs < "$report_dir/runs.txt"
-    "$PYTHON" pretrain/report.py "${runs[@]}" --probe "$PROBE_FILE" --out "$report_dir"
+    local report_flags=()
+    [ "${REPORT_WANDB:-0}" != 1 ] || report_flags+=(--wandb)
+    WANDB_RUN_GROUP="${WANDB_RUN_GROUP:-$(run_name "$sweep")}" "$PYTHON" pretrain/report.py "${runs[@]}" \
+        --probe "$PROBE_FILE" --out "$report_dir" --html "${report_flags[@]}"
     if [ "$FILL_DOCS" = 1 ] && [ -z "${MAX_STEPS:-}" ] && [ -n "${RESULTS_DOC:-}" ]; then
         "$PYTHON" scripts/experiment.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
     fi

@@ -36,8 +36,16 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
     return build_small_embedded(tmp_path_factory.mktemp("small_embedded"))
 
 
+def offline_wandb_env(home: Path) -> dict[str, str]:
+    """wandb (the cpu scale's dashboard) offline and silent, with its caches and settings under `home`."""
+    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CACHE_DIR": str(home / "cache"),
+            "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_DATA_DIR": str(home / "data")}
+
+
 def script_env(data: Path, probe: Path, checkpoints: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCALE", "MAX_STEPS", "NUMBER_OF_GPUS"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SCALE", "MAX_STEPS", "NUMBER_OF_GPUS", "WANDB_", "REPORT_WANDB"))}
+    env.update(offline_wandb_env(checkpoints.parent / "wandb_home"))
     # Two-step runs test the scripts' plumbing; compiling each (the cpu scale's default) would dominate the
     # suite, and tests/test_compile.py covers compiled training.
     env.update(SCALE="cpu", MAX_STEPS="2", DATA_DIR=str(data), PROBE_FILE=str(probe),
@@ -145,3 +153,65 @@ def test_every_script_end_to_end(small_data, tmp_path, script, args, run, sweep)
     checkpoints = tmp_path / "checkpoints"
     run_script(script, *args, env=script_env(*small_data, checkpoints))
     check_run(checkpoints, run, sweep)
+
+
+# ---------------------------------------------------------------------------------- multi-node launch
+# tests/test_fsdp.py trains through `launch` on two CPU processes; these check the command each node gets.
+NODE_SETTINGS = ("SCALE", "NUMBER_OF_GPUS", "NUM_NODES", "NODE_RANK", "MAIN_ADDRESS", "MAIN_PORT")
+
+
+def source_lib(commands: str, *args: str, **settings: str) -> subprocess.CompletedProcess:
+    """`commands` (`args` as their "$@") run in bash after sourcing scripts/lib.sh with the given node
+    settings and no others."""
+    env = {key: value for key, value in os.environ.items() if key not in NODE_SETTINGS}
+    env.update(SCALE="cpu", PYTHON="python3", **settings)
+    return subprocess.run(["bash", "-c", f"source scripts/lib.sh && {commands}", "lib.sh", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def launch_words(*flags: str, **settings: str) -> list[str]:
+    result = source_lib('launch_command "$@" && printf "%s\\n" "${LAUNCH_CMD[@]}"', *flags, **settings)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_each_node_of_a_two_node_run_gets_its_fabric_run_command():
+    node = {"NUMBER_OF_GPUS": "8", "NUM_NODES": "2", "MAIN_ADDRESS": "10.0.0.1", "MAIN_PORT": "29500"}
+    for rank in ("0", "1"):
+        # The trainer's own flags follow `--`, so `fabric run` passes on those that share its option names.
+        assert launch_words("--config", "run 1.yaml", "--devices", "8", "--strategy", "fsdp",
+                            NODE_RANK=rank, **node) == [
+            "python3", "-m", "lightning.fabric.cli", "--devices=8", "--num-nodes=2", f"--node-rank={rank}",
+            "--main-address=10.0.0.1", "--main-port=29500", "--", "pretrain/tinyllama.py",
+            "--config", "run 1.yaml", "--devices", "8", "--strategy", "fsdp"]
+
+
+def test_one_node_runs_one_process_per_device_and_one_device_runs_the_trainer_directly():
+    assert launch_words("--max_step", "2", NUMBER_OF_GPUS="2") == [
+        "python3", "-m", "lightning.fabric.cli", "--devices=2", "--num-nodes=1", "--node-rank=0",
+        "--main-address=127.0.0.1", "--main-port=29400", "--", "pretrain/tinyllama.py", "--max_step", "2"]
+    one_device = launch_words("--max_step", "2", NUMBER_OF_GPUS="1")
+    assert one_device == ["python3", "pretrain/tinyllama.py", "--max_step", "2"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"NUM_NODES": "2", "NODE_RANK": "2", "MAIN_ADDRESS": "10.0.0.1"},
+     "error: NODE_RANK must be in 0 .. 1 with NUM_NODES=2, got '2'"),
+    ({"NODE_RANK": "-1"}, "error: NODE_RANK must be in 0 .. 0 with NUM_NODES=1, got '-1'"),
+    ({"NUM_NODES": "2"}, "error: NUM_NODES=2 needs MAIN_ADDRESS, the address of node 0"),
+    ({"NUM_NODES": "0"}, "error: NUM_NODES must be a positive number, got '0'"),
+    ({"NUMBER_OF_GPUS": "two"}, "error: NUMBER_OF_GPUS must be a positive number, got 'two'"),
+    ({"MAIN_PORT": "http"}, "error: MAIN_PORT must be a positive number, got 'http'"),
+])
+def test_bad_node_settings_are_refused_in_one_line_before_anything_runs(settings, message):
+    result = source_lib("echo started", **{"NUMBER_OF_GPUS": "1", **settings})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_only_node_0_evaluates_and_reports():
+    stubs = ('train_experiment() { echo "trained $1"; }; evaluate_experiment() { echo "evaluated $1"; }; '
+             "run_experiment run sweep config.yaml")
+    two_nodes = {"NUMBER_OF_GPUS": "8", "NUM_NODES": "2", "MAIN_ADDRESS": "10.0.0.1"}
+    assert source_lib(stubs, NODE_RANK="0", **two_nodes).stdout.splitlines() == ["trained run", "evaluated run"]
+    assert source_lib(stubs, NODE_RANK="1", **two_nodes).stdout.splitlines() == ["trained run"]

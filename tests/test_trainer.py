@@ -123,13 +123,7 @@ def test_training_decreases_valid_loss_and_writes_checkpoints_and_csv(corpus, tm
     assert list((out / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run fastest on one thread, and the suite shares two cores with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state_dicts_equal(a: dict, b: dict) -> bool:
@@ -318,16 +312,10 @@ def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path, monkeypatch, cap
     {"k_bias": True, "v_bias": True, "head_bias": True, "sink_tokens": 2, "attn_gate": "headwise"},
     {"pos_embedding": "relative", "attn_score": "linear", "attn_kernel": "mlp", "attn_normalize": "none"},
 ])
-def test_fsdp_meta_device_materialisation_applies_the_paper_init(overrides):
-    """Lightning runs FSDP on GPUs only, so this follows FSDP's contract on CPU: each module holding
-    parameters of its own is moved off the meta device and its `reset_parameters` is called."""
-    from lit_gpt.model import Block
-    from lit_gpt.trainer import make_strategy
-
-    strategy = make_strategy(parse_args(["--model_name", "micro", "--strategy", "fsdp"], exit_on_error=False))
-    assert strategy._fsdp_kwargs["auto_wrap_policy"]._module_classes == {Block}
-    assert strategy._state_dict_type == "full"
-
+def test_meta_device_materialisation_applies_the_paper_init(overrides):
+    """The materialisation contract of sharding libraries: each module holding parameters of its own is
+    moved off the meta device and its `reset_parameters` is called. (`--strategy fsdp` builds the model
+    in full instead, see tests/test_fsdp.py.)"""
     config = Config.from_name("tiny", **overrides)
     torch.manual_seed(0)
     with torch.device("meta"):

@@ -11,22 +11,34 @@ from typing import Optional
 
 from jsonargparse import ArgumentParser
 
-from lit_gpt.errors import run_cli
+from lit_gpt.errors import UserError, run_cli
 from lit_gpt.evaluation import check_eps
 from lit_gpt.files import write_atomic
-from lit_gpt.report import bar_chart, report_markdown, report_rows, write_csv
+from lit_gpt.logging_utils import log_report
+from lit_gpt.report import COLUMNS, bar_chart, report_markdown, report_rows, write_csv
+from lit_gpt.report_html import write_html
 
 
 def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
-         eps: float = 0.3, tokenizer: Optional[str] = None) -> str:
+         eps: float = 0.3, tokenizer: Optional[str] = None, html: bool = False,
+         wandb: bool = False) -> str:
     check_eps(eps)
+    if html and out is None:
+        raise UserError("--html writes report.html into the --out folder; give --out")
+    if wandb and out is None:
+        raise UserError("--wandb logs the table and chart of the --out folder (its wandb run lives there); give --out")
     rows = report_rows(runs, probe, tokenizer, eps)
     table = report_markdown(rows)
     print(table)
     if out is not None:
         write_atomic(out / "report.md", table + "\n")
         written = [out / "report.md", write_csv(rows, out / "report.csv"), bar_chart(rows, out / "report.png")]
+        if html:
+            written.append(write_html(out / "report.html", rows, runs))
         print("wrote " + ", ".join(str(p) for p in written))
+        if wandb:
+            run = log_report(rows, COLUMNS, out / "report.png", out)
+            print(f"logged the table and chart to the wandb run in {run}")
     return table
 
 
@@ -40,6 +52,13 @@ def parse(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--eps", type=float, default=0.3, help="Sink threshold.")
     parser.add_argument("--tokenizer", type=Optional[str], default=None,
                         help="Tokenizer file or folder (default: each run's own).")
+    parser.add_argument("--html", action="store_true",
+                        help="Also write report.html into --out: one self-contained page (table, curves over "
+                             "steps, per-layer bars, links to each run's PNGs) to open in a browser.")
+    parser.add_argument("--wandb", action="store_true",
+                        help="Also log the table (a wandb Table) and report.png to a wandb run kept in --out "
+                             "(offline unless WANDB_API_KEY is set), in the sweep's group: WANDB_RUN_GROUP, else "
+                             "the --out folder's name without `_report`.")
     return vars(parser.parse_args(argv))
 
 
