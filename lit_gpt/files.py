@@ -32,7 +32,7 @@ def as_if_created(path: Union[str, Path]) -> Path:
 
 
 def output_folder(path: Union[str, Path]) -> Path:
-    """`path` as an existing folder (created with its parents when missing)."""
+    """`path` as an existing folder this process may write into (created with its parents when missing)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -40,6 +40,10 @@ def output_folder(path: Union[str, Path]) -> Path:
         raise OutputError(f"{path} (or a parent of it) is a file, not a folder; choose another output folder") from None
     except PermissionError:
         raise OutputError(f"no permission to create {path}; choose another output folder") from None
+    except OSError as error:
+        raise OutputError(f"cannot create {path} ({error.strerror}); choose another output folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"no permission to write into {path}; choose another output folder")
     return path
 
 

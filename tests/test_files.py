@@ -44,6 +44,14 @@ def test_paths_that_cannot_take_the_output_are_refused(tmp_path):
     plt.close(fig)
 
 
+
+def test_a_folder_that_cannot_be_made_or_written_into_is_refused_in_one_line(tmp_path, monkeypatch):
+    with pytest.raises(OutputError, match=r"cannot create .*/" + "x" * 300 + r" \(File name too long\); choose another"):
+        output_folder(tmp_path / ("x" * 300))
+    monkeypatch.setattr(files.os, "access", lambda path, mode: False)  # root may write anywhere: pretend not
+    with pytest.raises(OutputError, match=f"no permission to write into {tmp_path}; choose another output folder"):
+        output_folder(tmp_path)
+
 def test_outputs_get_the_permissions_of_an_ordinary_file_under_the_umask(tmp_path):
     import os
 

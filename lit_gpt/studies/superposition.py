@@ -23,7 +23,6 @@ does not depend on where the source is).
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.errors import UserError  # noqa: E402
-from lit_gpt.files import OutputError, output_folder, save_figure, write_atomic, write_json  # noqa: E402
+from lit_gpt.files import output_folder, save_figure, write_atomic, write_json  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 
 # Arm name -> (attn_gate, whether the gate L1 penalty applies).
@@ -540,17 +539,6 @@ def plot_gates(runs: list[dict], arms: list[str], path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ run
-def writable_folder(out: Path) -> Path:
-    """`out` as a folder this process can write into, checked before any model is trained."""
-    try:
-        folder = output_folder(out)
-    except OSError as error:
-        raise OutputError(f"cannot create {out} ({error.strerror}); choose another --out") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"no permission to write into {folder}; choose another --out")
-    return folder
-
-
 def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict]]:
     """Every arm for every seed: train, then analyse on the shared evaluation set; one dict per model."""
     data = study.dataset()
@@ -569,7 +557,7 @@ def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict]
 def run_study(study: Study, out: Path, log=print) -> dict:
     """Train and analyse every model with `study.threads` threads, then write results.json, results.md and
     the plots into `out` (checked to be writable first)."""
-    out = writable_folder(out)
+    out = output_folder(out)  # checked before any model is trained
     threads = torch.get_num_threads()
     torch.set_num_threads(study.threads)
     started = time.perf_counter()
@@ -594,5 +582,4 @@ def run_study(study: Study, out: Path, log=print) -> dict:
 __all__ = ["ARMS", "Batch", "SkipTrigrams", "Study", "StudyError", "ablation_matrix", "analyse",
            "effective_tasks_per_head", "gate_by_task", "head_ablated", "heads_per_task", "last_logits", "latin_rows",
            "plot_assignment", "plot_gates", "plot_tasks_per_head", "recorded_gates", "results_markdown", "run_study",
-           "served", "summarise", "task_losses", "tasks_per_head", "train_and_analyse", "train_model",
-           "writable_folder"]
+           "served", "summarise", "task_losses", "tasks_per_head", "train_and_analyse", "train_model"]
