@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lit_gpt.analysis import peak_activation_ratio  # noqa: E402
 from lit_gpt.errors import UserError  # noqa: E402
 from lit_gpt.evaluation import metric_label  # noqa: E402
-from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
+from lit_gpt.files import write_atomic, write_json  # noqa: E402
+from lit_gpt.plots import save_and_close  # noqa: E402
 
 
 def _path_parts(spec: str) -> tuple[str, ...]:
@@ -71,11 +72,7 @@ def comparison_chart(rows: Sequence[dict], path: Path) -> Path:
     ax.set_xticks(range(len(rows)), [row["model"] for row in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("Sink_1 (%)")
     ax.set_ylim(0, 100)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_and_close(fig, path)
 
 
 def write_comparison(rows: Sequence[dict], folder: Path, chart: bool = False) -> list[Path]:

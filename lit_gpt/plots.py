@@ -19,7 +19,9 @@ from lit_gpt.files import save_figure  # noqa: E402
 from lit_gpt.metrics import normalize_rows  # noqa: E402
 
 
-def _save(fig, path: Path, tight: bool = True) -> Path:
+def save_and_close(fig, path: Path, tight: bool = True) -> Path:
+    """Write a finished figure atomically (`save_figure`) and release it, even when the write fails: pyplot
+    keeps every open figure alive otherwise. `tight` applies tight_layout first."""
     if tight:
         fig.tight_layout()
     try:
@@ -51,7 +53,7 @@ def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optiona
             ax.set_ylabel("query", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8)
-    return _save(fig, path, tight=False)  # the constrained layout already placed the colorbar
+    return save_and_close(fig, path, tight=False)  # the constrained layout already placed the colorbar
 
 
 def sink_by_position(result: dict, path: Path) -> Path:
@@ -69,7 +71,7 @@ def sink_by_position(result: dict, path: Path) -> Path:
     ax.set_xlabel("key position k")
     ax.set_ylabel(f"Sink_k (%), eps={result['eps']}")
     ax.set_ylim(0, 100)
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def layer_sink_rates(result: dict, path: Path) -> Path:
@@ -84,7 +86,7 @@ def layer_sink_rates(result: dict, path: Path) -> Path:
     ax.set_ylabel("sink rate (%)")
     ax.set_ylim(-2, 102)
     ax.legend()
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def norms_by_position(result: dict, path: Path) -> Path:
@@ -107,7 +109,7 @@ def norms_by_position(result: dict, path: Path) -> Path:
         ax.set_xlabel("position" + (" (negative: sink tokens)" if offset else ""))
         ax.set_ylabel("L2 norm")
     axes[0].legend(fontsize=6)
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def massive_activations(result: dict, path: Path) -> Path:
@@ -121,7 +123,7 @@ def massive_activations(result: dict, path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("|activation|")
     ax.legend()
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def layer_history_heatmap(steps: Sequence[int], rates: Sequence[Sequence[float]], path: Path,
@@ -135,7 +137,7 @@ def layer_history_heatmap(steps: Sequence[int], rates: Sequence[Sequence[float]]
     ax.set_xlabel("step")
     ax.set_ylabel("layer")
     fig.colorbar(image, ax=ax, label=f"{label} (%)")
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layers: Optional[Sequence[int]] = None,
@@ -152,4 +154,4 @@ def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layer
 
 
 __all__ = ["attention_heatmaps", "layer_history_heatmap", "layer_sink_rates", "massive_activations",
-           "norms_by_position", "sink_by_position", "write_plots"]
+           "norms_by_position", "save_and_close", "sink_by_position", "write_plots"]

@@ -30,8 +30,9 @@ from lit_gpt.analysis import peak_activation_ratio  # noqa: E402
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
 from lit_gpt.data.probe import load_probe_windows  # noqa: E402
 from lit_gpt.evaluation import EvalError, evaluate_run, tokenizer_for, train_args  # noqa: E402
-from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
+from lit_gpt.files import write_atomic, write_json  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
+from lit_gpt.plots import save_and_close  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
            "tokens_seen", "step")
@@ -193,11 +194,7 @@ def bar_chart(rows: Sequence[dict], path: Path) -> Path:
     ax.set_ylabel("sink rate (%)")
     ax.set_ylim(0, 100)
     ax.legend()
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_and_close(fig, path)
 
 
 __all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "massive_activation_tables",

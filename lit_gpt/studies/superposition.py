@@ -38,8 +38,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.errors import UserError  # noqa: E402
-from lit_gpt.files import output_folder, save_figure, write_atomic, write_json  # noqa: E402
+from lit_gpt.files import output_folder, write_atomic, write_json  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.plots import save_and_close  # noqa: E402
 
 # Arm name -> (attn_gate, whether the gate L1 penalty applies).
 ARMS: dict[str, tuple[str, bool]] = {
@@ -464,13 +465,6 @@ def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: flo
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> Path:
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
-
-
 def plot_assignment(runs: list[dict], arms: list[str], threshold: float, path: Path) -> Path:
     """Loss rise of each task (columns) when each head (rows) is ablated, one panel per arm and seed; a dot
     marks a served pair. Tasks are ordered by the head that matters most for them."""
@@ -498,7 +492,7 @@ def plot_assignment(runs: list[dict], arms: list[str], threshold: float, path: P
             if row == len(arms) - 1:
                 ax.set_xlabel("task", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="loss rise (nats)")
-    return _save(fig, path)
+    return save_and_close(fig, path, tight=False)
 
 
 def plot_tasks_per_head(runs: list[dict], arms: list[str], path: Path) -> Path:
@@ -518,7 +512,7 @@ def plot_tasks_per_head(runs: list[dict], arms: list[str], path: Path) -> Path:
         ax.set_xticks(range(len(arms)), arms)
         ax.set_ylabel(label)
     right.set_yscale("log")
-    return _save(fig, path)
+    return save_and_close(fig, path, tight=False)
 
 
 def plot_gates(runs: list[dict], arms: list[str], path: Path) -> Path:
@@ -535,7 +529,7 @@ def plot_gates(runs: list[dict], arms: list[str], path: Path) -> Path:
         ax.set_xlabel("task", fontsize=8)
         ax.set_ylabel("head", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="gate value")
-    return _save(fig, path)
+    return save_and_close(fig, path, tight=False)
 
 
 # ------------------------------------------------------------------------------------------------ run

@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_gpt.files import save_figure, write_atomic, write_json  # noqa: E402
+from lit_gpt.files import write_atomic, write_json  # noqa: E402
+from lit_gpt.plots import save_and_close  # noqa: E402
 
 
 def headline_k(result: dict) -> int:
@@ -105,14 +106,6 @@ def _label_panel(ax, run: dict, ticks: list, xlabel: str) -> None:
     ax.set_xlabel(xlabel)
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
-
-
 def recall_vs_compute(result: dict, path: Path) -> Path:
     """Per run: recall@k against compute fraction, one line per method through its k values."""
     fig, axes = _panels(len(result["runs"]))
@@ -126,7 +119,7 @@ def recall_vs_compute(result: dict, path: Path) -> Path:
         _label_panel(ax, run, ticks, "compute fraction (dense = 1; points: k)")
     axes[0].set_ylabel("recall@k of the true top-k")
     _legend_beside(axes)
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def perplexity_vs_k(result: dict, path: Path) -> Path:
@@ -144,7 +137,7 @@ def perplexity_vs_k(result: dict, path: Path) -> Path:
         _label_panel(ax, run, sorted(result["settings"]["k"]), "k (dashed: + first token)")
     axes[0].set_ylabel("probe perplexity")
     _legend_beside(axes)
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def mass_by_layer(result: dict, path: Path) -> Path:
@@ -163,7 +156,7 @@ def mass_by_layer(result: dict, path: Path) -> Path:
         ax.set_xlabel("layer")
         if ax.get_legend_handles_labels()[0]:  # the left panel is empty when exact top-k was not measured
             ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_and_close(fig, path)
 
 
 def write_results(result: dict, out: Path) -> list[Path]:
