@@ -5,6 +5,7 @@ import torch
 
 from lit_gpt.attention import AttentionProblem, AttentionRuntime, AttentionSpec, CausalSelfAttention, Eager, MaskSpec
 from lit_gpt.attention.backends import FUSED, auto_chunk_size
+from lit_gpt.attention.weights import elu_plus_one
 from lit_gpt.config import CHOICES, ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.positions import rope_cos_sin
@@ -48,18 +49,57 @@ def random_problem(n_slots=0, seed=0, length=6, requires_grad=False):
     return AttentionProblem(q, k, v, positions, positions, aligned=True, **slots)
 
 
-@pytest.mark.parametrize("score_fn, formula", [
-    ("sigmoid", torch.sigmoid), ("elu", lambda s: torch.nn.functional.elu(s) + 1), ("linear", lambda s: s)])
-@pytest.mark.parametrize("normalize", ["none", "sum", "max_abs"])
-def test_weight_functions_and_normalisers(score_fn, formula, normalize):
-    problem = random_problem(n_slots=1)
-    _, weights = Eager().attend(problem, AttentionSpec(score=score_fn, normalize=normalize), need_weights=True)
+WEIGHT_FORMULAS = [("sigmoid", torch.sigmoid), ("elu", lambda s: torch.nn.functional.elu(s) + 1),
+                   ("linear", lambda s: s)]
+
+
+def written_out_weights(problem, formula, normalize):
+    """The weights of a non-softmax spec, computed the plain way: scale, bias, weight function, zero the
+    masked keys, divide each row."""
     keys, _ = problem.full_keys()
     scores = problem.q @ keys.transpose(-1, -2) / 2 + problem.score_bias(problem.q_pos)
     raw = formula(scores) * problem.visible(MaskSpec(), problem.q_pos)
     row_sum = raw.sum(-1, keepdim=True)
-    expected = {"none": raw, "sum": raw / row_sum, "max_abs": raw / row_sum.abs().clamp(min=1)}[normalize]
-    torch.testing.assert_close(weights, expected)
+    return {"none": raw, "sum": raw / row_sum, "max_abs": raw / row_sum.abs().clamp(min=1)}[normalize]
+
+
+@pytest.mark.parametrize("score_fn, formula", WEIGHT_FORMULAS)
+@pytest.mark.parametrize("normalize", ["none", "sum", "max_abs"])
+def test_weight_functions_and_normalisers(score_fn, formula, normalize):
+    problem = random_problem(n_slots=1)
+    _, weights = Eager().attend(problem, AttentionSpec(score=score_fn, normalize=normalize), need_weights=True)
+    torch.testing.assert_close(weights, written_out_weights(problem, formula, normalize))
+
+
+@pytest.mark.parametrize("score_fn, formula", WEIGHT_FORMULAS)
+@pytest.mark.parametrize("normalize", ["none", "sum", "max_abs"])
+def test_eager_output_and_gradients_equal_the_written_out_formula(score_fn, formula, normalize):
+    """The eager path's shortcuts (scale on q, the mask added to the scores, the row normaliser applied to
+    the output, elu + 1 from exp with its own backward) compute the same function and gradients."""
+    results = []
+    for eager in (True, False):
+        problem = random_problem(n_slots=1, requires_grad=True)
+        if eager:
+            y = Eager()(problem, AttentionSpec(score=score_fn, normalize=normalize))
+        else:
+            y = written_out_weights(problem, formula, normalize) @ problem.full_keys()[1]
+        y.pow(2).sum().backward()
+        results.append([y, problem.q.grad, problem.k.grad, problem.v.grad])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_elu_plus_one_equals_elu_plus_one_with_its_gradient_and_is_zero_at_minus_infinity():
+    x = torch.cat([torch.linspace(-30, 30, 601, dtype=torch.float64), torch.tensor([float("-inf")], dtype=torch.float64)])
+    x.requires_grad_()
+    y = elu_plus_one(x)
+    torch.testing.assert_close(y, torch.nn.functional.elu(x) + 1)
+    assert y[-1] == 0
+    y.sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    (torch.nn.functional.elu(reference) + 1).sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad)
+    assert torch.autograd.gradcheck(elu_plus_one, (torch.randn(50, dtype=torch.float64, requires_grad=True),))
 
 
 @pytest.mark.parametrize("score_fn, normalize", [("softmax", "sum"), ("sigmoid", "sum"), ("elu", "sum")])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lit_gpt.attention.masks import MaskSpec
-from lit_gpt.attention.weights import LOG_WEIGHT_FUNCTIONS, attention_weights
+from lit_gpt.attention.weights import LOG_WEIGHT_FUNCTIONS, attention_weights, row_divisor
 from lit_gpt.config import Config
 
 PositionBias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -168,17 +168,21 @@ def auto_chunk_size(n_keys: int, head_size: int) -> int:
 
 
 def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_pos: torch.Tensor,
-                 allowed: Optional[torch.Tensor], problem: AttentionProblem,
-                 spec: AttentionSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = (q @ keys.transpose(-1, -2)) * problem.scale
-    bias = problem.score_bias(q_pos)
-    if bias is not None:
-        scores = scores + bias
+                 allowed: Optional[torch.Tensor], problem: AttentionProblem, spec: AttentionSpec,
+                 need_weights: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    # Every step avoids a pass over the (Tq, S + Tk) block where a smaller tensor can take it: the scale
+    # goes on q, the row normaliser on the output.
+    scores = (q * problem.scale) @ keys.transpose(-1, -2)
     visible = problem.visible(spec.mask, q_pos)
     if allowed is not None:
         visible = visible & allowed
-    weights = attention_weights(scores, visible, spec.score, spec.normalize)
-    return weights @ values, weights
+    weights = attention_weights(scores, visible, spec.score, problem.score_bias(q_pos))
+    divisor = row_divisor(weights, spec.score, spec.normalize)
+    y = weights @ values
+    if divisor is not None:
+        y = y / divisor
+        weights = weights / divisor if need_weights else None
+    return y, (weights if need_weights else None)
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class Eager(Backend):
                 y = checkpoint(lambda q_, k_, v_, p_, a_: _eager_chunk(q_, k_, v_, p_, a_, problem, spec)[0],
                                q, keys, values, q_pos, allowed, use_reentrant=False)
             else:
-                y, weights = _eager_chunk(q, keys, values, q_pos, allowed, problem, spec)
+                y, weights = _eager_chunk(q, keys, values, q_pos, allowed, problem, spec, need_weights)
                 if need_weights:
                     maps.append(weights)
             outputs.append(y)
