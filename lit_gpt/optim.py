@@ -1,4 +1,4 @@
-"""AdamW with a documented weight-decay split, and the warmup + cosine learning-rate schedule.
+"""AdamW with a documented weight-decay split, and the learning-rate schedule (warmup, then cosine or cooldown).
 
 Weight decay: upstream decayed every parameter (one AdamW group). That is the default here too,
 because the paper reports that weight decay strengthens the attention sink, so which parameters it
@@ -44,12 +44,16 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float, 
 
 
 def learning_rate_at(step: int, learning_rate: float, min_lr: float, warmup_steps: int, max_step: int,
-                     decay_lr: bool = True) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine down to `min_lr`.
+                     decay_lr: bool = True, cooldown_steps: int = 0) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then down to `min_lr` at `max_step`.
 
     Warmup reaches the full rate at step `warmup_steps - 1`, so the first step already moves the
-    weights (upstream's iteration-level schedule started at exactly 0). After `max_step` it stays at
-    `min_lr`. `decay_lr=False` keeps the rate constant (upstream's switch of the same name).
+    weights (upstream's iteration-level schedule started at exactly 0). After warmup the rate follows a
+    cosine to `min_lr` over the rest of the run; with `cooldown_steps > 0` it instead holds the full rate
+    and falls linearly to `min_lr` over the last `cooldown_steps` steps (warmup-stable-decay), so a run
+    keeps the high rate that brings the sink forward for most of its steps and still ends annealed. A
+    cooldown longer than the steps after warmup starts right after warmup. After `max_step` the rate
+    stays at `min_lr`. `decay_lr=False` keeps the rate constant (upstream's switch of the same name).
     """
     if not decay_lr:
         return learning_rate
@@ -57,6 +61,11 @@ def learning_rate_at(step: int, learning_rate: float, min_lr: float, warmup_step
         return learning_rate * (step + 1) / warmup_steps
     if step >= max_step:
         return min_lr
+    if cooldown_steps > 0:
+        decay_start = max(warmup_steps, max_step - cooldown_steps)
+        if step < decay_start:
+            return learning_rate
+        return learning_rate + (min_lr - learning_rate) * (step - decay_start) / (max_step - decay_start)
     progress = (step - warmup_steps) / max(1, max_step - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 

@@ -90,6 +90,9 @@ class TrainArgs:
     """Final learning rate of the cosine (equal to `learning_rate` = constant after warmup)."""
     decay_lr: bool = True
     """Use the warmup + cosine schedule; False keeps `learning_rate` throughout."""
+    cooldown_steps: int = 0
+    """Instead of the cosine, hold `learning_rate` after warmup and decay linearly to `min_lr` over the last N
+    optimizer steps (warmup-stable-decay); 0 keeps the cosine."""
     warmup_steps: int = 1000
     """Linear warmup, in optimizer steps."""
     weight_decay: float = 0.1
@@ -174,7 +177,7 @@ class TrainArgs:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ArgsError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("warmup_steps", "keep_last", "ignore_loss", "min_lr", "weight_decay", "grad_clip", "seed"):
+        for key in ("warmup_steps", "cooldown_steps", "keep_last", "ignore_loss", "min_lr", "weight_decay", "grad_clip", "seed"):
             if getattr(self, key) < 0:
                 raise ArgsError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.min_lr > self.learning_rate:

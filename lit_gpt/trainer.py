@@ -336,7 +336,8 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
     """One optimizer step over `accumulation` micro-batches -> (loss averaged over ranks, grad norm, lr)."""
     model, optimizer = state["model"], state["optimizer"]
     step = state["step_count"]
-    lr = learning_rate_at(step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr)
+    lr = learning_rate_at(step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr,
+                          args.cooldown_steps)
     set_learning_rate(optimizer, lr)
     total = torch.zeros((), device=fabric.device)
     n_ignored = ignored_predictions(model.config, args.ignore_loss)

@@ -27,6 +27,27 @@ def test_decay_lr_false_is_constant_from_the_first_step():
     assert {learning_rate_at(s, 3e-3, 0.0, 5, 50, decay_lr=False) for s in range(60)} == {3e-3}
 
 
+def test_cooldown_holds_the_rate_then_decays_linearly_to_min_lr_over_the_last_steps():
+    kwargs = dict(learning_rate=6e-3, min_lr=0.0, warmup_steps=50, max_step=700, cooldown_steps=140)
+    lrs = [learning_rate_at(step, **kwargs) for step in range(710)]
+    assert lrs[49] == pytest.approx(6e-3)
+    assert lrs[50:561] == [pytest.approx(6e-3)] * 511  # stable until the cooldown's first step
+    assert lrs[630] == pytest.approx(3e-3)  # half way through the cooldown
+    assert all(a > b for a, b in zip(lrs[560:700], lrs[561:701]))
+    assert lrs[699] > 0 and lrs[700:] == [0.0] * 10  # every step of the run still moves the weights
+
+
+def test_a_cooldown_longer_than_the_run_starts_right_after_warmup():
+    lrs = [learning_rate_at(s, 1e-3, 1e-4, 5, 25, cooldown_steps=140) for s in range(26)]
+    assert lrs[4] == pytest.approx(1e-3) and lrs[5] == pytest.approx(1e-3)
+    assert lrs[15] == pytest.approx(1e-3 - 0.9e-3 * 10 / 20)
+    assert lrs[25] == pytest.approx(1e-4)
+
+
+def test_decay_lr_false_ignores_the_cooldown():
+    assert {learning_rate_at(s, 3e-3, 0.0, 5, 50, decay_lr=False, cooldown_steps=10) for s in range(60)} == {3e-3}
+
+
 def test_default_decays_every_parameter_like_upstream():
     model = GPT(Config.from_name("micro", k_bias=True, v_bias=True))
     groups = param_groups(model, 0.1)

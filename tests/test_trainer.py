@@ -443,6 +443,7 @@ def test_resume_refuses_another_models_checkpoint_or_a_foreign_file_before_loadi
     ("--precision", "foo", "precision='foo' is not one of"),
     ("--num_nodes", "0", "num_nodes must be positive"),
     ("--seed", "-1", "seed must be >= 0"),
+    ("--cooldown_steps", "-5", "cooldown_steps must be >= 0"),
     ("--sink_eps", "2", r"sink_eps must be in \(0, 1\)"),
     ("--eval_iters", "0", "eval_iters must be positive"),
     ("--peak_flops", "-1", "peak_flops must be positive"),
