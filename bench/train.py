@@ -9,6 +9,7 @@ batches, median over `--steps` steps after `--warmup` steps. MFU is the model FL
     python bench/train.py                       # eager
     python bench/train.py --compile             # adds a torch.compile column
     python bench/train.py --vs-litgpt           # litgpt's GPT against ours, eager and compiled
+    python bench/train.py --profile --compile   # where a compiled step's time goes, by kind of work
 
 `--vs-litgpt` needs `pip install litgpt` (optional; the mode says so and stops when it is absent). Both
 models get the same shape, batches, loss, clipping and plain AdamW; the contenders take turns, `--rounds`
@@ -53,10 +54,10 @@ def random_batches(vocab_size: int, batch: int, length: int, seed: int = 0):
         yield torch.randint(0, vocab_size, (batch, length + 1), generator=generator)
 
 
-def time_variant(overrides: dict, compile_model: bool, steps: int, warmup: int) -> tuple[float, float]:
-    """(median seconds per optimizer step, model FLOPs per step)."""
+def trainer_step(overrides: dict, compile_model: bool, max_step: int) -> tuple[Callable[[], None], Config]:
+    """One optimizer step of the trainer at the benchmark shape, as a call, and the model's config."""
     args = TrainArgs(model_name="tiny", model=overrides, global_batch_size=BATCH, micro_batch_size=BATCH,
-                     learning_rate=3e-3, min_lr=3e-3, warmup_steps=0, max_step=steps + warmup,
+                     learning_rate=3e-3, min_lr=3e-3, warmup_steps=0, max_step=max_step,
                      compile=compile_model, logger="none", progress_bar=False, eval_sink=False)
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
     torch.manual_seed(0)
@@ -67,13 +68,19 @@ def time_variant(overrides: dict, compile_model: bool, steps: int, warmup: int) 
     state = {"model": model, "optimizer": optimizer, "rng": RNGState(), "iter_num": 0, "step_count": 0,
              "tokens_seen": 0}
     batches = random_batches(config.vocab_size, args.micro_batch_size, config.block_size)
+    return lambda: train_step(fabric, state, batches, args, accumulation=1), config
+
+
+def time_variant(overrides: dict, compile_model: bool, steps: int, warmup: int) -> tuple[float, float]:
+    """(median seconds per optimizer step, model FLOPs per step)."""
+    step, config = trainer_step(overrides, compile_model, steps + warmup)
     times = []
-    for step in range(warmup + steps):
+    for index in range(warmup + steps):
         started = time.perf_counter()
-        train_step(fabric, state, batches, args, accumulation=1)
-        if step >= warmup:
+        step()
+        if index >= warmup:
             times.append(time.perf_counter() - started)
-    return statistics.median(times), estimated_flops_per_step(config, args.micro_batch_size, config.block_size)
+    return statistics.median(times), estimated_flops_per_step(config, BATCH, config.block_size)
 
 
 def trainer_table(options: argparse.Namespace, peak: float) -> None:
@@ -88,6 +95,44 @@ def trainer_table(options: argparse.Namespace, peak: float) -> None:
             seconds, flops = time_variant(VARIANTS[name], compile_model, options.steps, options.warmup)
             cells.append(f" {seconds:.3f} | {BATCH * LENGTH / seconds:,.0f} | {flops / seconds / peak:.1%} |")
         print(f"| {name} | {flops / 1e9:.1f} |" + "".join(cells), flush=True)
+
+
+# --- where the step's time goes -------------------------------------------------------------------------
+
+# Self time of profiled ops, by the kind of work: what any model of this shape spends on matrix
+# products and fused attention kernels, against what a framework can still change around them.
+OP_KINDS = (
+    ("matrix products (BLAS)", lambda name: name in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")),
+    ("fused attention kernels (SDPA)", lambda name: "scaled_dot_product" in name),
+    ("compiled elementwise code (inductor)", lambda name: name.startswith("## Call CompiledFxGraph")),
+)
+OTHER_OPS = "everything else (eager elementwise ops, loss, AdamW, dispatch)"
+
+
+def op_kind(name: str) -> str:
+    return next((kind for kind, matches in OP_KINDS if matches(name)), OTHER_OPS)
+
+
+def profile_table(options: argparse.Namespace) -> None:
+    """Per variant: milliseconds per step and share of each kind of work, over `--steps` profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    mode = "compiled" if options.compile else "eager"
+    print(f"| variant ({mode}) | " + " | ".join(kind for kind, _ in OP_KINDS) + f" | {OTHER_OPS} | total ms/step |")
+    print("|---" * (len(OP_KINDS) + 3) + "|")
+    for name in options.variants:
+        step, _ = trainer_step(VARIANTS[name], options.compile, options.steps + options.warmup)
+        for _ in range(options.warmup):
+            step()
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(options.steps):
+                step()
+        spent = dict.fromkeys([kind for kind, _ in OP_KINDS] + [OTHER_OPS], 0.0)
+        for event in profiler.key_averages():
+            spent[op_kind(event.key)] += event.self_cpu_time_total / 1e3 / options.steps
+        total = sum(spent.values())
+        cells = " | ".join(f"{ms:.0f} ms ({ms / total:.0%})" for ms in spent.values())
+        print(f"| {name} | {cells} | {total:.0f} |", flush=True)
 
 
 # --- litgpt against ours ---------------------------------------------------------------------------------
@@ -206,11 +251,17 @@ def main() -> None:
     parser.add_argument("--modes", choices=("both", "eager", "compiled"), default="both",
                         help="which of eager and torch.compile --vs-litgpt races")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing, profile --steps steps of each variant (compiled with --compile) "
+                             "and print where the time goes")
     options = parser.parse_args()
     if options.threads:
         torch.set_num_threads(options.threads)
     if options.vs_litgpt:
         versus_litgpt(options)
+        return
+    if options.profile:
+        profile_table(options)
         return
     peak = measure_matmul_flops(size=1024, seconds=2.0)
     print(f"fp32 matmul peak (measured, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s")
