@@ -178,11 +178,10 @@ def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_po
         visible = visible & allowed
     weights = attention_weights(scores, visible, spec.score, problem.score_bias(q_pos))
     divisor = row_divisor(weights, spec.score, spec.normalize)
-    y = weights @ values
-    if divisor is not None:
-        y = y / divisor
-        weights = weights / divisor if need_weights else None
-    return y, (weights if need_weights else None)
+    y = weights @ values if divisor is None else (weights @ values) / divisor
+    if not need_weights:
+        return y, None
+    return y, (weights if divisor is None else weights / divisor)
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,8 @@ def attention_weights(scores: torch.Tensor, visible: torch.Tensor, score_fn: str
     additive score bias; `visible` broadcasts against `scores` (last dim = keys, including slots).
     """
     if score_fn in ZERO_AT_MINUS_INF:
-        masking = torch.zeros(visible.shape, dtype=scores.dtype, device=scores.device)
-        masking.masked_fill_(~visible, float("-inf"))
-        scores = scores.add_(masking if bias is None else bias + masking)
+        additive = scores.new_zeros(()) if bias is None else bias
+        scores = scores.add_(additive.masked_fill(~visible, float("-inf")))
         return torch.softmax(scores, dim=-1) if score_fn == "softmax" else WEIGHT_FUNCTIONS[score_fn](scores)
     if bias is not None:
         scores = scores.add_(bias)
