@@ -164,13 +164,18 @@ class ProbeStatistics:
         }
 
 
+def activation_ratios(stats: dict) -> list[Optional[float]]:
+    """Top-1 / median |activation| of each hidden state (0 = embedding output, l = output of block l);
+    None where the median is 0."""
+    return [top / median if median > 0 else None for top, median in zip(stats["top1"], stats["median"])]
+
+
 def peak_activation_ratio(stats: Optional[dict]) -> tuple[Optional[float], Optional[int]]:
     """(largest top-1 / median |activation| over the hidden states, its hidden-state index: 0 = embedding
     output, l = output of block l); Nones without statistics or where every median is 0."""
     if not stats:
         return None, None
-    ratios = [(top / median, layer) for layer, (top, median) in enumerate(zip(stats["top1"], stats["median"]))
-              if median > 0]
+    ratios = [(ratio, layer) for layer, ratio in enumerate(activation_ratios(stats)) if ratio is not None]
     return max(ratios, default=(None, None))
 
 

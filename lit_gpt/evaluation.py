@@ -17,6 +17,7 @@ from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
 from lit_gpt.files import write_json
 from lit_gpt.loss import ignored_predictions, prediction_mask
+from lit_gpt.metrics import LAYER_SERIES
 from lit_gpt.model import GPT
 from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import TokenizerError, load_tokenizer
@@ -148,7 +149,7 @@ def format_table(result: dict) -> str:
     lines.append("".join(f"{value:>10.2f}" for value in rates.values()))
     lines.append("")
     per_layer = result["layer_sink_rates"]
-    shown = [name for name in ("sink_1", "sink_star", "sink_token") if name in per_layer]
+    shown = [name for name in LAYER_SERIES if name in per_layer]
     stats = result["massive_activations"]
     header = ["layer", *map(metric_label, shown), "top1", "top2", "top3", "median", "|h| pos0", "|h| mean"]
     lines.append("".join(f"{h:>10}" for h in header))

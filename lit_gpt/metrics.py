@@ -19,6 +19,11 @@ from typing import Sequence
 
 import torch
 
+# The rates worth a look per layer: the first token, the key slots together, the learned sink tokens
+# (the other Sink_k stay overall numbers). Plots, tables, the report page and the trainer's logged
+# series all show these.
+LAYER_SERIES = ("sink_1", "sink_star", "sink_token")
+
 NORM_EPS = 1e-8
 
 
@@ -139,5 +144,5 @@ def layer_sink_rates(maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_toke
     return acc.layer_rates()[key]
 
 
-__all__ = ["SinkAccumulator", "alphas", "layer_sink_rates", "normalize_rows", "sink_rates", "split_columns",
+__all__ = ["LAYER_SERIES", "SinkAccumulator", "alphas", "layer_sink_rates", "normalize_rows", "sink_rates", "split_columns",
            "token_alphas"]

@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from lit_gpt.files import save_figure  # noqa: E402
-from lit_gpt.metrics import normalize_rows  # noqa: E402
+from lit_gpt.metrics import LAYER_SERIES, normalize_rows  # noqa: E402
 
 
 def save_and_close(fig, path: Path, tight: bool = True) -> Path:
@@ -77,7 +77,7 @@ def sink_by_position(result: dict, path: Path) -> Path:
 def layer_sink_rates(result: dict, path: Path) -> Path:
     """Per-layer Sink_1 (and Sink* / sink-token rate when present)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name in ("sink_1", "sink_star", "sink_token"):
+    for name in LAYER_SERIES:
         if name in result["layer_sink_rates"]:
             values = result["layer_sink_rates"][name]
             ax.plot(range(len(values)), values, marker="o", label=name)

@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_gpt.analysis import peak_activation_ratio  # noqa: E402
+from lit_gpt.analysis import activation_ratios, peak_activation_ratio  # noqa: E402
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
 from lit_gpt.data.probe import load_probe_windows  # noqa: E402
 from lit_gpt.evaluation import EvalError, evaluate_run, tokenizer_for, train_args  # noqa: E402
@@ -116,6 +116,7 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
         "tokens_seen": result.get("tokens_seen"),
         "step": result.get("step_count"),
         "massive_activations": result.get("massive_activations"),
+        "run_dir": run_dir,
     }
 
 
@@ -163,8 +164,9 @@ def massive_activation_tables(rows: Sequence[dict]) -> str:
             continue
         lines = [f"*{row['run']}* ({row['variant']})", "",
                  "| layer | top-1 | top-2 | top-3 | median | top-1/median |", "|---|---|---|---|---|---|"]
+        ratios = activation_ratios(stats)
         for layer, values in enumerate(zip(*(stats[name] for name in ACTIVATION_STATS))):
-            ratio = f"{values[0] / values[-1]:.1f}" if values[-1] > 0 else "--"
+            ratio = "--" if ratios[layer] is None else f"{ratios[layer]:.1f}"
             lines.append(f"| {layer_label(layer)} | " + " | ".join(map(_cell, values)) + f" | {ratio} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)

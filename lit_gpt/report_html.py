@@ -30,11 +30,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
+from lit_gpt.analysis import activation_ratios  # noqa: E402
+from lit_gpt.evaluation import metric_label  # noqa: E402
 from lit_gpt.files import write_atomic  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
+from lit_gpt.metrics import LAYER_SERIES  # noqa: E402
 from lit_gpt.report import COLUMNS, HEADERS, layer_label, table_cell  # noqa: E402
 
-SINK_SERIES = {"sink_1": "Sink_1", "sink_star": "Sink*", "sink_token": "Sink_tok"}
+SINK_SERIES = {name: metric_label(name) for name in LAYER_SERIES}
 LOSS_SERIES = {"train_loss": "train", "valid_loss": "valid (mean over domains)", "probe_loss": "probe"}
 RUN_FILES = ("run.yaml", "metrics.csv", "sink_eval.json")
 STYLE = """
@@ -60,12 +63,6 @@ def svg_uri(fig) -> str:
     finally:
         plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def run_folder(path) -> Path:
-    """The folder of a run given as `pretrain/report.py` takes it: the folder itself or a checkpoint in it."""
-    path = Path(path)
-    return path if path.is_dir() else path.parent
 
 
 def training_series(run_dir: Path) -> Optional[dict[str, list[tuple[int, float]]]]:
@@ -154,7 +151,7 @@ def layer_sink_figure(evaluation: dict) -> str:
 
 def massive_figure(stats: dict) -> str:
     """Top-1 / median |activation| of each hidden state (log scale): the massive activations of a sink."""
-    ratios = [top / median if median > 0 else float("nan") for top, median in zip(stats["top1"], stats["median"])]
+    ratios = [float("nan") if ratio is None else ratio for ratio in activation_ratios(stats)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(ratios) + 2), 3.2))
     ax.bar_label(ax.bar(range(len(ratios)), ratios, color="tab:red"), fmt="%.0f", fontsize=7)
     ax.set_xticks(range(len(ratios)), [layer_label(layer) for layer in range(len(ratios))])
@@ -259,10 +256,10 @@ def run_section(index: int, row: dict, run_dir: Path, series: Optional[dict], pa
     return "\n".join(parts)
 
 
-def report_html(rows: Sequence[dict], runs: Sequence, page: Path) -> str:
-    """The page for `rows` (from `lit_gpt.report.report_rows(runs, ...)`), with links relative to `page`."""
+def report_html(rows: Sequence[dict], page: Path) -> str:
+    """The page for `rows` (from `lit_gpt.report.report_rows`), with links relative to `page`."""
     page_dir = Path(os.path.abspath(Path(page).parent))
-    folders = [run_folder(path) for path in runs]
+    folders = [row["run_dir"] for row in rows]
     series = [training_series(folder) for folder in folders]
     overview = sweep_curves_figure([(row["run"], s) for row, s in zip(rows, series)])
     title = f"Attention sink report: {len(rows)} run{'s' if len(rows) != 1 else ''}"
@@ -282,10 +279,10 @@ def report_html(rows: Sequence[dict], runs: Sequence, page: Path) -> str:
     return "\n".join(parts)
 
 
-def write_html(path: Path, rows: Sequence[dict], runs: Sequence) -> Path:
+def write_html(path: Path, rows: Sequence[dict]) -> Path:
     """Write the page to `path` atomically."""
-    return write_atomic(path, report_html(rows, runs, path))
+    return write_atomic(path, report_html(rows, path))
 
 
-__all__ = ["curves_figure", "read_evaluation", "report_html", "run_folder", "sweep_curves_figure", "table_html",
+__all__ = ["curves_figure", "read_evaluation", "report_html", "sweep_curves_figure", "table_html",
            "training_series", "write_html"]

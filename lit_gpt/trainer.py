@@ -49,6 +49,7 @@ from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_ba
 from lit_gpt.logging_utils import (CSVMetrics, Throughput, dashboard_logger, dashboard_tags, layer_history,
                                    layer_metric, log_images, log_summary, peak_flops, read_metrics, resume_logging,
                                    takes_images)
+from lit_gpt.metrics import LAYER_SERIES
 from lit_gpt.model import GPT, Block
 from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
 from lit_gpt.plots import attention_heatmaps, layer_history_heatmap, norms_by_position
@@ -56,8 +57,6 @@ from lit_gpt.train_args import ArgsError, TrainArgs
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SHARD_INDEX_RE = re.compile(r"[-_]\d+$")
-# Per-layer sink rates logged as one series per layer (the other Sink_k stay overall numbers).
-LAYER_SERIES = ("sink_1", "sink_star", "sink_token")
 
 
 class TrainingError(UserError, RuntimeError):

@@ -127,13 +127,13 @@ def test_missing_or_stale_pieces_are_notes_on_the_page(tmp_path):
     run = tmp_path / "run"
     (run / "plots").mkdir(parents=True)
     (run / "metrics.csv").write_text("step,metric,value\n1,metric/train_loss,5.0\n")
-    row = {"run": "run", "variant": "softmax", "step": 20, "tokens_seen": 2000, "massive_activations": None,
+    row = {"run": "run", "run_dir": run, "variant": "softmax", "step": 20, "tokens_seen": 2000, "massive_activations": None,
            **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer"))}
     (run / "sink_eval.json").write_text("{not json")
     assert read_evaluation(run)[0] is None and "not readable JSON" in read_evaluation(run)[1]
     (run / "sink_eval.json").write_text(json.dumps({"layer_sink_rates": {"sink_1": [1.0, 40.0]}, "step_count": 10,
                                                     "eps": 0.3}))
-    parts = page_parts(report_html([row], [run], tmp_path / "out" / "report.html"))
+    parts = page_parts(report_html([row], tmp_path / "out" / "report.html"))
     notes = " ".join(parts.notes)
     assert "no sink metrics" in notes and "sink_eval.json is from step 10, the table from step 20" in notes
     assert "no activation statistics" in notes and "no PNGs" in notes

@@ -34,7 +34,7 @@ def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), ou
         write_atomic(out / "report.md", table + "\n")
         written = [out / "report.md", write_csv(rows, out / "report.csv"), bar_chart(rows, out / "report.png")]
         if html:
-            written.append(write_html(out / "report.html", rows, runs))
+            written.append(write_html(out / "report.html", rows))
         print("wrote " + ", ".join(str(p) for p in written))
         if wandb:
             run = log_report(rows, COLUMNS, out / "report.png", out)
