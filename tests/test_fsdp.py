@@ -19,6 +19,7 @@ from lit_gpt.fsdp import optimizer_state_by_name, optimizer_state_by_position
 from lit_gpt.run_config import parse_args
 from lit_gpt.train_args import ArgsError
 from lit_gpt.trainer import setup
+from test_scripts import NODE_SETTINGS
 from test_trainer import ROOT, build_corpus, cli_args, metric_series, run_cli
 
 MODEL = ("--model.tie_embeddings", "true", "--model.sink_tokens", "1", "--model.k_bias", "true",
@@ -26,7 +27,6 @@ MODEL = ("--model.tie_embeddings", "true", "--model.sink_tokens", "1", "--model.
 # Six steps, checkpoints at 3 and 6; 32-true so that a GPU machine compares at fp32 tolerance too.
 COMMON = (*MODEL, "--max_step", "6", "--save_step_interval", "3", "--eval_step_interval", "3", "--eval_iters", "1",
           "--precision", "32-true")
-NODE_SETTINGS = ("SCALE", "NUMBER_OF_GPUS", "NUM_NODES", "NODE_RANK", "MAIN_ADDRESS", "MAIN_PORT")
 
 
 @pytest.fixture(scope="module")
