@@ -214,7 +214,7 @@ def test_restricted_loss_is_the_loss_of_brute_force_top_k_attention():
     own q, k, v gives the restricted model's logits."""
     model = micro_model(n_layer=1)
     tokens = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(1))
-    [(spec, problem)] = record_problems(model, tokens)
+    _, [(spec, problem)] = record_problems(model, tokens)
     scores = problem.q @ problem.k.transpose(-1, -2) * problem.scale
     allowed = brute_top(scores, causal(8), 2)
     allowed[..., 0] = True
@@ -231,7 +231,7 @@ def test_restricted_loss_is_the_loss_of_brute_force_top_k_attention():
 def test_retrieval_measures_of_the_exact_search_and_the_loss_mask():
     model = micro_model(attn_score="sigmoid", attn_normalize="none")
     tokens = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
-    records = [LayerRecord.of(spec, problem) for spec, problem in record_problems(model, tokens)]
+    records = [LayerRecord.of(spec, problem) for spec, problem in record_problems(model, tokens)[1]]
     exact = retrieval(records, ExactTopK(), 3, n_first=1)
     assert exact["recall"] == 1.0 and 0 < exact["mass"] < 1 and len(exact["layers"]["mass"]) == 2
     everything = retrieval(records, ExactTopK(), 11, n_first=1)  # only the last query sees more than 11 keys
@@ -331,11 +331,10 @@ def load_command():
     (["--k", "[0]"], "--k \\[0\\] must be a non-empty list of integers >= 1"),
     (["--methods", "[exact, lsh]"], "--methods \\['exact', 'lsh'\\]: choose from exact, favor, kmeans"),
 ])
+@pytest.mark.usefixtures("one_thread")  # restores the thread count the command sets for its process
 def test_bad_input_is_one_error_line(args, match, tmp_path, capsys):
-    threads = torch.get_num_threads()  # the command sets them for its process
     with pytest.raises(SystemExit) as stop:
         load_command().main([*args, "--out", str(tmp_path)])
-    torch.set_num_threads(threads)
     error = capsys.readouterr().err
     assert stop.value.code == 1 and error.count("\n") == 1 and error.startswith("error: ")
     assert re.search(match, error), error

@@ -138,12 +138,12 @@ def key_selection(model: GPT, select: Selector) -> Iterator[None]:
 
 
 @torch.no_grad()
-def record_problems(model: GPT, tokens: torch.Tensor) -> list[tuple[AttentionSpec, AttentionProblem]]:
-    """Each layer's spec and attention problem in an unrestricted forward pass over `tokens`."""
+def record_problems(model: GPT, tokens: torch.Tensor) -> tuple[torch.Tensor, list[tuple[AttentionSpec, AttentionProblem]]]:
+    """The logits of an unrestricted forward pass over `tokens`, and each layer's spec and attention problem in it."""
     seen: list[tuple[AttentionSpec, AttentionProblem]] = []
     with key_selection(model, lambda index, spec, problem: seen.append((spec, problem))):
-        model(tokens)
-    return seen
+        logits = model(tokens)
+    return logits, seen
 
 
 def visible_keys(spec: AttentionSpec, problem: AttentionProblem) -> torch.Tensor:
@@ -262,12 +262,13 @@ def study_run(run: str, probe: Path, tokenizer: Optional[str], settings: StudySe
     calibration, tokens = tokens[:settings.n_calibration], tokens[settings.n_calibration:]
     n_first = model.config.sink_tokens + 1
     searches = settings.searches()
-    for index, (_, problem) in enumerate(record_problems(model, calibration)):
+    for index, (_, problem) in enumerate(record_problems(model, calibration)[1]):
         keys = problem.k.transpose(0, 1).flatten(1, 2)  # (H, B * T, D)
         for search in searches:
             search.fit(index, keys)
-    records = [LayerRecord.of(spec, problem) for spec, problem in record_problems(model, tokens)]
-    dense = sequence_loss(model(tokens), tokens, loss_mask)
+    logits, problems = record_problems(model, tokens)
+    records = [LayerRecord.of(spec, problem) for spec, problem in problems]
+    dense = sequence_loss(logits, tokens, loss_mask)
     rows = []
     for search in searches:
         for top in settings.k:
