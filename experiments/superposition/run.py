@@ -7,13 +7,10 @@ the plots to --out (see README.md next to this file):
     python experiments/superposition/run.py --seeds 1 --arms '[standard, gated]' --out out/superposition
 """
 
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
-import docstring_parser
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, set_parsing_settings
 
 from lit_gpt.errors import run_cli
 from lit_gpt.studies.superposition import Study, run_study
@@ -23,15 +20,13 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def parse(argv: Optional[list[str]] = None) -> tuple[Study, Path]:
     """One flag per `Study` field (its docstring as help) and --out; the `Study` checks the values."""
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
-    hints = typing.get_type_hints(Study)
-    docs = {param.arg_name: param.description for param in docstring_parser.parse_from_object(Study).params}
-    for f in fields(Study):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        parser.add_argument(f"--{f.name}", type=hints[f.name], default=default, help=docs.get(f.name))
+    parser.add_class_arguments(Study, nested_key=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder for results.md, results.json and the plots.")
-    args = parser.parse_args(argv)
-    return Study(**{f.name: args[f.name] for f in fields(Study)}), args.out
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    return Study(**args), out
 
 
 def main(argv: Optional[list[str]] = None) -> None:
