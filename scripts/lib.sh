@@ -147,7 +147,7 @@ evaluate_experiment() {
     mapfile -t runs < "$report_dir/runs.txt"
     local report_flags=()
     [ "${REPORT_WANDB:-0}" != 1 ] || report_flags+=(--wandb)
-    WANDB_RUN_GROUP="${WANDB_RUN_GROUP:-$(run_name "$sweep")}" "$PYTHON" pretrain/report.py "${runs[@]}" \
+    "$PYTHON" pretrain/report.py "${runs[@]}" \
         --probe "$PROBE_FILE" --out "$report_dir" --html "${report_flags[@]}"
     if [ "$FILL_DOCS" = 1 ] && [ -z "${MAX_STEPS:-}" ] && [ -n "${RESULTS_DOC:-}" ]; then
         "$PYTHON" scripts/experiment.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
