@@ -1,24 +1,74 @@
-"""Writing outputs (reports, JSON, plots, composed configs): atomically, or not at all.
+"""Writing outputs (reports, JSON, plots, composed configs, checkpoints): atomically, or not at all.
 
 Why: an output is written next to its final name and renamed into place once complete, so a crash, a
 kill or a full disk never leaves a half-written file where a complete one used to be. A path that
 cannot take the output (a file where a folder is needed, a folder where a file is needed, no
-permission) is an `OutputError` naming it, raised before anything is written.
+permission) is an `OutputError` naming it, raised before anything is written. A full disk is a
+`DiskFullError` naming the path, the space needed and the space free, with no temporary left behind.
+
+The temporary name carries the writer's process id (`.NAME.<pid>.<random>.tmp`): a process killed mid-write
+cannot remove its temporary, so the next write of the same output removes those whose process is gone,
+and never one that a live process is still writing.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from lit_gpt.errors import UserError
 
 
 class OutputError(UserError):
     """An output path that cannot be written; the message names it and what to do."""
+
+
+class DiskFullError(OutputError):
+    """The disk of an output has no room for it; the message names the path, the space needed and free."""
+
+
+# Errors of a write that found no room: the device is full, or the user's quota is.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+def human_size(n_bytes: float) -> str:
+    """`1.5 MB`, `820 kB`, `3.2 GB`: decimal units, as `df -H` prints them."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n_bytes) < 1000 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def free_space(path: Union[str, Path]) -> int:
+    """Bytes free for this user on the disk that holds `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def disk_full_error(path: Union[str, Path], needed: Optional[int] = None) -> DiskFullError:
+    """The one-line error for an output `path` that found no room (`needed` bytes when known)."""
+    need = f"it needs about {human_size(needed)} and " if needed else ""
+    return DiskFullError(f"no space left on the disk of {path}: {need}{human_size(free_space(path))} are free; free "
+                         f"some space or write elsewhere (nothing was replaced; no partial file was left)")
+
+
+def ensure_space(path: Union[str, Path], needed: int) -> None:
+    """Refuse, before writing anything, an output of `needed` bytes that the disk of `path` cannot hold."""
+    if free_space(path) < needed:
+        raise disk_full_error(path, needed)
 
 
 def as_if_created(path: Union[str, Path]) -> Path:
@@ -47,22 +97,71 @@ def output_folder(path: Union[str, Path]) -> Path:
     return path
 
 
-def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> Path:
-    """Write `data` (text as UTF-8) to `path` through a temporary sibling renamed into place."""
+TMP_SUFFIX = ".tmp"
+
+
+def _temporaries(path: Path) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+{re.escape(TMP_SUFFIX)}(\.\w+)?$")
+
+
+def temporary_sibling(path: Union[str, Path]) -> Path:
+    """A new empty file beside `path` under a name `remove_stale_temporaries` recognises, once its writer is
+    gone; it keeps `path`'s suffix so writers that pick a format from the name (matplotlib) still can."""
+    path = Path(path)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX + path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
+    """Remove the temporaries of `path` left by writers that were killed (their process is gone)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temporaries(path)
+    stale = [entry for entry in path.parent.iterdir()
+             if (match := pattern.match(entry.name)) and not _is_running(int(match.group(1)))]
+    for entry in stale:
+        entry.unlink(missing_ok=True)
+    return stale
+
+
+def write_through_temporary(path: Union[str, Path], write, needed: Optional[int] = None) -> Path:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it into place. Whatever happens, no
+    temporary is left and an earlier `path` is unchanged; a full disk is a `DiskFullError`."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name for this output")
-    folder = output_folder(path.parent)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    output_folder(path.parent)
+    if needed is not None:
+        ensure_space(path, needed)
+    tmp = temporary_sibling(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        write(tmp)
         os.replace(as_if_created(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise disk_full_error(path, needed) from None
         raise
     return path
+
+
+def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> Path:
+    """Write `data` (text as UTF-8) to `path` through a temporary sibling renamed into place."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    return write_through_temporary(path, lambda tmp: Path(tmp).write_bytes(payload), len(payload))
 
 
 def read_text(path: Union[str, Path], what: str) -> str:
@@ -80,19 +179,11 @@ def write_json(path: Union[str, Path], value: Any) -> Path:
 
 def save_figure(fig, path: Union[str, Path], dpi: int = 110) -> Path:
     """A matplotlib figure as an image file (format from the suffix), written atomically."""
-    path = Path(path)
-    if path.is_dir():
+    if Path(path).is_dir():
         raise OutputError(f"{path} is a folder; give a file name for this plot")
-    folder = output_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(as_if_created(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_through_temporary(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
-__all__ = ["OutputError", "as_if_created", "output_folder", "read_text", "save_figure", "write_atomic", "write_json"]
+__all__ = ["DiskFullError", "OutputError", "as_if_created", "disk_full_error", "ensure_space", "free_space",
+           "human_size", "is_disk_full", "output_folder", "read_text", "remove_stale_temporaries", "save_figure",
+           "temporary_sibling", "write_atomic", "write_json", "write_through_temporary"]

@@ -23,7 +23,7 @@ from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.convert import FAMILIES, config_from_hf, from_hf_state_dict, hf_config, hf_family, to_hf_state_dict
 from lit_gpt.errors import UserError, one_line
-from lit_gpt.files import OutputError, output_folder, write_atomic
+from lit_gpt.files import OutputError, ensure_space, output_folder, write_atomic
 from lit_gpt.hub import hub_reachable
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import load_tokenizer
@@ -58,10 +58,14 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
     out_dir = output_folder(out_dir)
     _check_export_folder(out_dir, tok)
-    write_atomic(out_dir / WEIGHTS, save(state, metadata={"format": "pt"}))
+    weights = save(state, metadata={"format": "pt"})
+    text = json.dumps(config, indent=2)
+    # All of it or none: a disk that holds the new weights but not the rest would pair them with the old config.
+    ensure_space(out_dir / WEIGHTS, len(weights) + len(text) + (tok.path.stat().st_size if tok is not None else 0))
+    write_atomic(out_dir / WEIGHTS, weights)
     if tok is not None:
         tok.save(out_dir)
-    write_atomic(out_dir / "config.json", json.dumps(config, indent=2))
+    write_atomic(out_dir / "config.json", text)
     return out_dir
 
 

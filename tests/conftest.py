@@ -11,3 +11,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(size)`: a folder on a tmpfs of `size` ("512k", "20m") that fills up for real, unmounted
+    afterwards. Tests that need it skip, with the reason, where this machine cannot mount one (not root, no
+    mount permission); the same faults are simulated elsewhere by patching a write to raise ENOSPC."""
+    import subprocess
+
+    mounted = []
+
+    def make(size: str):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'})")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

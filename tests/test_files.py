@@ -64,3 +64,52 @@ def test_outputs_get_the_permissions_of_an_ordinary_file_under_the_umask(tmp_pat
     finally:
         os.umask(previous)
     assert oct(text.stat().st_mode & 0o777) == oct(image.stat().st_mode & 0o777) == "0o644"
+
+
+def _only_file(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_space_and_keeps_the_old_file(small_disk):
+    disk = small_disk("64k")
+    path = write_atomic(disk / "report.md", "complete\n")
+    with pytest.raises(files.DiskFullError, match=rf"^no space left on the disk of {path}: it needs about 1\.0 MB and "
+                                                  r"[\d.]+ kB are free; free some space or write elsewhere"):
+        write_atomic(path, "x" * 1_000_000)
+    assert path.read_text() == "complete\n" and _only_file(disk) == ["report.md"]
+    big = plt.figure(figsize=(40, 40))
+    big.gca().imshow(__import__("numpy").random.default_rng(0).random((400, 400)))
+    with pytest.raises(files.DiskFullError, match=rf"^no space left on the disk of {disk}/plot.png: [\d.]+ kB are free"):
+        save_figure(big, disk / "plot.png")
+    plt.close(big)
+    assert _only_file(disk) == ["report.md"]
+
+
+def test_a_write_that_runs_out_of_room_midway_is_the_same_error(tmp_path, monkeypatch):
+    import errno
+
+    path = write_atomic(tmp_path / "out.json", "{}")
+
+    def no_room(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.Path, "write_bytes", no_room)
+    with pytest.raises(files.DiskFullError, match=f"no space left on the disk of {path}: it needs about 24 B and "):
+        write_json(path, {"a": [1, 2]})
+    monkeypatch.undo()
+    assert path.read_text() == "{}" and _only_file(tmp_path) == ["out.json"]
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.md.{dead.stdout.strip()}.ab12cd_x.tmp"
+    live = tmp_path / f".out.md.{os.getppid()}.zz99yy_q.tmp"
+    other = tmp_path / f".other.md.{dead.stdout.strip()}.ab12cd_x.tmp"
+    for path in (stale, live, other):
+        path.write_text("partial")
+    write_atomic(tmp_path / "out.md", "x")
+    assert _only_file(tmp_path) == sorted([live.name, other.name, "out.md"])

@@ -10,6 +10,7 @@ import torch
 
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.errors import UserError
+from lit_gpt.files import DiskFullError
 from lit_gpt.hf_io import HFError, export_hf, import_hf, resolve_model_dir
 from lit_gpt.hf_probe import load_hf_causal_lm
 from lit_gpt.model import GPT
@@ -304,7 +305,7 @@ def test_an_interrupted_export_leaves_the_previous_export_whole(tmp_path, monkey
 
     monkeypatch.setattr(os, "replace", disk_full)  # the rename that would put a finished file in place
     torch.manual_seed(1)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=f"no space left on the disk of {out / 'model.safetensors'}"):
         export_hf(GPT(Config.from_name("micro")), out)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no partial or temporary file
 
