@@ -15,15 +15,18 @@ name.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from lit_gpt.config import Config
 from lit_gpt.errors import UserError, one_line
+from lit_gpt.files import free_space, human_size, is_disk_full
 from lit_gpt.model import GPT
 
 NAME_RE = re.compile(r"^iter-(\d+)-ckpt\.pth$")
@@ -49,18 +52,85 @@ def find_latest(out_dir: Union[str, Path]) -> Optional[Path]:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_atomic(fabric, path: Path, state: dict[str, Any]) -> None:
-    """`fabric.save` to a temporary file, flushed to disk, then renamed to `path` (on every rank's view)."""
+class DirectCheckpointIO(TorchCheckpointIO):
+    """`torch.save` straight to the given path. Lightning's default serialises into memory first and then
+    copies through a temporary file of fsspec's, which doubles the memory and, on another disk, the space a
+    save needs; `save_atomic` already writes to a temporary name in the run folder."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage options")
+        torch.save(checkpoint, path)
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (no room on the disk); earlier checkpoints are intact."""
+
+
+def temporary_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + TMP_SUFFIX)
+
+
+def remove_temporaries(out_dir: Path) -> list[Path]:
+    """Remove what saves killed midway left in a run folder (only the run folder's owner may call it)."""
+    stale = sorted(Path(out_dir).glob(f"iter-*-ckpt.pth{TMP_SUFFIX}")) if Path(out_dir).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def checkpoint_bytes(out_dir: Path, n_parameters: int) -> int:
+    """About what the next checkpoint of a run takes on disk: the newest one's size, or before the first one,
+    the fp32 weights and AdamW's two moments (12 bytes a parameter) and 5% for the rest."""
+    latest = find_latest(out_dir)
+    return latest.stat().st_size if latest is not None else int(n_parameters * 12 * 1.05)
+
+
+def save_atomic(fabric, path: Path, state: dict[str, Any], needed: Optional[int] = None) -> None:
+    """`fabric.save` to a temporary file, flushed to disk, then renamed to `path` (on every rank's view).
+
+    Rank 0 first checks that the disk has `needed` bytes free (when given). A write that fails on any rank
+    is agreed on by all, so none waits forever at a barrier; the temporary is removed, and a full disk
+    raises `CheckpointWriteError` naming the file and the space, any other failure itself."""
     path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    fabric.save(tmp, state)
-    fabric.barrier()
+    tmp = temporary_path(path)
+    failure: Optional[BaseException] = None
+    try:
+        if fabric.global_rank == 0 and needed is not None and free_space(path.parent) < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        fabric.save(tmp, state)
+        if fabric.global_rank == 0:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:  # torch's zip writer reports a failed write as RuntimeError
+        failure = error
+    if fabric.strategy.reduce_boolean_decision(failure is not None, all=False):
+        error = _save_failure(path, failure, needed)  # before the temporary goes: a full disk still shows
+        if fabric.global_rank == 0:
+            tmp.unlink(missing_ok=True)
+        raise error
     if fabric.global_rank == 0:
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     fabric.barrier()
+
+
+# Less than this free after a failed write means the write ran out of room (torch does not say why).
+NEARLY_FULL = 1 << 20
+
+
+def _save_failure(path: Path, failure: Optional[BaseException], needed: Optional[int]) -> BaseException:
+    if failure is None:
+        return CheckpointWriteError(f"another process failed to write checkpoint {path}; see its error")
+    no_room = free_space(path.parent) < max(needed or 0, NEARLY_FULL)
+    if not (is_disk_full(failure) or no_room):
+        return failure
+    need = f"it needs about {human_size(needed)} and " if needed is not None else ""
+    free = free_space(path.parent) + (temporary_path(path).stat().st_size if temporary_path(path).exists() else 0)
+    return CheckpointWriteError(f"no space left to save checkpoint {path}: {need}{human_size(free)} "
+                                f"are free on that disk; free some space (or keep fewer checkpoints with --keep_last) "
+                                f"and continue with --resume auto. Earlier checkpoints are intact; no partial file was "
+                                f"left")
 
 
 def _fsync_dir(folder: Path) -> None:

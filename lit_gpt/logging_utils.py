@@ -5,6 +5,8 @@ A run folder keeps one dashboard run across restarts: the wandb run id is stored
 `logs/wandb-run-id` and a resumed run continues that run (offline, each restart is another
 `logs/wandb/offline-run-*` folder with the same id, which `wandb sync` uploads into one run);
 TensorBoard writes to `logs/tensorboard`, hiding what a killed run logged after its last checkpoint.
+A run that starts afresh in a folder holding an earlier run's logs (killed before its first checkpoint)
+never appends to them: `set_aside_earlier_logs` keeps them under a dated name and the run starts new ones.
 """
 
 from __future__ import annotations
@@ -80,6 +82,25 @@ class CSVMetrics(Logger):
 
 class MetricsFileError(UserError):
     """A `metrics.csv` that is not the long-format file the trainer writes."""
+
+
+EARLIER_LOGS = ("metrics.csv", "logs")
+
+
+def set_aside_earlier_logs(out_dir: Union[str, Path]) -> list[tuple[Path, Path]]:
+    """Rename what an earlier run logged into `out_dir` (`metrics.csv` -> `metrics.earlier-<time>.csv`,
+    `logs/` -> `logs.earlier-<time>/`), so a fresh run neither appends to it nor continues its dashboard run;
+    returns (old, new) pairs."""
+    out_dir = Path(out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for name in EARLIER_LOGS:
+        path = out_dir / name
+        if path.exists():
+            kept = out_dir / f"{Path(name).stem}.earlier-{stamp}{Path(name).suffix}"
+            path.rename(kept)
+            moved.append((path, kept))
+    return moved
 
 
 def read_metrics(path: Union[str, Path]) -> list[tuple[int, str, float]]:

@@ -12,11 +12,17 @@ step, see `lit_gpt.data.loader`) and RNG states, so a resumed run computes what 
 would have, batch for batch. SIGTERM/SIGINT (e.g. cluster preemption) finish the current step, save
 and return; a non-finite loss stops the run before the optimizer applies it, so the newest checkpoint
 on disk is the last good one.
+
+A run owns its folder: the process that becomes rank 0 holds the folder's lock (`lit_gpt.locks`) from
+before the first check to the end, so a second run into the same folder is refused in one line. A
+fresh start never appends to what an earlier run left there: its `metrics.csv` and `logs/` are set
+aside under a dated name first (`lit_gpt.logging_utils.set_aside_earlier_logs`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import signal
@@ -34,8 +40,8 @@ from lightning.fabric.connector import _is_using_cli
 from tqdm import tqdm
 
 from lit_gpt.analysis import evaluate_gpt
-from lit_gpt.checkpoint import (check_resumable, checkpoint_path, find_latest, first_readable, list_checkpoints, prune,
-                                read_checkpoint, save_atomic)
+from lit_gpt.checkpoint import (DirectCheckpointIO, check_resumable, checkpoint_bytes, checkpoint_path, find_latest,
+                                first_readable, list_checkpoints, prune, read_checkpoint, remove_temporaries, save_atomic)
 from lit_gpt.config import Config
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
@@ -46,9 +52,10 @@ from lit_gpt.files import OutputError, output_folder
 from lit_gpt.flops import estimated_flops_per_step, num_parameters
 from lit_gpt.fsdp import FSDP2Strategy, full_tensor
 from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
+from lit_gpt.locks import LOCK_FILE, exclusive
 from lit_gpt.logging_utils import (CSVMetrics, Throughput, dashboard_logger, dashboard_tags, layer_history,
                                    layer_metric, log_images, log_summary, peak_flops, read_metrics, resume_logging,
-                                   takes_images)
+                                   set_aside_earlier_logs, takes_images)
 from lit_gpt.metrics import LAYER_SERIES
 from lit_gpt.model import GPT, Block
 from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
@@ -79,24 +86,59 @@ def make_strategy(args: TrainArgs):
 def make_fabric(args: TrainArgs) -> L.Fabric:
     loggers = [CSVMetrics(args.out_dir)]
     dashboard = dashboard_logger(args.logger, args.out_dir / "logs", args.out_name, dashboard_tags(args.model_config()),
-                                 resume=args.resume is not False)
+                                 resume=not starts_fresh(args))
     if dashboard is not None:
         loggers.append(dashboard)
+    # FSDP2Strategy writes its gathered checkpoint itself; the other strategies take the direct writer.
+    plugins = [] if args.strategy == "fsdp" else [DirectCheckpointIO()]
     return L.Fabric(accelerator="auto", devices=args.devices, num_nodes=args.num_nodes, strategy=make_strategy(args),
-                    precision=args.precision or default_precision(), loggers=loggers)
+                    precision=args.precision or default_precision(), loggers=loggers, plugins=plugins)
 
 
 def setup(args: TrainArgs) -> None:
     """Run the training described by `args` on every process Fabric manages (or was launched with)."""
     args.validate()
     check_data_dirs(args)
-    check_out_dir(args)
-    fabric = make_fabric(args)
-    check_world_size(fabric, args)
-    if _is_using_cli():  # `fabric run` started every process and Fabric joined them up; launching is refused
-        main(fabric, args)
-    else:
-        fabric.launch(main, args)
+    with owning_run_folder(args):
+        fabric = make_fabric(args)
+        check_world_size(fabric, args)
+        if _is_using_cli():  # `fabric run` started every process and Fabric joined them up; launching is refused
+            main(fabric, args)
+        else:
+            fabric.launch(main, args)
+
+
+def becomes_rank_zero() -> bool:
+    """Whether this process is, or will launch, global rank 0: the launchers (torchrun, `fabric run`, SLURM,
+    Fabric's own for the processes it starts) give every other process a non-zero rank in the environment."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
+                                                             "SLURM_PROCID"))
+
+
+@contextmanager
+def owning_run_folder(args: TrainArgs) -> Iterator[None]:
+    """On the process that becomes rank 0: hold the run folder's lock for the whole run, remove what a killed
+    save left there and, for a fresh start, set an earlier run's logs aside. Other processes only check."""
+    if not becomes_rank_zero():
+        check_out_dir(args)
+        yield
+        return
+    check_not_a_file(args)
+    output_folder(args.out_dir)
+    with exclusive(args.out_dir / LOCK_FILE, f"run folder {args.out_dir}",
+                   "wait for that run to end, or choose another --out_name (nothing was changed)"):
+        check_out_dir(args)
+        remove_temporaries(args.out_dir)
+        if starts_fresh(args):
+            for earlier, kept in set_aside_earlier_logs(args.out_dir):
+                print(f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run starts "
+                      f"a new one")
+        yield
+
+
+def starts_fresh(args: TrainArgs) -> bool:
+    """Whether the run starts from step 0 rather than continuing a checkpoint of its folder."""
+    return args.resume is False or (args.resume == "auto" and not list_checkpoints(args.out_dir))
 
 
 def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
@@ -107,12 +149,16 @@ def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
                         f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto")
 
 
+def check_not_a_file(args: TrainArgs) -> None:
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise OutputError(f"{args.out_dir} is a file, not a run folder; choose another --out_name or --checkpoint_root")
+
+
 def check_out_dir(args: TrainArgs) -> None:
     """Refuse, before any process starts, to write where a run cannot or must not: a file in place of the
     run folder, a fresh start over an earlier run's checkpoints (it would overwrite and prune them), or
     a damaged checkpoint named by --resume."""
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise OutputError(f"{args.out_dir} is a file, not a run folder; choose another --out_name or --checkpoint_root")
+    check_not_a_file(args)
     existing = list_checkpoints(args.out_dir)
     if args.resume is False and existing:
         raise ArgsError(f"{args.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
@@ -367,7 +413,7 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
 
 def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
     path = checkpoint_path(args.out_dir, state["step_count"])
-    save_atomic(fabric, path, state)
+    save_atomic(fabric, path, state, needed=checkpoint_bytes(args.out_dir, num_parameters(state["model"].config)["total"]))
     if fabric.global_rank == 0:
         prune(args.out_dir, args.keep_last)
     say(f"Saved checkpoint {path}")

@@ -150,3 +150,20 @@ def test_first_readable_skips_damaged_newest_checkpoints_and_says_so(fabric, tmp
     assert first_readable([], said.append) is None
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         first_readable(newest_first[:1], said.append)
+
+
+def test_a_full_disk_stops_the_save_in_one_line_and_keeps_the_earlier_checkpoint(fabric, small_disk):
+    from lit_gpt.checkpoint import CheckpointWriteError
+
+    probe = small_disk("64m")
+    save_atomic(fabric, checkpoint_path(probe, 1), _state(1))
+    size = checkpoint_path(probe, 1).stat().st_size
+    disk = small_disk(str(int(size * 1.5)))
+    save_atomic(fabric, checkpoint_path(disk, 10), _state(10))
+    for needed in (None, size):  # the write runs out of room midway; the room is checked before writing
+        with pytest.raises(CheckpointWriteError, match=rf"^no space left to save checkpoint {disk}/iter-000020-ckpt.pth: "
+                                                       r".*are free on that disk; .*--resume auto\. Earlier checkpoints "
+                                                       r"are intact; no partial file was left$"):
+            save_atomic(fabric, checkpoint_path(disk, 20), _state(20), needed=needed)
+        assert sorted(p.name for p in disk.iterdir()) == ["iter-000010-ckpt.pth"]
+        assert load_model(find_latest(disk))[1]["step_count"] == 10

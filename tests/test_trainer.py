@@ -457,3 +457,59 @@ def test_settings_no_run_can_use_are_refused_before_any_process_starts(corpus, t
     with pytest.raises(ArgsError, match=match):
         setup(parse_args(cli_args(corpus, tmp_path, *extra), exit_on_error=False))
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ faults
+@pytest.mark.slow
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_untouched(corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    long = ("--eval_sink", "false", "--max_step", "100000", "--eval_step_interval", "100000")
+    first = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(corpus, tmp_path, *long)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in first.stdout:
+            if "parameters" in line:  # the model is built: the first run owns the folder
+                break
+        second = run_cli(cli_args(corpus, tmp_path, *long))
+        first.send_signal(signal.SIGTERM)  # the first one saves its step and ends
+        rest, errors = first.communicate(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, errors
+    assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+    assert second.stderr.startswith(f"error: run folder {tmp_path / 'run'} is in use by process {first.pid} on ")
+    assert "choose another --out_name (nothing was changed)" in second.stderr and "Saved" not in second.stdout
+    out = tmp_path / "run"
+    latest = find_latest(out)
+    steps = load_model(latest)[1]["step_count"]
+    assert latest.name in rest and steps >= 1 and not (out / ".lock").exists()
+    assert sorted(metric_series(out / "metrics.csv", "metric/train_loss")) == list(range(1, steps + 1))
+
+
+def test_a_fresh_run_sets_an_earlier_runs_metrics_aside_instead_of_appending(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    earlier = "step,metric,value\n1,metric/train_loss,9.0\n2,metric/train_loss,8.0\n"
+    (out / "metrics.csv").write_text(earlier)
+    (out / "iter-000003-ckpt.pth.tmp").write_bytes(b"PK a save killed midway")
+    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "3", "--eval_sink", "false", "--resume", "auto")))
+    kept = list(out.glob("metrics.earlier-*.csv"))
+    assert len(kept) == 1 and kept[0].read_text() == earlier
+    assert sorted(metric_series(out / "metrics.csv", "metric/train_loss")) == [1, 2, 3]
+    assert f"{out / 'metrics.csv'} is an earlier run's (no checkpoint to continue); kept as {kept[0]}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(["iter-000003-ckpt.pth", "metrics.csv", kept[0].name])
+
+
+def test_a_full_disk_at_a_save_stops_the_run_in_one_line_with_the_last_checkpoint_intact(corpus, tmp_path, small_disk):
+    probe_root = tmp_path / "probe"
+    setup(parse_args(cli_args(corpus, probe_root, "--max_step", "1", "--eval_sink", "false")))
+    size = find_latest(probe_root / "run").stat().st_size
+    disk = small_disk(str(int(size * 1.6)))
+    from lit_gpt.checkpoint import CheckpointWriteError
+
+    with pytest.raises(CheckpointWriteError, match=rf"no space left to save checkpoint {disk}/run/iter-000002-ckpt.pth: "
+                                                   r"it needs about [\d.]+ kB and [\d.]+ kB are free on that disk"):
+        setup(parse_args(cli_args(corpus, disk, "--max_step", "3", "--save_step_interval", "1", "--eval_sink", "false")))
+    assert [p.name for p in list_checkpoints(disk / "run")] == ["iter-000001-ckpt.pth"]
+    assert not list((disk / "run").glob("*.tmp")) and load_model(find_latest(disk / "run"))[1]["step_count"] == 1
