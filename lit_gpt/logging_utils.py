@@ -342,16 +342,49 @@ class Throughput:
         self.peak_flops_total = peak_flops_total
         self.elapsed = 0.0
         self.steps = 0
+        self.total_elapsed = 0.0
+        self.total_steps = 0
 
     def add(self, seconds: float) -> None:
         self.elapsed += seconds
         self.steps += 1
+        self.total_elapsed += seconds
+        self.total_steps += 1
 
     def report(self) -> dict[str, float]:
-        if not self.steps:
-            return {}
-        per_step = self.elapsed / self.steps
+        """Since the last report; the next one starts counting afresh."""
+        speed = self._speed(self.elapsed, self.steps)
         self.elapsed, self.steps = 0.0, 0
+        return speed
+
+    def overall(self) -> dict[str, float]:
+        """Over every step timed so far (this process's part of the run), for the run's summary."""
+        return self._speed(self.total_elapsed, self.total_steps)
+
+    def _speed(self, elapsed: float, steps: int) -> dict[str, float]:
+        if not steps:
+            return {}
+        per_step = elapsed / steps
         return {"throughput/tokens_per_sec": self.tokens_per_step / per_step,
                 "throughput/mfu": self.flops_per_step / per_step / self.peak_flops_total}
+
+
+def peak_memory(device: torch.device) -> int:
+    """Bytes at the peak: memory allocated on a GPU, or the process's largest resident size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def dashboard_location(logger: Logger) -> Optional[str]:
+    """Where a dashboard logger's run is, for the summary at the end of training (None for the CSV)."""
+    if isinstance(logger, WandbMetrics):
+        where = f"wandb run {logger.run_id or '(not started)'} ({wandb_mode()}) in {logger.folder / 'wandb'}"
+        return where + (f"; upload with `wandb sync {logger.folder / 'wandb'}/offline-run-*`"
+                        if wandb_mode() == "offline" else "")
+    if isinstance(logger, TensorBoardLogger):
+        return f"TensorBoard events in {logger.log_dir} (`tensorboard --logdir {logger.log_dir}`)"
+    return None
 

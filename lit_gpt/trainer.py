@@ -48,14 +48,14 @@ from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
 from lit_gpt.errors import UserError
 from lit_gpt.evaluation import metric_label
-from lit_gpt.files import OutputError, output_folder
+from lit_gpt.files import OutputError, human_size, output_folder
 from lit_gpt.flops import estimated_flops_per_step, num_parameters
 from lit_gpt.fsdp import FSDP2Strategy, full_tensor
 from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
 from lit_gpt.locks import LOCK_FILE, exclusive
-from lit_gpt.logging_utils import (CSVMetrics, Throughput, dashboard_logger, dashboard_tags, layer_history,
-                                   layer_metric, log_images, log_summary, peak_flops, read_metrics, resume_logging,
-                                   set_aside_earlier_logs, takes_images)
+from lit_gpt.logging_utils import (CSVMetrics, Throughput, dashboard_location, dashboard_logger, dashboard_tags,
+                                   layer_history, layer_metric, log_images, log_summary, peak_flops, peak_memory,
+                                   read_metrics, resume_logging, set_aside_earlier_logs, takes_images)
 from lit_gpt.metrics import LAYER_SERIES
 from lit_gpt.model import GPT, Block
 from lit_gpt.optim import learning_rate_at, make_optimizer, set_learning_rate
@@ -98,6 +98,11 @@ def make_fabric(args: TrainArgs) -> L.Fabric:
 def setup(args: TrainArgs) -> None:
     """Run the training described by `args` on every process Fabric manages (or was launched with)."""
     args.validate()
+    finished = finished_checkpoint(args)
+    if finished is not None:
+        print(f"{args.out_dir} has finished already: its checkpoint {finished.name} has reached --max_step "
+              f"{args.max_step}, so there is nothing to do (raise --max_step to train on, or choose another --out_name)")
+        return
     check_data_dirs(args)
     with owning_run_folder(args):
         fabric = make_fabric(args)
@@ -134,6 +139,19 @@ def owning_run_folder(args: TrainArgs) -> Iterator[None]:
                 print(f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run starts "
                       f"a new one")
         yield
+
+
+def finished_checkpoint(args: TrainArgs) -> Optional[Path]:
+    """The checkpoint of a run that continues its folder (`--resume auto` or `True`) and has reached
+    `--max_step` there already; None when there is training left to do (or no readable checkpoint)."""
+    latest = find_latest(args.out_dir) if args.resume in (True, "auto") else None
+    if latest is None:
+        return None
+    try:
+        done = read_checkpoint(latest, mmap=True).get("step_count", 0) >= args.max_step
+    except UserError:  # unreadable: the resume reports it and falls back to an older one
+        return None
+    return latest if done else None
 
 
 def starts_fresh(args: TrainArgs) -> bool:
@@ -323,17 +341,38 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
                  f"({counts['non_embedding']:,} non-embedding), "
                  f"{fabric.world_size} process(es), gradient accumulation {accumulation}")
     status = "failed"
+    started, first_step = time.perf_counter(), state["step_count"]
     try:
-        fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
+        throughput = fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
         status = "success"
     finally:
         for logger in fabric.loggers:
             logger.finalize(status)
+    for line in run_summary(fabric, state, throughput, time.perf_counter() - started, first_step, args):
+        fabric.print(line)
+
+
+def run_summary(fabric: L.Fabric, state: dict, throughput: Throughput, seconds: float, first_step: int,
+                args: TrainArgs) -> list[str]:
+    """What a user wants to know when the run ends: how long and how fast, and where everything went."""
+    speed = throughput.overall()
+    rate = (f"{speed['throughput/tokens_per_sec']:,.0f} tokens/s, MFU {speed['throughput/mfu']:.1%} (training steps "
+            f"only, evaluation and saving excluded)" if speed else "no step trained")
+    latest = find_latest(args.out_dir)
+    lines = [f"Run summary: steps {first_step} -> {state['step_count']} of {args.max_step} in {seconds:,.0f} s; {rate}; "
+             f"peak memory {human_size(peak_memory(fabric.device))} on rank 0",
+             f"  checkpoints: {args.out_dir} (newest {latest.name if latest else 'none'})",
+             f"  metrics: {args.out_dir / 'metrics.csv'}"]
+    dashboards = [where for logger in fabric.loggers if (where := dashboard_location(logger))]
+    lines += [f"  dashboard: {where} (figures under figures/)" for where in dashboards] or [
+        "  dashboard: none (--logger wandb or tensorboard adds one, with the attention and sink figures)"]
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ fit
 def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe: Optional[torch.Tensor],
-        args: TrainArgs, accumulation: int) -> None:
+        args: TrainArgs, accumulation: int) -> Throughput:
+    """Train from `state` to `args.max_step` (or a stop signal); returns the timing of its steps."""
     model = state["model"]
     config: Config = model.config
     tokens_per_step = args.global_batch_size * config.block_size
@@ -361,7 +400,7 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
             step = state["step_count"]
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if step % args.log_step_interval == 0:
+            if step % args.log_step_interval == 0 or step == args.max_step:
                 speed = throughput.report()
                 fabric.log_dict({"metric/train_loss": loss, "lr": lr, "gradient_norm": grad_norm,
                                  "total_tokens": state["tokens_seen"], **speed}, step=step)
@@ -374,6 +413,7 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
             if step % args.save_step_interval == 0 or step == args.max_step:
                 save(fabric, state, args, say)
     bar.close()
+    return throughput
 
 
 def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], args: TrainArgs,

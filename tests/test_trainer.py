@@ -513,3 +513,22 @@ def test_a_full_disk_at_a_save_stops_the_run_in_one_line_with_the_last_checkpoin
         setup(parse_args(cli_args(corpus, disk, "--max_step", "3", "--save_step_interval", "1", "--eval_sink", "false")))
     assert [p.name for p in list_checkpoints(disk / "run")] == ["iter-000001-ckpt.pth"]
     assert not list((disk / "run").glob("*.tmp")) and load_model(find_latest(disk / "run"))[1]["step_count"] == 1
+
+
+def test_a_short_run_logs_its_last_step_ends_with_a_summary_and_is_left_alone_once_finished(corpus, tmp_path, capsys):
+    argv = cli_args(corpus, tmp_path, "--max_step", "3", "--log_step_interval", "10", "--eval_sink", "false",
+                    "--resume", "auto")
+    setup(parse_args(argv))
+    out = tmp_path / "run"
+    printed = capsys.readouterr().out
+    for metric in ("metric/train_loss", "lr", "throughput/tokens_per_sec", "throughput/mfu"):
+        assert list(metric_series(out / "metrics.csv", metric)) == [3], metric
+    assert "Run summary: steps 0 -> 3 of 3 in " in printed and " tokens/s, MFU " in printed
+    assert "peak memory " in printed and f"checkpoints: {out} (newest iter-000003-ckpt.pth)" in printed
+    assert f"metrics: {out / 'metrics.csv'}" in printed and "dashboard: none" in printed
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    setup(parse_args(argv))
+    assert capsys.readouterr().out == (f"{out} has finished already: its checkpoint iter-000003-ckpt.pth has reached "
+                                       f"--max_step 3, so there is nothing to do (raise --max_step to train on, or "
+                                       f"choose another --out_name)\n")
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
