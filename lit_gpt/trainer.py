@@ -129,16 +129,31 @@ def owning_run_folder(args: TrainArgs) -> Iterator[None]:
         yield
         return
     check_not_a_file(args)
+    created = not args.out_dir.exists()
     output_folder(args.out_dir)
-    with exclusive(args.out_dir / LOCK_FILE, f"run folder {args.out_dir}",
-                   "wait for that run to end, or choose another --out_name (nothing was changed)"):
-        check_out_dir(args)
-        remove_temporaries(args.out_dir)
-        if starts_fresh(args):
-            for earlier, kept in set_aside_earlier_logs(args.out_dir):
-                print(f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run starts "
-                      f"a new one")
-        yield
+    try:
+        with exclusive(args.out_dir / LOCK_FILE, f"run folder {args.out_dir}",
+                       "wait for that run to end, or choose another --out_name (nothing was changed)"):
+            check_out_dir(args)
+            remove_temporaries(args.out_dir)
+            if starts_fresh(args):
+                for earlier, kept in set_aside_earlier_logs(args.out_dir):
+                    print(f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run "
+                          f"starts a new one")
+            yield
+    except BaseException:
+        if created:
+            remove_if_empty(args.out_dir)
+        raise
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Take back a run folder this run created when it stopped before writing anything there (a setting
+    refused once Fabric was built), so a refused run leaves no trace."""
+    try:
+        folder.rmdir()
+    except OSError:  # it holds something (logs, checkpoints): that stays
+        pass
 
 
 def finished_checkpoint(args: TrainArgs) -> Optional[Path]:
