@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from lit_gpt.model import GPT
-from lit_gpt.studies.superposition import (Study, StudyError, ablation_matrix, effective_tasks_per_head, gate_by_task,
-                                           head_ablated, heads_per_task, last_logits, latin_rows, recorded_gates,
-                                           served, summarise, task_losses, tasks_per_head, train_model)
+from lit_gpt.studies.superposition import (EVAL_SEED, Study, StudyError, ablation_matrix, analyse,
+                                           effective_tasks_per_head, gate_by_task, head_ablated, heads_per_task,
+                                           last_logits, latin_rows, recorded_gates, served, summarise, task_losses,
+                                           tasks_per_head, train_and_analyse, train_model)
 from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +243,43 @@ def test_training_stops_at_the_target_loss():
     assert task_losses(model, eval_batch, data.n_tasks)[0].mean().item() == pytest.approx(log["curve"][-1][1])
 
 
+# --------------------------------------------------------------------------------------- determinism
+def without_timing(run: dict) -> dict:
+    return {key: value for key, value in run.items() if key != "train_seconds"}
+
+
+def test_a_seed_run_alone_equals_its_row_of_the_sweep():
+    study = tiny(seeds=2, arms=["standard", "gated_l1"], steps=60, target_loss=None, eval_every=20,
+                 batch_size=32, eval_repeats=2)
+    _, sweep, _ = train_and_analyse(study, log=lambda line: None)
+    data = study.dataset()
+    eval_batch = data.every_pair(study.eval_repeats, torch.Generator().manual_seed(EVAL_SEED))
+    torch.rand(1000)  # the process's global generator somewhere else in its stream than in the sweep
+    model, training = train_model(study, data, "gated_l1", 1, eval_batch)
+    alone = {"arm": "gated_l1", "seed": 1, **training, **analyse(model, study, data, "gated_l1", eval_batch)}
+    assert without_timing(alone) == without_timing(sweep[-1])
+
+
+def test_training_leaves_the_callers_random_stream_where_it_was():
+    study = tiny(steps=5, target_loss=None, batch_size=8)
+    data = study.dataset()
+    eval_batch = data.every_pair(1, torch.Generator().manual_seed(0))
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    train_model(study, data, "gated", 0, eval_batch)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_sweep_runs_on_the_studys_thread_count_and_records_it():
+    torch.set_num_threads(2)  # the caller's count; the fixture restores the suite's afterwards
+    study = tiny(seeds=1, arms=["standard"], steps=5, target_loss=None, batch_size=8, eval_repeats=1)
+    _, _, environment = train_and_analyse(study, log=lambda line: None)
+    assert environment["threads"] == study.threads == 1
+    assert environment["torch"] == torch.__version__ and environment["cpu_capability"]
+    assert torch.get_num_threads() == 2
+
+
 # ------------------------------------------------------------------------------------- settings, CLI
 @pytest.mark.parametrize("overrides, message", [
     (dict(n_head=4), "--n_head=4 is more than --n_tasks=3"),
@@ -297,6 +335,7 @@ def test_one_command_writes_the_tables_json_and_plots(tmp_path):
     for name in ("assignment.png", "tasks_per_head.png", "gates.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "results.json").read_text())
+    assert result["numerics"]["threads"] == 1 and result["numerics"]["torch"] == torch.__version__
     assert [(run["arm"], run["seed"]) for run in result["runs"]] == [
         (arm, seed) for seed in (0, 1) for arm in ("standard", "gated", "gated_l1")]
     for run in result["runs"]:

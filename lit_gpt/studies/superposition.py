@@ -18,11 +18,16 @@ exceeds a threshold; the participation ratio of the rises gives a threshold-free
 
 Everything runs on the project's `GPT` (`n_layer: 1`, `mlp: none`, no position encoding: a skip trigram
 does not depend on where the source is).
+
+A model's result depends on its seed alone within one numeric environment (`numerics`: torch build, CPU
+kernel path, thread count), whatever ran before it in the process; across environments the rounding
+differs, and training amplifies it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -50,6 +55,9 @@ ARMS: dict[str, tuple[str, bool]] = {
 }
 
 EVAL_SEED = 1_000_003  # the evaluation sequences, the same for every arm and seed
+
+# Environment variables that pick the CPU kernels, hence the rounding: read when torch and MKL load.
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
 class StudyError(UserError):
@@ -179,7 +187,8 @@ class Study:
     threshold: float = 0.1
     """A head serves a task when ablating it raises the task's loss by more than this (nats)."""
     threads: int = 1
-    """Torch CPU threads (the model is tiny: more threads mostly add overhead)."""
+    """Torch CPU threads (the model is tiny: more threads mostly add overhead). Part of the result: another
+    count sums in another order, and the rounding grows into other step counts (see `numerics`)."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -324,11 +333,18 @@ def gate_by_task(model: GPT, batch: Batch, n_tasks: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ training
+def init_model(config: Config, seed: int) -> GPT:
+    """A model initialised from `seed` alone, leaving the caller's global RNG as it was (the init draws
+    from the global generator, so a bare `torch.manual_seed` would reset everyone else's stream)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT(config)
+
+
 def train_model(study: Study, data: SkipTrigrams, arm: str, seed: int, eval_batch: Batch) -> tuple[GPT, dict]:
     """Train one model of `arm` from `seed`: AdamW on the destination's cross-entropy (plus the gate penalty in
     `gated_l1`), until the evaluation loss reaches `target_loss` or `steps` run out."""
-    torch.manual_seed(seed)
-    model = GPT(study.model_config(data, arm))
+    model = init_model(study.model_config(data, arm), seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=study.lr, weight_decay=study.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     penalised = ARMS[arm][1]
@@ -412,8 +428,15 @@ def summarise(runs: list[dict], arms: list[str], threshold: float) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------- reporting
-def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: float) -> str:
-    """The measured tables: per arm (mean ± std over seeds), per task, per run."""
+def describe_numerics(environment: dict) -> str:
+    """`numerics` in words, e.g. "torch 2.5.1, CPU kernels AVX512, 1 thread(s)"."""
+    variables = " ".join(f"{name}={value}" for name, value in environment["kernel_variables"].items())
+    kernels = environment["cpu_capability"] + (f" ({variables})" if variables else "")
+    return f"torch {environment['torch']}, CPU kernels {kernels}, {environment['threads']} thread(s)"
+
+
+def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: float, environment: dict) -> str:
+    """The measured tables: per arm (mean ± std over seeds), per task, per run; and the `numerics` behind them."""
     s = study
     target = f"until the evaluation loss is <= {s.target_loss} (at most {s.steps} steps)" if s.target_loss else \
         f"for {s.steps} steps"
@@ -424,8 +447,8 @@ def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: flo
         f"trained {target}, batch {s.batch_size}, AdamW lr {s.lr}, weight decay {s.weight_decay}; "
         f"gate L1 weight {s.gate_l1} in `gated_l1`. {s.seeds} seeds per arm; evaluation on "
         f"{s.eval_repeats} sequences per (task, source) pair. A head serves a task when ablating it raises "
-        f"the task's loss by more than {s.threshold} nats. Total time {seconds:.0f} s with {s.threads} "
-        f"thread(s).", "",
+        f"the task's loss by more than {s.threshold} nats. Total time {seconds:.0f} s; "
+        f"{describe_numerics(environment)} (the numbers are bit for bit those of this environment only).", "",
         "| arm | loss | accuracy | worst task acc. | tasks per head | heads per task | effective tasks per head "
         "| steps |",
         "|---|---|---|---|---|---|---|---|",
@@ -533,38 +556,56 @@ def plot_gates(runs: list[dict], arms: list[str], path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ run
-def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict]]:
-    """Every arm for every seed: train, then analyse on the shared evaluation set; one dict per model."""
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Torch's CPU thread count set to `threads` inside, the caller's count back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def numerics() -> dict:
+    """What, besides the settings and seeds, decides the numbers bit for bit: the torch build, the CPU kernel
+    paths of torch and of MKL (the CPU's own unless `KERNEL_VARIABLES` lower them) and the thread count."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_variables": {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ},
+            "threads": torch.get_num_threads()}
+
+
+def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict], dict]:
+    """Every arm for every seed with `study.threads` threads: train, then analyse on the shared evaluation
+    set; one dict per model, and the `numerics` they were computed under."""
     data = study.dataset()
     eval_batch = data.every_pair(study.eval_repeats, torch.Generator().manual_seed(EVAL_SEED))
     runs = []
-    for seed in range(study.seeds):
-        for arm in study.arms:
-            model, training = train_model(study, data, arm, seed, eval_batch)
-            run = {"arm": arm, "seed": seed, **training, **analyse(model, study, data, arm, eval_batch)}
-            runs.append(run)
-            log(f"{arm:>9} seed {seed}: {run['steps']:>5} steps, loss {run['loss']:.4f}, accuracy "
-                f"{run['accuracy']:.3f}, tasks per head {run['tasks_per_head']} ({run['train_seconds']:.1f} s)")
-    return data, runs
+    with fixed_threads(study.threads):
+        environment = numerics()
+        for seed in range(study.seeds):
+            for arm in study.arms:
+                model, training = train_model(study, data, arm, seed, eval_batch)
+                run = {"arm": arm, "seed": seed, **training, **analyse(model, study, data, arm, eval_batch)}
+                runs.append(run)
+                log(f"{arm:>9} seed {seed}: {run['steps']:>5} steps, loss {run['loss']:.4f}, accuracy "
+                    f"{run['accuracy']:.3f}, tasks per head {run['tasks_per_head']} "
+                    f"({run['train_seconds']:.1f} s)")
+    return data, runs, environment
 
 
 def run_study(study: Study, out: Path, log=print) -> dict:
-    """Train and analyse every model with `study.threads` threads, then write results.json, results.md and
-    the plots into `out` (checked to be writable first)."""
+    """Train and analyse every model, then write results.json (with the `numerics` to rerun it bit for bit
+    under), results.md and the plots into `out` (checked to be writable first)."""
     out = output_folder(out)  # checked before any model is trained
-    threads = torch.get_num_threads()
-    torch.set_num_threads(study.threads)
     started = time.perf_counter()
-    try:
-        data, runs = train_and_analyse(study, log)
-    finally:
-        torch.set_num_threads(threads)
+    data, runs, environment = train_and_analyse(study, log)
     summary = summarise(runs, study.arms, study.threshold)
     seconds = time.perf_counter() - started
-    result = {"study": asdict(study), "task_table": data.table.tolist(), "summary": summary, "runs": runs,
-              "seconds": seconds}
-    written = [write_json(out / "results.json", result),
-               write_atomic(out / "results.md", results_markdown(study, summary, runs, seconds)),
+    result = {"study": asdict(study), "numerics": environment, "task_table": data.table.tolist(),
+              "summary": summary, "runs": runs, "seconds": seconds}
+    markdown = results_markdown(study, summary, runs, seconds, environment)
+    written = [write_json(out / "results.json", result), write_atomic(out / "results.md", markdown),
                plot_assignment(runs, study.arms, study.threshold, out / "assignment.png"),
                plot_tasks_per_head(runs, study.arms, out / "tasks_per_head.png")]
     if any(ARMS[arm][0] != "none" for arm in study.arms):
@@ -573,7 +614,8 @@ def run_study(study: Study, out: Path, log=print) -> dict:
     return result
 
 
-__all__ = ["ARMS", "Batch", "SkipTrigrams", "Study", "StudyError", "ablation_matrix", "analyse",
-           "effective_tasks_per_head", "gate_by_task", "head_ablated", "heads_per_task", "last_logits", "latin_rows",
-           "plot_assignment", "plot_gates", "plot_tasks_per_head", "recorded_gates", "results_markdown", "run_study",
-           "served", "summarise", "task_losses", "tasks_per_head", "train_and_analyse", "train_model"]
+__all__ = ["ARMS", "Batch", "KERNEL_VARIABLES", "SkipTrigrams", "Study", "StudyError", "ablation_matrix", "analyse",
+           "describe_numerics", "effective_tasks_per_head", "fixed_threads", "gate_by_task", "head_ablated",
+           "heads_per_task", "init_model", "last_logits", "latin_rows", "numerics", "plot_assignment", "plot_gates",
+           "plot_tasks_per_head", "recorded_gates", "results_markdown", "run_study", "served", "summarise",
+           "task_losses", "tasks_per_head", "train_and_analyse", "train_model"]
