@@ -1,4 +1,6 @@
-"""Fixtures every test module may ask for by name."""
+"""Fixtures every test module may ask for by name, and the skip of `gpu` tests where there is no GPU."""
+
+import os
 
 import pytest
 import torch
@@ -35,3 +37,24 @@ def small_disk(tmp_path):
     yield make
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# `gpu` tests run on CUDA; GPU_CHECK_DEVICE=cpu rehearses them on the CPU at smaller sizes, as the
+# dry run of bench/gpu_check.py does, so they cannot rot between GPU runs.
+REHEARSAL_DEVICE = "GPU_CHECK_DEVICE"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available() or os.environ.get(REHEARSAL_DEVICE) == "cpu":
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh "
+                                   f"runs it on one, {REHEARSAL_DEVICE}=cpu rehearses it on the CPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def gpu_device() -> torch.device:
+    """Where `gpu` tests run: CUDA, or the CPU when rehearsed."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
