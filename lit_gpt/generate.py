@@ -7,6 +7,7 @@ greedy decoding gives the same tokens either way (tests check this for every att
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -23,12 +24,18 @@ def next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 0.0, 
     """Pick one token per row of `logits` (B, V); rows beyond `vocab_size` (padding) are never chosen.
 
     temperature 0 is greedy; otherwise sample from softmax(logits / temperature), restricted to the
-    `top_k` most likely tokens when given.
+    `top_k` most likely tokens when given (a `top_k` at or beyond `vocab_size` keeps every token). The
+    largest logit is subtracted before dividing, so however small the temperature, nothing overflows:
+    as it tends to 0 the sample tends to the greedy choice (ties shared uniformly).
     """
     logits = logits[:, :vocab_size].float()
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    if not bool(torch.isfinite(logits).all()):
+        raise GenerationError("the model's logits hold NaN or infinity, so there is no distribution to sample; "
+                              "the checkpoint's weights are damaged or diverged (use an earlier checkpoint)")
+    # In float64, so a temperature below float32's smallest number is not rounded to 0 (0 / 0 is NaN).
+    logits = (logits.double() - logits.max(dim=-1, keepdim=True).values.double()) / temperature
     if top_k is not None and top_k < vocab_size:
         threshold = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < threshold, float("-inf"))
@@ -40,8 +47,8 @@ def check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int]
     """Refuse settings without a meaning instead of failing inside torch."""
     if max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be >= 0 (0 scores the prompt only), got {max_new_tokens}")
-    if temperature < 0:
-        raise GenerationError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise GenerationError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise GenerationError(f"top_k must be >= 1 (leave it unset to sample from every token), got {top_k}")
 

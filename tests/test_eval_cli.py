@@ -143,6 +143,28 @@ def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(ru
     assert len(sampled) == 2
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--temperature", "nan"], "error: temperature must be a finite number >= 0 (0 is greedy), got nan"),
+    (["--temperature", "inf"], "error: temperature must be a finite number >= 0 (0 is greedy), got inf"),
+    (["--top_k", "0"], "error: top_k must be >= 1"),
+    (["--seed", str(2**64)], f"error: seed must be in 0..{2**64 - 1}"),
+])
+def test_generate_cli_refuses_degenerate_sampling_in_one_line(run, capsys, extra, message):
+    from lit_gpt.cli.generate import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--load_from", str(run["ckpt"]), "--prompt", "the cat", "--max_new_tokens", "3", *extra])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_generate_cli_samples_greedily_at_a_vanishing_temperature_and_top_k_beyond_the_vocabulary(run):
+    args = ["--load_from", str(run["ckpt"]), "--prompt", "the cat sat", "--max_new_tokens", "8"]
+    greedy = CLI(sample, as_positional=False, args=args)
+    cold = CLI(sample, as_positional=False, args=args + ["--temperature", "1e-300", "--top_k", "100000"])
+    assert cold == greedy
+
+
 def test_streaming_cli_reports_three_perplexities(run, tmp_path):
     out = tmp_path / "stream.json"
     results = CLI(compare_caches, as_positional=False,

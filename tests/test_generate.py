@@ -96,7 +96,9 @@ def test_fixed_token_is_inserted_so_the_prompt_is_kept_whole():
 @pytest.mark.parametrize("kwargs, match", [
     ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
     ({"max_new_tokens": 2, "top_k": 0}, "top_k must be >= 1"),
-    ({"max_new_tokens": 2, "temperature": -0.5}, "temperature must be >= 0"),
+    ({"max_new_tokens": 2, "temperature": -0.5}, "temperature must be a finite number >= 0"),
+    ({"max_new_tokens": 2, "temperature": float("nan")}, "temperature must be a finite number >= 0 .*got nan"),
+    ({"max_new_tokens": 2, "temperature": float("inf")}, "temperature must be a finite number >= 0 .*got inf"),
 ])
 def test_sampling_settings_without_a_meaning_are_refused(kwargs, match):
     with pytest.raises(GenerationError, match=match):
@@ -108,3 +110,27 @@ def test_zero_new_tokens_returns_the_prompt_and_foreign_ids_are_refused():
     assert generate(model, torch.tensor([1, 2]), 0).tolist() == [1, 2]
     with pytest.raises(GenerationError, match="vocab_size"):
         generate(model, torch.tensor([1, model.config.vocab_size]), 2)
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300, 5e-324])
+def test_a_vanishing_temperature_samples_as_greedy_does(temperature):
+    logits = torch.tensor([[1.0, 3.0, 2.0, 3.0 - 1e-3]])  # logits / 1e-300 overflow to inf without the shift
+    draws = {next_token(logits, 4, temperature, generator=torch.Generator().manual_seed(seed)).item()
+             for seed in range(20)}
+    assert draws == {1}
+    model = sharp_model()
+    prompt = torch.tensor([1, 2, 3])
+    assert torch.equal(generate(model, prompt, 6, temperature=temperature), generate(model, prompt, 6))
+
+
+def test_top_k_at_or_beyond_the_vocabulary_keeps_every_token():
+    logits = torch.zeros(1, 8)
+    for top_k in (8, 9, 10**30):
+        draws = {next_token(logits, 8, 1.0, top_k, torch.Generator().manual_seed(seed)).item() for seed in range(200)}
+        assert draws == set(range(8))
+
+
+def test_logits_that_are_not_finite_are_named_instead_of_a_torch_error():
+    logits = torch.tensor([[0.0, float("nan"), 1.0]])
+    with pytest.raises(GenerationError, match="logits hold NaN or infinity"):
+        next_token(logits, 3, temperature=1.0)

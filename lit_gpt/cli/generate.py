@@ -17,6 +17,8 @@ from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.evaluation import tokenizer_for, train_args
 from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
 
+SEED_MAX = 2**64 - 1
+
 
 def sample(
     load_from: Path,
@@ -39,10 +41,11 @@ def sample(
         load_from: Training checkpoint (.pth).
         prompt: Text to continue (no BOS is added, as in training).
         max_new_tokens: Tokens to generate, >= 0 (prompt + new tokens must fit the block size).
-        temperature: 0 is greedy; otherwise (> 0) sample from softmax(logits / temperature).
-        top_k: Sample only among the k >= 1 most likely tokens (unset: all).
+        temperature: 0 is greedy; otherwise (a finite number > 0) sample from softmax(logits / temperature);
+            a tiny temperature samples as greedy does, never overflowing.
+        top_k: Sample only among the k >= 1 most likely tokens (unset, or k at or beyond the vocabulary: all).
         num_samples: Number of continuations (>= 1).
-        seed: Random seed for sampling.
+        seed: Random seed for sampling, 0..2**64-1 (what torch's generator takes).
         tokenizer: Tokenizer file or folder (default: the run's own).
         use_cache: Decode with the KV cache (off: recompute the whole sequence per token).
         attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
@@ -51,6 +54,8 @@ def sample(
     check_sampling(max_new_tokens, temperature, top_k)
     if num_samples < 1:
         raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
+    if not 0 <= seed <= SEED_MAX:
+        raise GenerationError(f"seed must be in 0..{SEED_MAX} (what torch's generator takes), got {seed}")
     runtime = AttentionRuntime(attn_backend)
     model, ckpt = load_model(load_from)
     model.set_attention_runtime(runtime)
