@@ -22,6 +22,8 @@ from typing import Any, Callable, NoReturn
 class UserError(Exception):
     """Input that cannot be used; the message names the file, key or value and what to do."""
 
+    exit_status = 1
+
 
 class Interrupted(BaseException):
     """SIGTERM/SIGINT arrived while the program was not in a state that could stop gracefully."""
@@ -58,18 +60,29 @@ def argument_message(error: Exception) -> str:
     if not (key and value and expected):
         return one_line(text)
     names = [("None" if name == "NoneType" else name) for name in dict.fromkeys(expected)]
-    return f"--{key.group(1)}: expected {' or '.join(names)}, got {value.group(1).strip()!r}"
+    given = value.group(1).strip()
+    if "float" in names and _is_float(given):  # jsonargparse refuses nan and inf as floats
+        names[names.index("float")] = "a finite float"
+    return f"--{key.group(1)}: expected {' or '.join(names)}, got {given!r}"
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run_cli(main: Callable[[], Any]) -> Any:
-    """Run an entry point's `main()`: `UserError` -> one `error:` line and exit 1; a flag its parser refused
-    (parsers built with `exit_on_error=False`) -> one line and exit 2; SIGTERM/SIGINT before a graceful
-    handler takes over -> one line and exit 128 + signal."""
+    """Run an entry point's `main()`: `UserError` -> one `error:` line and its `exit_status` (1; 2 for a setting
+    of a flag or YAML file); a flag its parser refused (parsers built with `exit_on_error=False`) -> one line
+    and exit 2; SIGTERM/SIGINT before a graceful handler takes over -> one line and exit 128 + signal."""
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return main()
     except UserError as error:
-        fail(error)
+        fail(error, error.exit_status)
     except ArgumentError as error:  # a flag the parser refused (unknown, missing, wrong type)
         fail(f"{argument_message(error)} (see --help)", status=2)
     except Interrupted as stop:
