@@ -17,7 +17,7 @@ from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
 from lit_gpt.files import write_json
 from lit_gpt.loss import ignored_predictions, prediction_mask
-from lit_gpt.metrics import LAYER_SERIES
+from lit_gpt.metrics import LAYER_SERIES, hidden_state_label
 from lit_gpt.model import GPT
 from lit_gpt.plots import write_plots
 from lit_gpt.tokenizer import TokenizerError, load_tokenizer
@@ -134,7 +134,7 @@ def metric_label(name: str) -> str:
 def format_table(result: dict) -> str:
     """A plain-text report of `evaluate_run` / `evaluate_probe` results: overall rates (and why key/value
     norms are missing, for a model that cannot give them), then one row per hidden state (embedding
-    output, then each layer) with its sink rates, |activation| extremes and norms."""
+    output, then each layer, counted from 0) with its sink rates, |activation| extremes and norms."""
     rates = result["sink_rates"]
     lines = []
     if "variant" in result:
@@ -159,7 +159,7 @@ def format_table(result: dict) -> str:
         cells = [f"{per_layer[name][layer - 1]:>10.2f}" if layer else f"{'--':>10}" for name in shown]
         norms = hidden[layer][n_sink:]
         values = [*(stats[s][layer] for s in ("top1", "top2", "top3", "median")), norms[0], sum(norms) / len(norms)]
-        label = "embed" if layer == 0 else str(layer)
+        label = hidden_state_label(layer)
         lines.append(f"{label:>10}" + "".join(cells) + "".join(f"{v:>10.3f}" for v in values))
     return "\n".join(lines)
 

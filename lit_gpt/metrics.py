@@ -24,6 +24,13 @@ import torch
 # series all show these.
 LAYER_SERIES = ("sink_1", "sink_star", "sink_token")
 
+
+def hidden_state_label(index: int) -> str:
+    """The name of hidden state `index` (0: the embedding output, i > 0: the output of layer i - 1). Layers
+    count from 0 in every output of the project, as in Hugging Face's `hidden_states`, so the output of
+    layer 3 is labelled "3" wherever per-layer sink rates of layer 3 appear."""
+    return "embed" if index == 0 else str(index - 1)
+
 NORM_EPS = 1e-8
 
 
@@ -144,5 +151,5 @@ def layer_sink_rates(maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_toke
     return acc.layer_rates()[key]
 
 
-__all__ = ["LAYER_SERIES", "SinkAccumulator", "alphas", "layer_sink_rates", "normalize_rows", "sink_rates", "split_columns",
+__all__ = ["LAYER_SERIES", "hidden_state_label", "SinkAccumulator", "alphas", "layer_sink_rates", "normalize_rows", "sink_rates", "split_columns",
            "token_alphas"]

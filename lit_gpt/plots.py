@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from lit_gpt.files import save_figure  # noqa: E402
-from lit_gpt.metrics import LAYER_SERIES, normalize_rows  # noqa: E402
+from lit_gpt.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
 
 
 def save_and_close(fig, path: Path, tight: bool = True) -> Path:
@@ -28,6 +28,20 @@ def save_and_close(fig, path: Path, tight: bool = True) -> Path:
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+EXTRA_KEYS_LABEL = "left of the dashed line: key slots and sink tokens"
+
+
+def draw_attention(ax, attn, n_extra_keys: int = 0):
+    """One head's row-normalised map (queries x keys) on a fixed 0..1 scale, so panels compare by colour;
+    a dashed line (labelled for a legend) sets the `n_extra_keys` key slots and sink tokens apart from
+    the real tokens. Returns the image, for a colorbar."""
+    image = ax.imshow(attn, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    if n_extra_keys:
+        ax.axvline(n_extra_keys - 0.5, color="white", linestyle="--", linewidth=0.8, label=EXTRA_KEYS_LABEL)
+    ax.tick_params(labelsize=7)
+    return image
 
 
 def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optional[Sequence[int]] = None,
@@ -44,14 +58,10 @@ def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optiona
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
             ax = axes[row][col]
-            attn = normalize_rows(maps[layer][0, head]).cpu().numpy()
-            image = ax.imshow(attn, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-            if extra:
-                ax.axvline(extra - 0.5, color="white", linestyle="--", linewidth=0.8)
+            image = draw_attention(ax, normalize_rows(maps[layer][0, head]).cpu().numpy(), extra)
             ax.set_title(f"layer {layer} head {head}", fontsize=9)
             ax.set_xlabel("key", fontsize=8)
             ax.set_ylabel("query", fontsize=8)
-            ax.tick_params(labelsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8)
     return save_and_close(fig, path, tight=False)  # the constrained layout already placed the colorbar
 
@@ -104,7 +114,7 @@ def norms_by_position(result: dict, path: Path) -> Path:
             continue
         cmap = plt.get_cmap("viridis", max(len(rows), 2))
         for layer, row in enumerate(rows):
-            label = ("embedding" if layer == 0 else f"block {layer}") if name == "hidden" else f"layer {layer}"
+            label = f"layer {hidden_state_label(layer)}" if name == "hidden" else f"layer {layer}"
             ax.plot(range(-offset, len(row) - offset), row, color=cmap(layer), label=label, linewidth=1)
         ax.set_xlabel("position" + (" (negative: sink tokens)" if offset else ""))
         ax.set_ylabel("L2 norm")
@@ -119,8 +129,8 @@ def massive_activations(result: dict, path: Path) -> Path:
     for name in ("top1", "top2", "top3", "median"):
         ax.plot(range(len(stats[name])), stats[name], marker="o", label=name)
     ax.set_yscale("log")
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xticks(range(len(stats["top1"])), [hidden_state_label(index) for index in range(len(stats["top1"]))])
+    ax.set_xlabel("output of layer (embed: the embedding)")
     ax.set_ylabel("|activation|")
     ax.legend()
     return save_and_close(fig, path)
@@ -153,5 +163,5 @@ def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layer
     ]
 
 
-__all__ = ["attention_heatmaps", "layer_history_heatmap", "layer_sink_rates", "massive_activations",
-           "norms_by_position", "save_and_close", "sink_by_position", "write_plots"]
+__all__ = ["EXTRA_KEYS_LABEL", "attention_heatmaps", "draw_attention", "layer_history_heatmap", "layer_sink_rates",
+           "massive_activations", "norms_by_position", "save_and_close", "sink_by_position", "write_plots"]

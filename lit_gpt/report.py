@@ -9,10 +9,15 @@ from the sink evaluation. Massive activations (Sun et al. 2024) are the few hidd
 thousands of times the median where a sink forms: the table gives each run's largest top-1 / median
 |activation| over the hidden states and where it is, and `massive_activation_tables` the top-1, top-2,
 top-3 and median |activation| of every hidden state.
+
+The cached evaluation also keeps what the report page shows of a run besides numbers: the checkpoint's
+training arguments (with its model fields, the settings that tell the runs apart, `differing_settings`)
+and the attention maps of its sink layers (`sink_layers`), every head, for the first probe sequence.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -22,16 +27,19 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 from lit_gpt.analysis import activation_ratios, peak_activation_ratio  # noqa: E402
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
 from lit_gpt.data.probe import load_probe_windows  # noqa: E402
-from lit_gpt.evaluation import EvalError, evaluate_run, tokenizer_for, train_args  # noqa: E402
+from lit_gpt.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.files import write_atomic, write_json  # noqa: E402
 from lit_gpt.logging_utils import read_metrics  # noqa: E402
+from lit_gpt.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
 from lit_gpt.plots import save_and_close  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
@@ -40,6 +48,13 @@ HEADERS = {"run": "run", "variant": "variant", "sink_1": "Sink_1 (%)", "sink_sta
            "valid_loss": "valid loss", "probe_loss": "probe loss", "massive_ratio": "max top-1/median",
            "massive_layer": "at layer", "tokens_seen": "tokens seen", "step": "step"}
 ACTIVATION_STATS = ("top1", "top2", "top3", "median")
+# What a cached evaluation holds beyond `evaluate_run`'s result (training args, sink-layer attention maps);
+# a cache of another format is evaluated again.
+CACHE_FORMAT = 2
+MAX_SINK_LAYERS = 3
+# Training arguments that are no setting of the experiment: the run's name (the table's first column) and the
+# model overrides (the model fields they set are compared themselves).
+NOT_SETTINGS = ("out_name", "model")
 
 
 def run_checkpoint(path) -> Path:
@@ -79,8 +94,8 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
     """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
     # Everything the numbers depend on besides the checkpoint (whose newer file time voids the cache).
-    key = {"probe": str(Path(probe).resolve()), "probe_sha256": file_digest(probe), "eps": eps,
-           "n_sequences": n_sequences, "length": length,
+    key = {"format": CACHE_FORMAT, "probe": str(Path(probe).resolve()), "probe_sha256": file_digest(probe),
+           "eps": eps, "n_sequences": n_sequences, "length": length,
            "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None}
     if cache.is_file() and cache.stat().st_mtime >= ckpt_path.stat().st_mtime:
         try:
@@ -93,9 +108,65 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
     tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
                                 model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps)
+    result["train"] = train_args(ckpt)
+    layers = sink_layers(result["layer_sink_rates"])
+    result["attention_maps"] = sink_attention(example_maps(model, ckpt, tokens), layers, model.config.n_slots,
+                                              result["n_sink_tokens"])
     result["report_key"] = key
     write_json(cache, result)
     return result
+
+
+def sink_layers(layer_rates: dict[str, list[float]]) -> list[int]:
+    """The layers (counted from 0) whose attention the report shows: the `MAX_SINK_LAYERS` with the highest
+    sink rate above zero, a layer's rate being the largest of its Sink_1, Sink* and Sink_tok (a variant's sink
+    may sit in key slots or sink tokens instead of the first token). Without any sink, the first layer, so a
+    run without sinks still shows what its attention looks like."""
+    per_layer = [max(rates) for rates in zip(*(layer_rates[name] for name in LAYER_SERIES if name in layer_rates))]
+    ranked = sorted(range(len(per_layer)), key=lambda layer: -per_layer[layer])  # stable: ties keep layer order
+    return sorted(layer for layer in ranked[:MAX_SINK_LAYERS] if per_layer[layer] > 0) or ranked[:1]
+
+
+def encode_maps(maps: torch.Tensor) -> dict:
+    """(heads, queries, keys) maps with values in [0, 1] as 8-bit levels in base64: a 64-token head takes about
+    5 KB of the cache, a tenth of it as indented JSON numbers, and 1/255 is finer than a colour scale shows."""
+    levels = (maps.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+    return {"shape": list(levels.shape), "uint8": base64.b64encode(levels.numpy().tobytes()).decode("ascii")}
+
+
+def decode_maps(encoded: dict) -> np.ndarray:
+    """`encode_maps`' inverse, as floats in [0, 1]."""
+    levels = np.frombuffer(base64.b64decode(encoded["uint8"]), dtype=np.uint8)
+    return levels.reshape(encoded["shape"]) / 255.0
+
+
+def sink_attention(maps: Sequence[torch.Tensor], layers: Sequence[int], n_slots: int, n_sink_tokens: int) -> dict:
+    """Every head of `layers` in the first sequence's maps (per layer (B, H, T, C)), rows normalised as the sink
+    metric sees them; `n_slots + n_sink_tokens` columns come before the real keys."""
+    return {"layers": list(layers), "n_slots": n_slots, "n_sink_tokens": n_sink_tokens,
+            "maps": [encode_maps(normalize_rows(maps[layer][0]).cpu()) for layer in layers]}
+
+
+def run_settings(row: dict) -> dict:
+    """A row's model fields and training arguments in one mapping (their names do not overlap)."""
+    train = {key: value for key, value in (row.get("train") or {}).items() if key not in NOT_SETTINGS}
+    return {**(row.get("config") or {}), **train}
+
+
+def differing_settings(rows: Sequence[dict]) -> list[str]:
+    """The settings whose values are not the same in every row (a setting a row lacks counts as None): what
+    tells the runs apart; none for a single run."""
+    settings = [run_settings(row) for row in rows]
+    names = dict.fromkeys(name for run in settings for name in run)
+    return [name for name in names
+            if len({json.dumps(run.get(name), sort_keys=True, default=str) for run in settings}) > 1]
+
+
+def setting_cell(value) -> str:
+    """A setting as the table shows it: JSON for mixtures and lists, `--` for none."""
+    if value is None:
+        return "--"
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3) -> dict:
@@ -116,6 +187,10 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
         "tokens_seen": result.get("tokens_seen"),
         "step": result.get("step_count"),
         "massive_activations": result.get("massive_activations"),
+        "layer_sink_rates": result["layer_sink_rates"],
+        "attention_maps": result.get("attention_maps"),
+        "config": result.get("config"),
+        "train": result.get("train"),
         "run_dir": run_dir,
     }
 
@@ -135,8 +210,9 @@ def _cell(value) -> str:
 
 
 def layer_label(layer: int) -> str:
-    """Hidden state 0 is the embedding output; hidden state i > 0 is block i's output."""
-    return "embed" if layer == 0 else str(layer)
+    """Hidden state 0 is the embedding output ("embed"); hidden state i > 0 is the output of layer i - 1
+    (layers count from 0, `hidden_state_label`)."""
+    return hidden_state_label(layer)
 
 
 def table_cell(column: str, value) -> str:
@@ -155,7 +231,7 @@ def massive_activation_tables(rows: Sequence[dict]) -> str:
     """Per run, a Markdown table of the top-1, top-2, top-3 and median |activation| (and top-1 / median)
     of every hidden state, averaged over the probe sequences."""
     parts = ["**Massive activations per layer**: the largest |activation|s and the median one of each hidden "
-             "state (embed = embedding output, l = output of block l) over all positions, learned sink tokens "
+             "state (embed = embedding output, l = output of layer l, counted from 0) over all positions, learned sink tokens "
              "included, mean over probe sequences."]
     for row in rows:
         stats = row.get("massive_activations")
@@ -199,5 +275,6 @@ def bar_chart(rows: Sequence[dict], path: Path) -> Path:
     return save_and_close(fig, path)
 
 
-__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "massive_activation_tables",
-           "report_markdown", "report_row", "report_rows", "run_checkpoint", "to_markdown", "valid_loss", "write_csv"]
+__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "decode_maps", "differing_settings", "encode_maps",
+           "massive_activation_tables", "report_markdown", "report_row", "report_rows", "run_checkpoint",
+           "run_settings", "setting_cell", "sink_attention", "sink_layers", "to_markdown", "valid_loss", "write_csv"]

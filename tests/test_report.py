@@ -99,7 +99,7 @@ def test_rows_show_the_peak_massive_activation_and_report_md_each_layer(run_dir)
     per_layer = massive_activation_tables([row])
     assert "| layer | top-1 | top-2 | top-3 | median | top-1/median |" in per_layer
     assert f"| embed | {stats['top1'][0]:.3f} | {stats['top2'][0]:.3f} |" in per_layer
-    assert per_layer.count("\n| 2 | ") == 1 and text.count("*run*") == 1 and text.count("*other*") == 1
+    assert per_layer.count("\n| 1 | ") == 1 and text.count("*run*") == 1 and text.count("*other*") == 1
 
 
 def test_the_peak_names_the_hidden_state_and_tolerates_missing_statistics():

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -57,20 +58,25 @@ def sweep(tmp_path_factory):
 
 
 class PageParts(HTMLParser):
-    """Table rows, images, links and notes of a page."""
+    """Table rows (the report's columns; the differing settings' columns apart), images, links and notes."""
 
     def __init__(self):
         super().__init__()
         self.rows, self.images, self.links, self.notes, self.tags = [], [], [], [], set()
-        self._row = self._note = None
+        self.setting_names, self.settings = [], []
+        self._row = self._note = self._cell = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.add(tag)
         if tag == "tr" and attrs.get("class") == "run-row":
-            self._row = []
+            self._row = ([], [])
         elif tag == "td" and self._row is not None:
-            self._row.append("")
+            self._cell = self._row[1] if attrs.get("class") == "setting" else self._row[0]
+            self._cell.append("")
+        elif tag == "th" and attrs.get("class") == "setting":
+            self._cell = self.setting_names
+            self._cell.append("")
         elif tag == "img":
             self.images.append(attrs["src"])
         elif tag == "a":
@@ -80,15 +86,18 @@ class PageParts(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
+            self.rows.append(self._row[0])
+            self.settings.append(self._row[1])
             self._row = None
+        elif tag in ("td", "th"):
+            self._cell = None
         elif tag == "p" and self._note is not None:
             self.notes.append(self._note)
             self._note = None
 
     def handle_data(self, data):
-        if self._row:
-            self._row[-1] += data
+        if self._cell is not None:
+            self._cell[-1] += data
         if self._note is not None:
             self._note += data
 
@@ -107,8 +116,14 @@ def test_the_page_holds_the_report_table_embedded_figures_and_links_to_the_run_f
     assert parts.rows == [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown]
     assert [row[0] for row in parts.rows] == ["kv_bias", ODD_NAME]
     assert "&lt;script&gt;&amp;&#x27;x&#x27;" in text and "<script" not in text.lower()  # escaped; no script at all
-    # the overview, the full run's curves, sink rates per layer and massive activations, the bare run's massive ones
-    assert len(parts.images) == 5
+    assert parts.setting_names == ["k_bias", "v_bias"]  # the settings in which the runs differ, beside the table
+    assert parts.settings == [["True", "True"], ["False", "False"]]
+    # the overlays of Sink_1 and of the validation loss across runs; the full run's curves, sink rates per layer,
+    # massive activations and the attention of its sink layer; the bare run's massive activations and attention
+    assert len(parts.images) == 8
+    alts = re.findall(r'<img[^>]*alt="([^"]*)"', text)
+    assert alts[:2] == ["sink rates over training steps, all runs", "validation loss over training steps, all runs"]
+    assert sum(alt.endswith(": attention of layer 0") for alt in alts) == 2  # no sink in a random model: layer 0
     for src in parts.images:
         assert src.startswith("data:image/svg+xml;base64,")
         assert b"<svg" in base64.b64decode(src.split(",", 1)[1])
@@ -176,10 +191,11 @@ def test_the_page_opens_in_chromium_without_errors_and_shows_the_table_and_plots
     try:
         page.goto(sweep["page"].as_uri(), wait_until="load")
         first_row = page.locator("#report-table tbody tr").first.locator("td").all_inner_texts()
-        assert first_row[:2] == ["kv_bias", "softmax norm:sum k_bias v_bias"] and len(first_row) == 10
+        assert first_row[:2] == ["kv_bias", "softmax norm:sum k_bias v_bias"] and len(first_row) == 12
+        assert first_row[2:4] == ["True", "True"]  # k_bias and v_bias, the settings in which the runs differ
         assert page.locator("#report-table tbody tr td:first-child").all_inner_texts() == ["kv_bias", ODD_NAME]
         widths = page.eval_on_selector_all("img", "images => images.map(image => image.complete && image.naturalWidth)")
-        assert len(widths) == 5 and all(width > 0 for width in widths)
+        assert len(widths) == 8 and all(width > 0 for width in widths)
         assert page.locator("img[alt='kv_bias: sink rates per layer']").is_visible()
         assert page.locator("img[alt='kv_bias: curves over steps']").is_visible()
         assert page.locator("section#run-1 h2").inner_text() == ODD_NAME
