@@ -45,7 +45,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 from lit_gpt.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.errors import argument_message, fail
 from lit_gpt.files import write_atomic
-from lit_gpt.train_args import ArgsError, TrainArgs
+from lit_gpt.train_args import ArgsError, TrainArgs, number_problem
 
 CONFIG_FLAGS = ("--data_yaml_file", "--config")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -159,7 +159,8 @@ def _doc(cls: type, name: str) -> str:
 
 def typed_yaml_values(parser: ArgumentParser, values: dict[str, Any], source: str) -> dict[str, Any]:
     """Run-YAML values checked and converted by the parser's own types, exactly as the same flags would be
-    (`max_step: ten` is refused, `learning_rate: 1e-3`, a string to YAML, becomes a float)."""
+    (`max_step: ten` is refused, `learning_rate: 1e-3`, a string to YAML, becomes a float); NaN, infinities and
+    integers out of range are refused here, naming the file, not later by the run."""
     hints = {**typing.get_type_hints(TrainArgs), **{f"model.{k}": v for k, v in typing.get_type_hints(Config).items()}}
     typed = {}
     for key, value in values.items():
@@ -169,6 +170,9 @@ def typed_yaml_values(parser: ArgumentParser, values: dict[str, Any], source: st
         except ArgumentError:
             raise ArgsError(f"{source}: {key} must be {_type_text(hints[key])}, got {value!r}; fix the value in the "
                             f"YAML") from None
+        problem = number_problem(key, namespace[key])
+        if problem:
+            raise ArgsError(f"{source}: {problem} in the YAML")
         typed[key] = namespace[key]
     return typed
 

@@ -6,6 +6,7 @@ Reading them from YAML files and the command line is `lit_gpt.run_config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -21,10 +22,39 @@ LOGGERS = ("wandb", "tensorboard", "csv", "none")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 # What Lightning's ModelParallelStrategy, which runs FSDP2, accepts (bf16-mixed runs under autocast, as in DDP).
 FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
+# Integers feed numpy and torch as int64; the seed feeds numpy's and Lightning's seeding, which take 32 bits
+# (Lightning replaces a larger seed by a random one with only a warning: a run that cannot be repeated).
+INT64_MAX = 2**63 - 1
+SEED_MAX = 2**32 - 1
+POSITIVE_INTS = ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
+                 "log_step_interval", "eval_iters", "num_nodes", "sink_k")
+NON_NEGATIVE_INTS = ("warmup_steps", "cooldown_steps", "keep_last", "ignore_loss")
+INT_RANGES = {**dict.fromkeys(POSITIVE_INTS, (1, INT64_MAX)), **dict.fromkeys(NON_NEGATIVE_INTS, (0, INT64_MAX)),
+              "seed": (0, SEED_MAX)}
+NON_NEGATIVE_FLOATS = ("min_lr", "weight_decay", "grad_clip")
+
+
+def number_problem(name: str, value: Any) -> Optional[str]:
+    """Why the value of field `name` cannot be used, or None: NaN and infinities (YAML `.nan`, `.inf`, flags
+    `nan`, `inf`), which pass every `<` check and would surface steps later inside the optimizer or numpy,
+    and integers beyond what consumes them. A mapping's entries are named `train.code`, `model.rope_base`."""
+    if isinstance(value, dict):
+        return next(filter(None, (number_problem(f"{name}.{key}", entry) for key, entry in value.items())), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is {value}, not a finite number; give a finite value"
+    if isinstance(value, int) and not isinstance(value, bool):
+        low, high = INT_RANGES.get(name, (-INT64_MAX - 1, INT64_MAX))
+        if not low <= value <= high:
+            kind = {1: "positive", 0: ">= 0"}.get(low, "a 64-bit integer")
+            return f"{name} must be {kind}, got {value}; the range is {low}..{high}"
+    return None
 
 
 class ArgsError(UserError, ValueError):
-    """A run configuration that cannot be used; the message names the key and how to fix it."""
+    """A run configuration that cannot be used; the message names the key and how to fix it. Exit status 2,
+    as for any flag or YAML value, also when found at setup (a batch that does not divide over the devices)."""
+
+    exit_status = 2
 
 
 @dataclass
@@ -172,12 +202,11 @@ class TrainArgs:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ArgsError(f"{key}={getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
-        positive = ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
-                    "log_step_interval", "eval_iters", "learning_rate", "num_nodes", "sink_k")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ArgsError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("warmup_steps", "cooldown_steps", "keep_last", "ignore_loss", "min_lr", "weight_decay", "grad_clip", "seed"):
+        self._check_numbers()
+        self._check_mixture()
+        if self.learning_rate <= 0:
+            raise ArgsError(f"learning_rate must be positive, got {self.learning_rate}")
+        for key in NON_NEGATIVE_FLOATS:
             if getattr(self, key) < 0:
                 raise ArgsError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.min_lr > self.learning_rate:
@@ -210,6 +239,25 @@ class TrainArgs:
             raise ArgsError(f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token "
                             "block")
         self._check_transforms(config)
+
+    def _check_numbers(self) -> None:
+        for item in dataclasses.fields(self):
+            problem = number_problem(item.name, getattr(self, item.name))
+            if problem:
+                raise ArgsError(problem)
+        samples = self.max_step * self.global_batch_size
+        if samples > INT64_MAX:
+            raise ArgsError(f"max_step * global_batch_size = {samples} samples exceeds the loader's 64-bit sample index "
+                            f"(at most {INT64_MAX}); lower one of them")
+
+    def _check_mixture(self) -> None:
+        """Mixture weights are relative shares: none negative and, when a mixture is given, one positive."""
+        for section in ("train", "valid"):
+            negative = {key: weight for key, weight in getattr(self, section).items() if weight < 0}
+            if negative:
+                raise ArgsError(f"{section} weights must be >= 0, got {negative}; fix the mixture YAML")
+        if self.train and not any(weight > 0 for weight in self.train.values()):
+            raise ArgsError(f"train weights {self.train} need at least one positive weight; fix the mixture YAML")
 
     def _check_transforms(self, config: Config) -> None:
         """Positions must lie in a window (block_size + 1 tokens) and a fixed id in the vocabulary."""
