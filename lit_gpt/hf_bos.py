@@ -4,7 +4,9 @@ Why: a model trained with a BOS before every text puts its attention sink on tha
 without one measures it outside its training distribution; a model trained without one (GPT-2,
 GPT-NeoX) is probed like our own runs, text from the first token on. `auto` does what the model's
 tokenizer does when it encodes a text: `add_bos_token` of tokenizer_config.json where that file says,
-else whether the tokenizer.json post-processor puts a token first.
+else whether the tokenizer.json post-processor puts a token first (an export of a run trained with a BOS
+says so in both). The BOS takes the place of the window's first token (`load_probe_windows`), as in our
+training and `sink-eval`, whichever model it is: one rule, so an exported run gives its checkpoint's numbers.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def declared_bos(tokenizer: Tokenizer, config: dict) -> Optional[tuple[int, str]
 
 
 def probe_bos(choice: str, tokenizer: Tokenizer, folder: Path, vocab_size: int) -> Optional[int]:
-    """The id to put before every probe window of the model in `folder` for `--add_bos choice` (None: no BOS)."""
+    """The id that starts every probe window of the model in `folder` for `--add_bos choice` (None: no BOS)."""
     if choice not in BOS_CHOICES:
         raise HFError(f"--add_bos must be one of {', '.join(BOS_CHOICES)}, got {choice!r}")
     if choice == "false" or (choice == "auto" and not tokenizer_adds_bos(tokenizer)):

@@ -3,7 +3,8 @@ resolving hub ids.
 
 The tensor and config mapping (and the refusal of variants HF's LLaMA or GPT-2 cannot express) lives in
 `lit_gpt.convert`, the sink evaluation of any HF causal LM in `lit_gpt.hf_probe`; this module handles
-files (config.json + safetensors) and hub ids. Hub ids are resolved from the local HF cache first; when
+files (config.json + safetensors, and on export the BOS convention in the generation and tokenizer files)
+and hub ids. Hub ids are resolved from the local HF cache first; when
 the hub cannot be reached the call fails within seconds with a message saying so, instead of retrying
 for minutes.
 """
@@ -15,21 +16,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
+import tokenizers
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
+from tokenizers import processors
 
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.convert import FAMILIES, config_from_hf, from_hf_state_dict, hf_config, hf_family, to_hf_state_dict
+from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError, one_line
 from lit_gpt.files import OutputError, ensure_space, output_folder, write_atomic
 from lit_gpt.hub import hub_reachable
 from lit_gpt.model import GPT
-from lit_gpt.tokenizer import load_tokenizer
+from lit_gpt.tokenizer import Tokenizer, load_tokenizer
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
+GENERATION_CONFIG = "generation_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 # Our unpadded vocabulary size, kept in config.json so an exported model imports back unchanged.
 VOCAB_KEY = "lit_gpt_vocab_size"
 
@@ -40,10 +46,15 @@ class HFError(UserError, ValueError):
 
 # ------------------------------------------------------------------------------------------ export
 def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
-              tokenizer: Optional[Union[str, Path]] = None) -> Path:
+              tokenizer: Optional[Union[str, Path]] = None, bos_id: Optional[int] = None) -> Path:
     """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA or, with learned positions, GPT-2
-    folder: config.json + model.safetensors, plus the tokenizer file when `tokenizer` (a file or folder
-    `load_tokenizer` accepts) is given.
+    folder: config.json + generation_config.json + model.safetensors, plus the tokenizer file and its
+    tokenizer_config.json when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
+
+    The files declare the BOS the model was trained with (`run_bos` of a checkpoint; `bos_id` for a GPT
+    `source`), and the exported tokenizer puts it before every text it encodes (or puts nothing, for a model
+    trained without one), so transformers and `eval_sink_open_source.py` see the inputs our own commands
+    give the model (docs/reference.md, "Probe set").
 
     Raises `ConfigError` before writing anything when the variant is not a LLaMA (GPT-2), `OutputError` when
     `out_dir` is a file or holds files of another model the export would replace (only a folder an
@@ -51,29 +62,71 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     (weights first, config.json last), so a crash never leaves a half-written file; other files in
     `out_dir` are kept.
     """
-    model = source if isinstance(source, GPT) else load_model(source)[0]
+    model, bos = (source, bos_id) if isinstance(source, GPT) else _checkpoint_model(source)
     config = hf_config(model.config)
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
     state = {name: tensor.contiguous() for name, tensor in to_hf_state_dict(model).items()}
-    config.update({"torch_dtype": "float32", VOCAB_KEY: model.config.vocab_size})
+    special = {"bos_token_id": bos, "eos_token_id": tok.eos_id if tok is not None else None}
+    config.update(special, torch_dtype="float32", **{VOCAB_KEY: model.config.vocab_size})
+    files = {WEIGHTS: save(state, metadata={"format": "pt"}),
+             **(_tokenizer_files(tok, bos, model.config.block_size) if tok is not None else {}),
+             GENERATION_CONFIG: _json_bytes(special), "config.json": _json_bytes(config)}
     out_dir = output_folder(out_dir)
-    _check_export_folder(out_dir, tok)
-    weights = save(state, metadata={"format": "pt"})
-    text = json.dumps(config, indent=2)
+    _check_export_folder(out_dir, list(files))
     # All of it or none: a disk that holds the new weights but not the rest would pair them with the old config.
-    ensure_space(out_dir / WEIGHTS, len(weights) + len(text) + (tok.path.stat().st_size if tok is not None else 0))
-    write_atomic(out_dir / WEIGHTS, weights)
-    if tok is not None:
-        tok.save(out_dir)
-    write_atomic(out_dir / "config.json", text)
+    ensure_space(out_dir / WEIGHTS, sum(len(content) for content in files.values()))
+    for name, content in files.items():
+        write_atomic(out_dir / name, content)
     return out_dir
 
 
-def _check_export_folder(out_dir: Path, tok) -> None:
+def run_bos(train: dict) -> Optional[int]:
+    """The BOS id a run was trained with: its fixed token when that sits at position 0 (None without one)."""
+    fixed = InputTransforms.of_run(train).fixed_token
+    return fixed[1] if fixed is not None and fixed[0] == 0 else None
+
+
+def _checkpoint_model(path: Union[str, Path]) -> tuple[GPT, Optional[int]]:
+    model, ckpt = load_model(path)
+    return model, run_bos(ckpt.get("train") or {})
+
+
+def _json_bytes(value: dict) -> bytes:
+    return json.dumps(value, indent=2).encode("utf-8")
+
+
+def _tokenizer_files(tok: Tokenizer, bos: Optional[int], max_length: int) -> dict[str, bytes]:
+    """The tokenizer file, made to put `bos` (or nothing) first when it encodes, and a tokenizer_config.json
+    that names its BOS and EOS and says whether it adds the BOS."""
+    if bos is not None and tok.token(bos) is None:
+        raise HFError(f"the model's BOS id {bos} is not in the vocabulary of {tok.path}; export with the "
+                      f"tokenizer the run was trained with (--tokenizer)")
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast" if tok.file_name == "tokenizer.json" else None,
+                "bos_token": None if bos is None else tok.token(bos), "eos_token": tok.token(tok.eos_id),
+                "add_bos_token": bos is not None, "add_eos_token": False, "model_max_length": max_length}
+    return {tok.file_name: _prefixing(tok, bos),
+            TOKENIZER_CONFIG: _json_bytes({key: value for key, value in settings.items() if value is not None})}
+
+
+def _prefixing(tok: Tokenizer, bos: Optional[int]) -> bytes:
+    """The tokenizer file, with a post-processor that puts `bos` before every text (nothing without one)
+    unless the file already does just that: transformers adds what a tokenizer.json's post-processor adds,
+    whatever tokenizer_config.json says. A SentencePiece model adds nothing itself and is copied as it is."""
+    wanted = [] if bos is None else [bos]
+    if tok.file_name != "tokenizer.json" or tok.special_prefix() == wanted:
+        return tok.path.read_bytes()
+    hf = tokenizers.Tokenizer.from_file(str(tok.path))
+    first = [] if bos is None else [tok.token(bos)]
+    hf.post_processor = processors.TemplateProcessing(
+        single=" ".join(first + ["$A"]), pair=" ".join(first + ["$A"] + first + ["$B"]),
+        special_tokens=[(token, bos) for token in first])
+    return hf.to_str(pretty=True).encode("utf-8")
+
+
+def _check_export_folder(out_dir: Path, written: list[str]) -> None:
     """Refuse to replace another model's files, or to leave an index that would point at other weights."""
     exported_here = VOCAB_KEY in _read_json_or_empty(out_dir / "config.json")
-    written = ["config.json", WEIGHTS] + ([tok.file_name] if tok is not None else [])
-    clashes = [name for name in written if (out_dir / name).exists()] if not exported_here else []
+    clashes = sorted(name for name in written if (out_dir / name).exists()) if not exported_here else []
     if (out_dir / WEIGHTS_INDEX).exists():
         clashes.append(WEIGHTS_INDEX)
     if clashes:
@@ -220,4 +273,4 @@ def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
 
 
 __all__ = ["HFError", "check_weight_files", "export_hf", "import_hf", "load_hf_weights", "read_hf_config",
-           "read_json", "resolve_model_dir", "weight_files"]
+           "read_json", "resolve_model_dir", "run_bos", "weight_files"]

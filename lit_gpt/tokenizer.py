@@ -74,10 +74,17 @@ class Tokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids for each text; HF tokenizers encode the batch on all cores."""
+        """Token ids for each text; HF tokenizers encode the batch on all cores. A tokenizer that cannot encode
+        a text (a WordLevel or WordPiece model whose unknown token is missing from its vocabulary) is a
+        `TokenizerError` naming the file."""
         if self._sp is not None:
             return self._sp.encode(texts)
-        return [encoding.ids for encoding in self._hf.encode_batch_fast(texts, add_special_tokens=False)]
+        try:
+            encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
+        except Exception as error:  # the library raises a bare Exception
+            raise TokenizerError(f"tokenizer {self.path} cannot encode the text ({_reason(error)}); give its model an "
+                                 f"unknown token that is in its vocabulary, or pass another tokenizer") from None
+        return [encoding.ids for encoding in encodings]
 
     def token_id(self, token: str) -> Optional[int]:
         """The id of `token` in the vocabulary, or None when the vocabulary lacks it."""
@@ -85,6 +92,13 @@ class Tokenizer:
             token_id = self._sp.piece_to_id(token)
             return token_id if self._sp.id_to_piece(token_id) == token else None
         return self._hf.token_to_id(token)
+
+    def token(self, token_id: int) -> Optional[str]:
+        """The vocabulary entry of `token_id` (None outside the vocabulary): exported models name their BOS
+        and EOS by it."""
+        if self._sp is not None:
+            return self._sp.id_to_piece(token_id) if 0 <= token_id < self.vocab_size else None
+        return self._hf.id_to_token(token_id)
 
     def special_prefix(self) -> list[int]:
         """The ids the tokenizer's own post-processing puts before every text (LLaMA's BOS, for one).

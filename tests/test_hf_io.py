@@ -83,7 +83,7 @@ def test_export_loads_in_hf_with_the_same_logits_and_imports_back(tmp_path):
     old_config = {**model.config.asdict(), "rope_base": 10000}
     torch.save({"model": model.state_dict(), "config": old_config, "train": {}}, ckpt)
     out = export_hf(ckpt, tmp_path / "hf")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
     assert json.loads((out / "config.json").read_text())["rope_parameters"]["rope_theta"] == 10000.0
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
     idx = torch.randint(0, 100, (2, 20))
@@ -293,7 +293,8 @@ def test_export_refuses_a_file_in_the_way_and_keeps_other_files(tmp_path):
     (out / "README.md").write_text("my model card")
     export_hf(model, out)
     assert (out / "README.md").read_text() == "my model card"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
+                                                     "model.safetensors"]
 
 
 def test_an_interrupted_export_leaves_the_previous_export_whole(tmp_path, monkeypatch):
@@ -340,7 +341,8 @@ def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
     train_bpe(["alpha beta gamma delta"] * 4, 300, tmp_path / "tokenizer.json")
     CLI(export, as_positional=False, args=["--load_from", str(ckpt), "--out_dir", str(tmp_path / "hf"),
                                            "--tokenizer", str(tmp_path / "tokenizer.json")])
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "tokenizer.json").read_bytes()
     idx = probe(2, 16) % config.vocab_size
     torch.testing.assert_close(load_hf_causal_lm(tmp_path / "hf")(idx).logits[..., :config.vocab_size],
@@ -361,7 +363,7 @@ def test_export_never_replaces_another_models_files(tmp_path):
         export_hf(model, data, tokenizer=other.path)
     assert (data / "tokenizer.json").read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["tokenizer.json"]
     tiny_hf_llama(tmp_path / "hf_model")
-    with pytest.raises(OutputError, match=r"already holds config.json, model.safetensors of another model"):
+    with pytest.raises(OutputError, match=r"holds config.json, generation_config.json, model.safetensors of another"):
         export_hf(model, tmp_path / "hf_model")
     export_hf(model, tmp_path / "ours", tokenizer=theirs.path)
     export_hf(model, tmp_path / "ours", tokenizer=theirs.path)  # an earlier export of ours is updated in place

@@ -12,10 +12,14 @@ GPT-J, GPT-Neo, ...), GPT-2, Phi-3, GPT-NeoX and Bloom; for another architecture
 one line why they are missing.
 
 `--add_bos auto` starts every probe window with BOS when the model's tokenizer adds one when it encodes
-(`lit_gpt.hf_bos`), since the sink of a model trained with a BOS sits on it; `true` / `false` decide
-instead. With several models, each one's JSON goes to `<json folder>/<model>/<json name>` and its
-plots to `<plots>/<model>/`; comparison.md and comparison.json go next to --json and into --plots,
-with comparison.png (Sink_1 per model) in --plots.
+(`lit_gpt.hf_bos`; a folder `sink-export-hf` wrote says so for a run trained with a BOS), since the sink
+of a model trained with a BOS sits on it; `true` / `false` decide instead. The BOS is written over the
+window's first token, as `sink-eval` and our training do, so an exported run gives the numbers its
+checkpoint gives (docs/reference.md, "Probe set").
+
+With several models, each one's JSON goes to `<json folder>/<model>/<json name>` and its plots to
+`<plots>/<model>/`; comparison.md and comparison.json go next to --json and into --plots, with
+comparison.png (Sink_1 per model) in --plots.
 """
 
 from pathlib import Path
@@ -86,8 +90,8 @@ def evaluate_hf_model(
         models: Text file with one model folder or hub id per line (blank lines and # comments skipped).
         probe: JSONL probe set with a `text` field per line.
         tokenizer: Tokenizer file or folder (default: each model folder's tokenizer.json / tokenizer.model).
-        add_bos: Start each probe window with the model's BOS token: auto (when its tokenizer adds one when
-            encoding), true or false.
+        add_bos: Start each probe window with the model's BOS token, written over the text's first token:
+            auto (when its tokenizer adds one when encoding), true or false.
         eps: Threshold on the mean attention a key receives.
         positions: Report Sink_k for k = 1..positions.
         json: Write the full report as JSON to this file (several models: the same file name in a

@@ -8,6 +8,11 @@ model computes (softmax, no key slots or sink tokens; RoPE, RMSNorm and a gated 
 LayerNorm, biases and a plain MLP for a GPT-2; pre-norm for both); any other is refused before anything
 is written. Files already in `out_dir` other than the ones written
 here are left alone.
+
+config.json, generation_config.json and the tokenizer's tokenizer_config.json declare the BOS the run was
+trained with (its fixed token at position 0; none for a run without one) and its tokenizer's EOS, and the
+exported tokenizer puts that BOS before every text it encodes, so transformers, `eval_sink_open_source.py`
+and `sink-eval` / `sink-generate` give the model the same inputs (docs/reference.md, "Probe set").
 """
 
 from pathlib import Path
@@ -24,8 +29,9 @@ def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> P
 
     Args:
         load_from: Training checkpoint (.pth).
-        out_dir: Folder for config.json, model.safetensors (and the tokenizer file).
-        tokenizer: Tokenizer file or folder to copy alongside (e.g. the run's data folder).
+        out_dir: Folder for config.json, generation_config.json, model.safetensors (and the tokenizer files).
+        tokenizer: Tokenizer file or folder to export alongside (e.g. the run's data folder), made to add the
+            run's BOS when it encodes.
     """
     folder = export_hf(load_from, out_dir, tokenizer)
     print(f"wrote {folder}")

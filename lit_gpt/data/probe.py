@@ -1,8 +1,10 @@
 """The probe set for the sink metric: held-out texts, and their first 64 tokens as model input.
 
 The metric (see docs/reference.md) averages attention over 100 sequences of 64 tokens taken from held-out
-text with no BOS prepended. Preprocessing picks the texts from the validation split, one per document,
-alternating between domains, and stores text (not ids) so any tokenizer can be probed.
+text. A model with a BOS gets it written over the first token of every window, as our training loader
+writes a run's BOS over the first token of every training window, so both evaluation commands give such a
+model the same windows (`load_probe_windows`). Preprocessing picks the texts from the validation split,
+one per document, alternating between domains, and stores text (not ids) so any tokenizer can be probed.
 """
 
 import itertools
@@ -14,6 +16,7 @@ import torch
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.documents import iter_texts
+from lit_gpt.data.transforms import set_fixed_token
 from lit_gpt.data.vocab import check_token_ids
 from lit_gpt.files import write_atomic
 from lit_gpt.tokenizer import Tokenizer, load_tokenizer
@@ -61,8 +64,9 @@ def load_probe_windows(
 ) -> torch.Tensor:
     """The probe texts as a LongTensor (N, length): the first `length` tokens of each text, untransformed
     (a run's fixed or random tokens are applied by the evaluation with the training loader's transform).
-    With `bos_id`, each window is that token followed by the first `length - 1` tokens of its text, as a
-    model trained with a BOS sees the start of a text.
+    With `bos_id`, that token is written over each window's first token, exactly as the transform of a run
+    trained with that BOS (a fixed token at position 0) does: the one rule for a model with a BOS, so a
+    checkpoint and its Hugging Face export are probed on the same windows.
 
     `tokenizer` is a `Tokenizer` or anything `load_tokenizer` accepts, e.g. the dataset folder holding the
     saved `tokenizer.json`. The file is read like any document file (UTF-8 JSON lines with a `text`).
@@ -75,16 +79,16 @@ def load_probe_windows(
         state = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise DataError(f"probe file {path} {state}; run preprocess/run_preprocess.sh --source embedded or pass the "
                         f"probe_valid.jsonl it wrote")
-    prefix = [] if bos_id is None else [bos_id]
-    text_length = length - len(prefix)
-    if text_length < 1 or (count is not None and count < 1):
-        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}"
-                        f"{' (BOS included)' if prefix else ''}, count={count}")
-    ids = [tokenizer.encode(text)[:text_length] for text in itertools.islice(iter_texts(path), count)]
-    short = [index for index, row in enumerate(ids) if len(row) < text_length]
+    if length < 1 or (count is not None and count < 1):
+        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}, "
+                        f"count={count}")
+    ids = [tokenizer.encode(text)[:length] for text in itertools.islice(iter_texts(path), count)]
+    short = [index for index, row in enumerate(ids) if len(row) < length]
     if short:
-        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {text_length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
-    windows = torch.tensor([prefix + row for row in ids], dtype=torch.long)
+        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
+    windows = torch.tensor(ids, dtype=torch.long)
+    if bos_id is not None:
+        set_fixed_token(windows, (0, bos_id))
     if vocab_size is not None:
         check_token_ids(windows, vocab_size, f"probe {path} tokenized with {tokenizer.path}")
     return windows
