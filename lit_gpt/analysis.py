@@ -171,12 +171,19 @@ def activation_ratios(stats: dict) -> list[Optional[float]]:
 
 
 def peak_activation_ratio(stats: Optional[dict]) -> tuple[Optional[float], Optional[int]]:
-    """(largest top-1 / median |activation| over the hidden states, its hidden-state index: 0 = embedding
-    output, l = output of block l); Nones without statistics or where every median is 0."""
+    """(largest top-1 / median |activation| over the block outputs, its layer counted from 0); Nones without
+    statistics or where every median is 0. The embedding output is left out, as massive-activations measures
+    it: a random model's largest ratio is often its embedding's, which says nothing about a sink
+    (`embedding_activation_ratio` gives it apart)."""
     if not stats:
         return None, None
-    ratios = [(ratio, layer) for layer, ratio in enumerate(activation_ratios(stats)) if ratio is not None]
+    ratios = [(ratio, layer) for layer, ratio in enumerate(activation_ratios(stats)[1:]) if ratio is not None]
     return max(ratios, default=(None, None))
+
+
+def embedding_activation_ratio(stats: Optional[dict]) -> Optional[float]:
+    """Top-1 / median |activation| of the embedding output (None without statistics or with a zero median)."""
+    return activation_ratios(stats)[0] if stats else None
 
 
 @torch.no_grad()
@@ -205,4 +212,4 @@ def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, bat
 
 
 __all__ = ["ProbeOutputs", "ProbeStatistics", "activation_extremes", "evaluate_gpt", "evaluate_probe",
-           "gpt_probe_forward", "peak_activation_ratio", "position_norms", "record_inputs", "record_outputs"]
+           "embedding_activation_ratio", "gpt_probe_forward", "peak_activation_ratio", "position_norms", "record_inputs", "record_outputs"]

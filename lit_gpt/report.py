@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from lit_gpt.analysis import activation_ratios, peak_activation_ratio  # noqa: E402
+from lit_gpt.analysis import activation_ratios, embedding_activation_ratio, peak_activation_ratio  # noqa: E402
 from lit_gpt.checkpoint import find_latest, load_model  # noqa: E402
 from lit_gpt.data.probe import load_probe_windows  # noqa: E402
 from lit_gpt.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args  # noqa: E402
@@ -43,10 +43,10 @@ from lit_gpt.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # 
 from lit_gpt.plots import save_and_close  # noqa: E402
 
 COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
-           "tokens_seen", "step")
+           "embed_ratio", "tokens_seen", "step")
 HEADERS = {"run": "run", "variant": "variant", "sink_1": "Sink_1 (%)", "sink_star": "Sink* (%)",
            "valid_loss": "valid loss", "probe_loss": "probe loss", "massive_ratio": "max top-1/median",
-           "massive_layer": "at layer", "tokens_seen": "tokens seen", "step": "step"}
+           "massive_layer": "at layer", "embed_ratio": "embed top-1/median", "tokens_seen": "tokens seen", "step": "step"}
 ACTIVATION_STATS = ("top1", "top2", "top3", "median")
 # What a cached evaluation holds beyond `evaluate_run`'s result (training args, sink-layer attention maps);
 # a cache of another format is evaluated again.
@@ -184,6 +184,7 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
         "probe_loss": result["loss"],
         "massive_ratio": ratio,
         "massive_layer": layer,
+        "embed_ratio": embedding_activation_ratio(result.get("massive_activations")),
         "tokens_seen": result.get("tokens_seen"),
         "step": result.get("step_count"),
         "massive_activations": result.get("massive_activations"),
@@ -216,8 +217,8 @@ def layer_label(layer: int) -> str:
 
 
 def table_cell(column: str, value) -> str:
-    """A report value as the Markdown and HTML tables show it."""
-    return layer_label(value) if column == "massive_layer" and value is not None else _cell(value)
+    """A report value as the Markdown and HTML tables show it (the peak's layer counts from 0, a block)."""
+    return str(value) if column == "massive_layer" and value is not None else _cell(value)
 
 
 def to_markdown(rows: Sequence[dict]) -> str:

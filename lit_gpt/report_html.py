@@ -390,8 +390,8 @@ def report_html(rows: Sequence[dict], page: Path) -> str:
              f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>", f"<h1>{_esc(title)}</h1>",
              "<p>Sink_k: the share (%) of (layer, head, probe sequence) triples whose mean attention to key "
              "position k exceeds eps; Sink*: the same for key slots. Losses in nats; max top-1/median: the "
-             "largest ratio of the top |activation| to the median one over the hidden states. Layers count "
-             "from 0; the activations of layer l are its output, embed the embedding output.</p>",
+             "largest ratio of the top |activation| to the median one over the layers' outputs, at the layer "
+             "given (layers count from 0); embed top-1/median: the same ratio for the embedding output.</p>",
              table_html(rows), sweep_html(rows, series)]
     parts += [run_section(index, row, folder, s, page_dir)
               for index, (row, folder, s) in enumerate(zip(rows, folders, series))]

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lit_gpt.analysis import peak_activation_ratio
+from lit_gpt.analysis import embedding_activation_ratio, peak_activation_ratio
 from lit_gpt.config import Config
 from lit_gpt.evaluation import EvalError
 from lit_gpt.model import GPT
@@ -92,22 +92,28 @@ def test_rows_show_the_peak_massive_activation_and_report_md_each_layer(run_dir)
     stats = row["massive_activations"]
     ratios = [top / median for top, median in zip(stats["top1"], stats["median"])]
     assert len(ratios) == 3  # embedding output and the two blocks of `micro`
-    assert (row["massive_ratio"], row["massive_layer"]) == (max(ratios), ratios.index(max(ratios)))
+    # the peak over the blocks' outputs, its layer counted from 0; the embedding output in a column of its own
+    assert (row["massive_ratio"], row["massive_layer"]) == (max(ratios[1:]), ratios[1:].index(max(ratios[1:])))
+    assert row["embed_ratio"] == ratios[0]
     text = report_markdown([row, {**row, "run": "other"}])
     assert text.startswith(to_markdown([row, {**row, "run": "other"}]))
-    assert "| max top-1/median | at layer |" in text.splitlines()[0]
+    assert "| max top-1/median | at layer | embed top-1/median |" in text.splitlines()[0]
     per_layer = massive_activation_tables([row])
     assert "| layer | top-1 | top-2 | top-3 | median | top-1/median |" in per_layer
     assert f"| embed | {stats['top1'][0]:.3f} | {stats['top2'][0]:.3f} |" in per_layer
     assert per_layer.count("\n| 1 | ") == 1 and text.count("*run*") == 1 and text.count("*other*") == 1
 
 
-def test_the_peak_names_the_hidden_state_and_tolerates_missing_statistics():
+def test_the_peak_is_over_block_outputs_and_tolerates_missing_statistics():
     stats = {"top1": [4.0, 300.0, 90.0], "top2": [3.0, 2.0, 2.0], "top3": [2.0, 1.0, 1.0], "median": [1.0, 0.5, 0.0]}
-    assert peak_activation_ratio(stats) == (600.0, 1)
-    assert peak_activation_ratio(None) == (None, None)
+    assert peak_activation_ratio(stats) == (600.0, 0)  # the output of layer 0; layer 1's median is 0
+    # an embedding with the largest ratio is not the peak (massive-activations measures block outputs only)
+    embedding_first = {**stats, "top1": [9000.0, 300.0, 90.0]}
+    assert peak_activation_ratio(embedding_first) == (600.0, 0)
+    assert embedding_activation_ratio(embedding_first) == 9000.0
+    assert peak_activation_ratio(None) == (None, None) and embedding_activation_ratio(None) is None
     row = {"run": "old", "variant": "softmax", "massive_activations": None}
     assert "*old*: no activation statistics" in massive_activation_tables([row])
     table = to_markdown([{**row, **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio",
-                                                  "massive_layer", "tokens_seen", "step"))}])
-    assert table.splitlines()[2] == "| old | softmax |" + " -- |" * 8
+                                                  "massive_layer", "embed_ratio", "tokens_seen", "step"))}])
+    assert table.splitlines()[2] == "| old | softmax |" + " -- |" * 9

@@ -143,7 +143,8 @@ def test_missing_or_stale_pieces_are_notes_on_the_page(tmp_path):
     (run / "plots").mkdir(parents=True)
     (run / "metrics.csv").write_text("step,metric,value\n1,metric/train_loss,5.0\n")
     row = {"run": "run", "run_dir": run, "variant": "softmax", "step": 20, "tokens_seen": 2000, "massive_activations": None,
-           **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer"))}
+           **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
+                                "embed_ratio"))}
     (run / "sink_eval.json").write_text("{not json")
     assert read_evaluation(run)[0] is None and "not readable JSON" in read_evaluation(run)[1]
     (run / "sink_eval.json").write_text(json.dumps({"layer_sink_rates": {"sink_1": [1.0, 40.0]}, "step_count": 10,
@@ -154,7 +155,7 @@ def test_missing_or_stale_pieces_are_notes_on_the_page(tmp_path):
     assert "no activation statistics" in notes and "no PNGs" in notes
     assert "no run has sink metrics" in notes
     assert len(parts.images) == 2  # the loss curve and the per-layer bars
-    assert parts.rows == [["run", "softmax"] + ["--"] * 6 + ["2,000", "20"]]
+    assert parts.rows == [["run", "softmax"] + ["--"] * 7 + ["2,000", "20"]]
 
 
 def test_html_needs_an_output_folder(sweep):
@@ -191,7 +192,7 @@ def test_the_page_opens_in_chromium_without_errors_and_shows_the_table_and_plots
     try:
         page.goto(sweep["page"].as_uri(), wait_until="load")
         first_row = page.locator("#report-table tbody tr").first.locator("td").all_inner_texts()
-        assert first_row[:2] == ["kv_bias", "softmax norm:sum k_bias v_bias"] and len(first_row) == 12
+        assert first_row[:2] == ["kv_bias", "softmax norm:sum k_bias v_bias"] and len(first_row) == 13
         assert first_row[2:4] == ["True", "True"]  # k_bias and v_bias, the settings in which the runs differ
         assert page.locator("#report-table tbody tr td:first-child").all_inner_texts() == ["kv_bias", ODD_NAME]
         widths = page.eval_on_selector_all("img", "images => images.map(image => image.complete && image.naturalWidth)")
