@@ -8,7 +8,8 @@ permission) is an `OutputError` naming it, raised before anything is written. A 
 
 The temporary name carries the writer's process id (`.NAME.<pid>.<random>.tmp`): a process killed mid-write
 cannot remove its temporary, so the next write of the same output removes those whose process is gone,
-and never one that a live process is still writing.
+and never one that a live process is still writing. Folders built beside their final name (a data build)
+are named the same way, with a suffix of their own.
 """
 
 from __future__ import annotations
@@ -81,6 +82,23 @@ def as_if_created(path: Union[str, Path]) -> Path:
     return path
 
 
+def check_writable(path: Union[str, Path], what: str) -> None:
+    """Refuse, creating nothing, an output `path` that could not be written later: the nearest existing folder
+    on its way is a file, not writable (permissions, a read-only disk), or `path` is a read-only file. Commands
+    that write at the end of long work call this first."""
+    path = Path(path).absolute()
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise OutputError(f"{what} {path} is read-only; make it writable or choose another path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be written: no permission to write into {folder} (or its disk is "
+                          f"read-only); choose another path")
+
+
 def output_folder(path: Union[str, Path]) -> Path:
     """`path` as an existing folder this process may write into (created with its parents when missing)."""
     path = Path(path)
@@ -100,8 +118,8 @@ def output_folder(path: Union[str, Path]) -> Path:
 TMP_SUFFIX = ".tmp"
 
 
-def _temporaries(path: Path) -> re.Pattern:
-    return re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+{re.escape(TMP_SUFFIX)}(\.\w+)?$")
+def _temporaries(path: Path, suffix: str) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+{re.escape(suffix)}(\.\w+)?$")
 
 
 def temporary_sibling(path: Union[str, Path]) -> Path:
@@ -114,6 +132,13 @@ def temporary_sibling(path: Union[str, Path]) -> Path:
     return Path(tmp)
 
 
+def temporary_folder(path: Union[str, Path], suffix: str = TMP_SUFFIX) -> Path:
+    """A new empty folder beside `path`, named as temporaries are (`.NAME.<pid>.<random><suffix>`), so
+    `stale_temporaries(path, suffix)` finds it once its writer is gone; it never collides with a user's file."""
+    path = Path(path)
+    return as_if_created(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent))
+
+
 def _is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -124,14 +149,19 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
-    """Remove the temporaries of `path` left by writers that were killed (their process is gone)."""
+def stale_temporaries(path: Union[str, Path], suffix: str = TMP_SUFFIX) -> list[Path]:
+    """The temporaries (files or folders) of `path` with `suffix` whose writer was killed (its process is gone)."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = _temporaries(path)
-    stale = [entry for entry in path.parent.iterdir()
-             if (match := pattern.match(entry.name)) and not _is_running(int(match.group(1)))]
+    pattern = _temporaries(path, suffix)
+    return sorted(entry for entry in path.parent.iterdir()
+                  if (match := pattern.match(entry.name)) and not _is_running(int(match.group(1))))
+
+
+def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
+    """Remove the temporary files of `path` left by writers that were killed (their process is gone)."""
+    stale = [entry for entry in stale_temporaries(path) if not entry.is_dir()]
     for entry in stale:
         entry.unlink(missing_ok=True)
     return stale
@@ -184,6 +214,7 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 110) -> Path:
     return write_through_temporary(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
-__all__ = ["DiskFullError", "OutputError", "as_if_created", "disk_full_error", "ensure_space", "free_space",
-           "human_size", "is_disk_full", "output_folder", "read_text", "remove_stale_temporaries", "save_figure",
-           "temporary_sibling", "write_atomic", "write_json", "write_through_temporary"]
+__all__ = ["DiskFullError", "OutputError", "as_if_created", "check_writable", "disk_full_error", "ensure_space",
+           "free_space", "human_size", "is_disk_full", "output_folder", "read_text", "remove_stale_temporaries",
+           "save_figure", "stale_temporaries", "temporary_folder", "temporary_sibling", "write_atomic", "write_json",
+           "write_through_temporary"]

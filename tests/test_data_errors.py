@@ -9,6 +9,8 @@ import pytest
 from data_fixtures import prepare_tiny, refused, write_packed
 from lit_gpt.data import build_train_loader, load_probe_windows
 from lit_gpt.data.prepare import prepare
+from lit_gpt.run_config import parse_args
+from lit_gpt.trainer import check_data_dirs
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,8 @@ SHARDS = {
     "meta.json corrupt": (lambda f: (f / "meta.json").write_text("{bad"), "meta.json"),
     "meta.json not UTF-8": (lambda f: (f / "meta.json").write_bytes(b"\xff\xfe{}"), "meta.json"),
     "meta.json without vocab size": (lambda f: (f / "meta.json").write_text('{"tokenizer": {}}'), "meta.json"),
+    "meta.json with vocab size -5": (lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": -5}}'), "meta.json"),
+    "meta.json with vocab size 1": (lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": 1}}'), "meta.json"),
 }
 
 
@@ -48,6 +52,27 @@ def test_damaged_litdata_shards(built, tmp_path, damage):
     make(folder)
     with refused(culprit):
         first_batch(folder)
+
+
+def check_a_run_on(folder, vocab_size):
+    """The data check a training run makes before its first step, with a model of `vocab_size` entries."""
+    check_data_dirs(parse_args(["--model_name", "micro", "--train_data_dir", str(folder), "--eval_sink", "false",
+                                "--model.vocab_size", str(vocab_size)]))
+
+
+@pytest.mark.parametrize("meta", ["deleted", '{"tokenizer": {"vocab_size": -5}}', '{"tokenizer": {"vocab_size": 1}}'])
+def test_shards_beyond_the_model_vocabulary_are_refused_without_a_meta_json_to_trust(built, tmp_path, meta):
+    """Without meta.json the shards' own largest id decides; a meta.json recording no tokenizer's size is damage."""
+    folder = copy_of(built[1], tmp_path / "data")
+    if meta == "deleted":
+        (folder / "meta.json").unlink()
+        with refused(folder, r"holds token id 299 .* beyond the model's vocab_size=100; set --model.vocab_size 300"):
+            check_a_run_on(folder, 100)
+        check_a_run_on(folder, 300)
+    else:
+        (folder / "meta.json").write_text(meta)
+        with refused(folder / "meta.json", "not the size of a tokenizer"):
+            check_a_run_on(folder, 100)
 
 
 @pytest.mark.parametrize("header, match", [

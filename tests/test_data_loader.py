@@ -143,7 +143,9 @@ def test_probe_windows(data_dir):
     assert windows.shape == (5, 64)
     assert windows[0].tolist() == tokenizer.encode(records[0]["text"])[:64]
     with_bos = load_probe_windows(probe, data_dir, bos_id=7)
-    assert with_bos.shape == (5, 64) and (with_bos[:, 0] == 7).all() and torch.equal(with_bos[:, 1:], windows[:, :63])
+    # the BOS takes the first token's place, as training writes a run's BOS over every window's first token
+    assert with_bos.shape == (5, 64) and (with_bos[:, 0] == 7).all() and torch.equal(with_bos[:, 1:], windows[:, 1:])
+    assert torch.equal(with_bos, InputTransforms(fixed_token=(0, 7)).apply(windows, tokenizer.vocab_size))
 
 
 def test_loader_errors(data_dir, tmp_path):

@@ -381,7 +381,9 @@ def test_a_model_vocabulary_smaller_than_the_shards_is_refused_before_any_step(c
 
 def test_a_probe_tokenizer_beyond_the_model_vocabulary_is_refused(corpus, tmp_path):
     folder = build_corpus(tmp_path / "no_meta")
-    (folder / "meta.json").unlink()  # upstream LITPKDS data carries no meta.json
+    (folder / "meta.json").unlink()  # upstream LITPKDS data carries no meta.json: its shards' own ids are checked
+    for shard in folder.glob("*.bin"):  # shards the model covers, so the probe's tokenizer is the culprit
+        _write_litpkds(shard, list(range(64)) * 8)
     with pytest.raises(DataError, match=r"probe .* yields token id \d+, beyond the model's vocab_size=64"):
         setup(parse_args(cli_args(folder, tmp_path, "--model.vocab_size", "64")))
 

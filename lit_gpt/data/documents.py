@@ -8,7 +8,7 @@ parquet file whole) serves all. Every problem is a one-line `DataError` naming t
 import hashlib
 import json
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Collection, Iterator, Optional
 
 import zstandard
 
@@ -20,14 +20,26 @@ SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
 ZSTD_READ_BYTES = 1 << 16
 
 
-def document_files(folder: Path) -> list[Path]:
-    """The document files directly inside `folder`, in sorted (hence reproducible) order."""
+def document_files(folder: Path, outputs: Collection[Path] = ()) -> list[Path]:
+    """The document files directly inside `folder`, in sorted (hence reproducible) order.
+
+    `outputs` are files the command itself writes (the probe file): they and their temporaries
+    (`.NAME.*`) are never read as documents, whatever their names, or a rebuild would train on them.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; pass a folder of .jsonl/.jsonl.zst/.parquet files")
-    files = sorted(path for path in folder.iterdir() if path.is_file() and path.name.endswith(SUFFIXES))
+    own = {Path(path).resolve() for path in outputs}
+    files = sorted(path for path in folder.iterdir()
+                   if path.is_file() and path.name.endswith(SUFFIXES) and not _is_output(path, own))
     if not files:
         raise DataError(f"{folder} holds no .jsonl, .jsonl.zst or .parquet files; put documents there or pick another folder")
     return files
+
+
+def _is_output(path: Path, outputs: set[Path]) -> bool:
+    path = path.resolve()
+    return any(path == output or (path.parent == output.parent and path.name.startswith(f".{output.name}."))
+               for output in outputs)
 
 
 def domain_of(path: Path) -> str:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import TokenStream, open_stream
 from lit_gpt.data.transforms import InputTransforms, WindowTransform
-from lit_gpt.data.vocab import recorded_vocab_size
+from lit_gpt.data.vocab import meta_vocab_size
 
 # Mixture draws are made in blocks of this many samples; any sample is reachable from its block alone.
 PLAN_BLOCK = 8192
@@ -176,7 +176,7 @@ def build_train_loader(
     streams = [open_stream(data_dir, name) for name in chosen]
     length = block_size + 1
     plan = MixturePlan([_window_count(stream, length, downsample_ratio) for stream in streams], list(chosen.values()), seed)
-    transform = transforms.for_windows(seed, vocab_size or recorded_vocab_size(data_dir), str(data_dir))
+    transform = transforms.for_windows(seed, vocab_size or meta_vocab_size(data_dir), str(data_dir))
     return TrainLoader(MixtureWindows(streams, plan, length, transform), micro_batch_size, rank, world_size, num_workers)
 
 
@@ -213,7 +213,7 @@ def build_valid_loaders(
     role here). Each rank reads every `world_size`-th window; the experiment options act as in training.
     """
     data_dir = Path(data_dir)
-    transform = transforms.for_windows(seed, vocab_size or recorded_vocab_size(data_dir), str(data_dir))
+    transform = transforms.for_windows(seed, vocab_size or meta_vocab_size(data_dir), str(data_dir))
     loaders = {}
     for name in valid_names:
         windows = SequentialWindows(open_stream(data_dir, name), block_size + 1, transform, rank, world_size)

@@ -5,7 +5,15 @@ has `train/` and `valid/` subfolders), `embedded` writes the standard-library co
 user's folder. A folder with `train/` (and `valid/`) subfolders keeps that split; a flat folder is split
 per document by content hash (`valid_fraction`). Each split of each domain becomes the litdata dataset
 `<split>_<prefix><domain>`. Everything is built in a temporary sibling folder that replaces
-`output_dir` only on success, so a failed run leaves no half-written data.
+`output_dir` only on success, so a failed run leaves no half-written data. The probe file is written
+before that swap, so it never fails after the new build is in place.
+
+The build runs in a process group of its own (`lit_gpt.data.process_group`): SIGTERM, Ctrl-C or a
+failed worker end every process of it within a second, the partial folder is removed, and the command
+prints one line. What a killed command could not remove (its `.NAME.<pid>.<random>.partial` folder, the
+`.previous` build it had set aside mid-swap, the probe file's temporary) is cleared by the next run once
+that process is gone; a build set aside mid-swap is put back first. Files the command writes (the probe)
+are never read back as documents.
 
 Only folders this pipeline wrote are ever replaced: its `meta.json` carries `"written_by":
 "lit_gpt.data.prepare"` (folders written before the marker are recognised by their meta.json). An
@@ -17,19 +25,22 @@ siblings get fresh unique names. So no user file is ever removed.
 import itertools
 import json
 import shutil
-import tempfile
+import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Collection, Iterable, Iterator, Literal, Optional
 
+import numpy as np
 from tqdm import tqdm
 
 from lit_gpt.data import embedded, shards
 from lit_gpt.data.documents import document_files, domain_of, iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
+from lit_gpt.data.process_group import run_in_own_group
 from lit_gpt.data.vocab import META
-from lit_gpt.files import as_if_created, output_folder
+from lit_gpt.files import (DiskFullError, check_writable, disk_full_error, ensure_space, is_disk_full, output_folder,
+                           remove_stale_temporaries, stale_temporaries, temporary_folder, write_atomic)
 from lit_gpt.hub import hub_reachable
 from lit_gpt.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
 
@@ -41,6 +52,9 @@ HUB_PREFIX = "the_pile_"
 WRITTEN_BY = "lit_gpt.data.prepare"
 # Enough text for a good small-vocabulary BPE while keeping training to seconds.
 BPE_TRAIN_CHARS = 24_000_000
+# Documents whose tokens per byte estimate the size of the shards before tokenizing.
+SIZE_SAMPLE_DOCS = 200
+PARTIAL, PREVIOUS = ".partial", ".previous"
 
 Source = Literal["hub", "jsonl", "embedded"]
 Plan = dict[tuple[str, str], list[Path]]
@@ -87,7 +101,23 @@ def check_destination(output_dir: Path, probe_path: Path) -> None:
     """Refuse, before any work, destinations a build would have to delete or cannot write."""
     if probe_path.is_dir():
         raise DataError(f"--probe_path {probe_path} is a folder; give a .jsonl file path")
+    check_writable(probe_path, "--probe_path")
     check_output_dir(output_dir)
+    check_writable(output_dir, "--output_dir")
+
+
+def clear_leftovers(output_dir: Path, probe_path: Path) -> None:
+    """Remove what a killed build of `output_dir` left (its process is gone): its partial folder, the probe
+    file's temporary, and the earlier build it had set aside mid-swap, which is put back when nothing
+    replaced it."""
+    for partial in stale_temporaries(output_dir, PARTIAL):
+        shutil.rmtree(partial, ignore_errors=True)
+    for previous in stale_temporaries(output_dir, PREVIOUS):
+        if output_dir.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            previous.replace(output_dir)
+    remove_stale_temporaries(probe_path)
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -120,13 +150,15 @@ def check_options(source: Source, tokenizer: Optional[str], vocab_size: int, val
     shards.requested_dtype(dtype)
 
 
-def plan_datasets(input_dir: Path) -> tuple[Plan, bool]:
-    """(split, domain) -> files, in a fixed order, and whether the split is per document by hash."""
+def plan_datasets(input_dir: Path, outputs: Collection[Path] = ()) -> tuple[Plan, bool]:
+    """(split, domain) -> files, in a fixed order, and whether the split is per document by hash. `outputs`
+    (files the command writes) are never among the files."""
     if (input_dir / "train").is_dir():
-        splits = {split: document_files(input_dir / split) for split in ("train", "valid") if (input_dir / split).is_dir()}
+        splits = {split: document_files(input_dir / split, outputs) for split in ("train", "valid")
+                  if (input_dir / split).is_dir()}
         hashed = False
     else:
-        files = document_files(input_dir)
+        files = document_files(input_dir, outputs)
         splits = {"train": files, "valid": files}
         hashed = True
     plan: Plan = defaultdict(list)
@@ -168,14 +200,44 @@ def _given_tokenizer(source: Source, spec: Optional[str]) -> Optional[tuple[Toke
         return None
 
 
+def say(line: str) -> None:
+    """A status line, on the stream of the progress bars, above any open bar (never inside one)."""
+    tqdm.write(line, file=sys.stdout)
+
+
+def progress_bar(**options) -> tqdm:
+    """A progress bar on a terminal only: in a log file its redraws would bury the status lines."""
+    return tqdm(file=sys.stdout, disable=None, **options)
+
+
+def _counted(texts: Iterable[str], progress: tqdm) -> Iterator[str]:
+    for text in texts:
+        progress.update(len(text))
+        yield text
+
+
 def _tokenizer(given: Optional[tuple[Tokenizer, str]], vocab_size: int, plan: Plan, valid_fraction: Optional[float],
                build: Path) -> tuple[Tokenizer, str]:
-    """The given tokenizer, or a BPE trained on the train split, saved into `build`; and its description."""
+    """The given tokenizer, or a BPE trained on the train split, saved into `build`; and its description.
+    Workers load the given tokenizer from the user's file, so their errors name it."""
     if given is not None:
         tokenizer, description = given
-        return Tokenizer(tokenizer.save(build)), description
-    print(f"training a byte-level BPE tokenizer with {vocab_size} entries")
-    return train_bpe(_bpe_texts(plan, valid_fraction), vocab_size, build / "tokenizer.json"), f"byte-level BPE, {vocab_size} entries, trained on the train split"
+        tokenizer.save(build)
+        return tokenizer, description
+    say(f"training a byte-level BPE tokenizer with {vocab_size} entries")
+    with progress_bar(desc="reading text for the tokenizer", unit="B", unit_scale=True) as progress:
+        trained = train_bpe(_counted(_bpe_texts(plan, valid_fraction), progress), vocab_size, build / "tokenizer.json")
+    return trained, f"byte-level BPE, {vocab_size} entries, trained on the train split"
+
+
+def _shard_bytes(plan: Plan, tokenizer: Tokenizer, valid_fraction: Optional[float], dtype: np.dtype) -> int:
+    """About the bytes the shards will take: the input's size times the tokens per byte of its first documents."""
+    (_, files), *_ = plan.items()
+    sample = list(itertools.islice(_split_texts(files, "train", valid_fraction), SIZE_SAMPLE_DOCS))
+    sample_bytes = sum(len(text.encode("utf-8")) for text in sample)
+    tokens = sum(map(len, tokenizer.encode_batch(sample))) + len(sample)
+    input_bytes = sum(path.stat().st_size for path in {path for files in plan.values() for path in files})
+    return int(input_bytes * tokens / max(1, sample_bytes) * dtype.itemsize)
 
 
 def prepare(
@@ -217,7 +279,8 @@ def prepare(
         raise DataError("--source jsonl needs --input_dir <folder of .jsonl/.jsonl.zst/.parquet files>")
     check_options(source, tokenizer, vocab_size, valid_fraction, dtype, probe_count)
     output_dir = Path(output_dir or Path("datasets") / source).resolve()
-    probe_path = Path(probe_path)
+    probe_path = Path(probe_path).absolute()
+    clear_leftovers(output_dir, probe_path)
     check_destination(output_dir, probe_path)
     if source == "hub":
         check_hub_reachable()
@@ -228,23 +291,47 @@ def prepare(
     if source == "hub":
         input_dir = fetch_hub_dataset(input_dir or HUB_LOCAL_DIR)
     prefix = name_prefix if name_prefix is not None else (HUB_PREFIX if source == "hub" else "")
+    outputs = _own_files(output_dir, probe_path)
     output_folder(output_dir.parent)
-    build = _sibling(output_dir, ".partial")
+    build = _sibling(output_dir, PARTIAL)
     try:
-        meta = _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path, probe_count)
+        meta = run_in_own_group(_build, source, input_dir, build, given, vocab_size, prefix, valid_fraction,
+                                token_dtype, num_workers, probe_path, probe_count, output_dir, outputs)
+        if meta["probe_records"]:
+            write_probe(meta["probe_records"], _probe_target(probe_path, output_dir, build))
         _swap_into_place(build, output_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    if meta["probe_records"]:
-        write_probe(meta["probe_records"], probe_path)
+    _say_written(meta, output_dir, probe_path)
     return output_dir
 
 
+def _own_files(output_dir: Path, probe_path: Path) -> list[Path]:
+    """Files this command writes that may lie among the documents: the probe file, and the earlier build's."""
+    earlier = (own_meta(output_dir) or {}).get("probe")
+    earlier_path = earlier.get("path") if isinstance(earlier, dict) else None
+    return [probe_path, *([Path(earlier_path)] if isinstance(earlier_path, str) else [])]
+
+
+def _probe_target(probe_path: Path, output_dir: Path, build: Path) -> Path:
+    """Where the probe file is written before the swap: into the build when it lives in the output folder."""
+    probe = probe_path.resolve()
+    return build / probe.relative_to(output_dir) if probe.is_relative_to(output_dir) else probe_path
+
+
+def _say_written(meta: dict, output_dir: Path, probe_path: Path) -> None:
+    tokens = sum(info["tokens"] for info in meta["datasets"].values())
+    say(f"wrote {len(meta['datasets'])} datasets ({tokens:,} tokens), their tokenizer and {META} to {output_dir}")
+    if meta["probe_records"]:
+        say(f"wrote {len(meta['probe_records'])} probe texts to {probe_path}")
+
+
 def _sibling(output_dir: Path, suffix: str) -> Path:
-    """A new hidden folder next to `output_dir`; its unique name never collides with a file of the user's."""
+    """A new hidden folder next to `output_dir` named for this process (`.NAME.<pid>.<random><suffix>`), so
+    the next run can clear it if this one is killed; its unique name never collides with a file of the user's."""
     try:
-        return as_if_created(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=suffix, dir=output_dir.parent))
+        return temporary_folder(output_dir, suffix)
     except OSError as error:
         raise DataError(f"cannot create a folder next to --output_dir {output_dir} ({error.strerror or error}); "
                         f"choose a writable location") from None
@@ -255,7 +342,7 @@ def _swap_into_place(build: Path, output_dir: Path) -> None:
     Should the final rename fail, the previous folder is put back."""
     check_output_dir(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()):
-        previous = _sibling(output_dir, ".previous")
+        previous = _sibling(output_dir, PREVIOUS)
         output_dir.replace(previous)
         try:
             build.replace(output_dir)
@@ -269,43 +356,61 @@ def _swap_into_place(build: Path, output_dir: Path) -> None:
         build.replace(output_dir)
 
 
-def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path, probe_count) -> dict:
-    meta: dict = {"source": source}
-    if source == "embedded":
-        input_dir = build / "corpus"
-        embedded.write_embedded_corpus(input_dir, processes=num_workers)
-        meta["text"] = f"Python {embedded.python_version()} standard library at {embedded.stdlib_root()}"
-    else:
-        meta["text"] = str(input_dir)
-    plan, hashed = plan_datasets(Path(input_dir))
-    fraction = valid_fraction if hashed else None
-    tokenizer, description = _tokenizer(given, vocab_size, plan, fraction, build)
-    meta["tokenizer"] = {
-        "source": description,
-        "file": tokenizer.path.name,
-        "vocab_size": tokenizer.vocab_size,
-        "eos_id": tokenizer.eos_id,
-        "bos_id": tokenizer.bos_id,
-    }
-    meta["dtype"] = token_dtype.name
-    meta["datasets"] = {}
+def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path,
+           probe_count, output_dir, outputs) -> dict:
+    """Everything of a build that takes time, into `build`; runs in the build's own process group. A full disk
+    is one line naming `output_dir` and the room the shards need (once the tokenizer can estimate it)."""
+    needed = None
+    try:
+        meta: dict = {"source": source}
+        if source == "embedded":
+            input_dir = build / "corpus"
+            embedded.write_embedded_corpus(input_dir, processes=num_workers)
+            meta["text"] = f"Python {embedded.python_version()} standard library at {embedded.stdlib_root()}"
+        else:
+            meta["text"] = str(input_dir)
+        plan, hashed = plan_datasets(Path(input_dir), outputs)
+        fraction = valid_fraction if hashed else None
+        tokenizer, description = _tokenizer(given, vocab_size, plan, fraction, build)
+        needed = _shard_bytes(plan, tokenizer, fraction, token_dtype)
+        ensure_space(output_dir, needed)
+        meta["tokenizer"] = {
+            "source": description,
+            "file": tokenizer.file_name,
+            "vocab_size": tokenizer.vocab_size,
+            "eos_id": tokenizer.eos_id,
+            "bos_id": tokenizer.bos_id,
+        }
+        meta["dtype"] = token_dtype.name
+        meta["datasets"] = _tokenize(plan, tokenizer, token_dtype, prefix, fraction, num_workers, build)
+        valid_texts = {domain: _split_texts(files, "valid", fraction) for (split, domain), files in plan.items() if split == "valid"}
+        meta["probe_records"] = select_probe_texts(valid_texts, tokenizer, probe_count) if probe_count else []
+        meta["probe"] = {"path": str(probe_path), "count": probe_count}
+        if source == "embedded":
+            shutil.rmtree(input_dir)
+        meta["written_by"] = WRITTEN_BY
+        write_atomic(build / META, json.dumps({k: v for k, v in meta.items() if k != "probe_records"}, indent=2) + "\n")
+    except (OSError, DiskFullError) as error:
+        if isinstance(error, DiskFullError) or is_disk_full(error):
+            raise disk_full_error(output_dir, needed) from None
+        raise
+    return meta
+
+
+def _tokenize(plan: Plan, tokenizer: Tokenizer, token_dtype: np.dtype, prefix: str, fraction: Optional[float],
+              num_workers: int, build: Path) -> dict:
+    """Each (split, domain) of `plan` as a litdata dataset in `build`; name -> its split, domain and tokens."""
+    datasets = {}
     total_bytes = sum(path.stat().st_size for files in plan.values() for path in files)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing") as progress:
+    with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing") as progress:
         for (split, domain), files in plan.items():
             name = f"{split}_{prefix}{domain}"
             work = shards.TokenizeFile(str(tokenizer.path), token_dtype.name, split, fraction, str(build))
             tokens = shards.write_dataset(files, build / name, work, num_workers)
             if tokens:
-                meta["datasets"][name] = {"split": split, "domain": domain, "tokens": tokens}
+                datasets[name] = {"split": split, "domain": domain, "tokens": tokens}
             else:
                 shutil.rmtree(build / name)
-            progress.write(f"{name}: {tokens:,} tokens" if tokens else f"{name}: no documents, skipped")
+            say(f"{name}: {tokens:,} tokens" if tokens else f"{name}: no documents, skipped")
             progress.update(sum(path.stat().st_size for path in files))
-    valid_texts = {domain: _split_texts(files, "valid", fraction) for (split, domain), files in plan.items() if split == "valid"}
-    meta["probe_records"] = select_probe_texts(valid_texts, tokenizer, probe_count) if probe_count else []
-    meta["probe"] = {"path": str(probe_path), "count": probe_count}
-    if source == "embedded":
-        shutil.rmtree(input_dir)
-    meta["written_by"] = WRITTEN_BY
-    (build / META).write_text(json.dumps({k: v for k, v in meta.items() if k != "probe_records"}, indent=2) + "\n")
-    return meta
+    return datasets

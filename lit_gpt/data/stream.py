@@ -42,6 +42,10 @@ class TokenStream:
             self._maps[index] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
         return self._maps[index]
 
+    def largest(self) -> int:
+        """The largest token id of the stream (-1 when it is empty), read part by part from the memory maps."""
+        return max((int(self._map(index).max()) for index, (*_, count) in enumerate(self.parts) if count), default=-1)
+
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens `[start, start + length)` as int64, crossing file boundaries as needed."""
         if start < 0 or start + length > self.n_tokens:
