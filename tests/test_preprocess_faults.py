@@ -115,7 +115,7 @@ def test_a_stop_mid_build_ends_the_whole_command_at_once_leaving_nothing(tmp_pat
         _, stderr = process.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         kill_session(process.pid)
-        pytest.fail("the command was still running 10 s after SIGTERM")
+        pytest.fail(f"the command was still running 10 s after {stop}")
     assert time.monotonic() - start < 10
     assert_no_process_left(process.pid)
     assert process.returncode == 128 + sig and "Traceback" not in stderr, stderr
