@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from lit_gpt.data.vocab import vocab_mismatch
 from lit_gpt.files import read_text, write_atomic
+from lit_gpt.flops import flops_per_token, num_parameters
 from lit_gpt.run_config import CONFIGS, PAPER, compose, parse_args, write_run_yaml
 from lit_gpt.train_args import TrainArgs
 
@@ -78,6 +80,93 @@ def missing_data(train_data_dir: Path, probe_file: Optional[Path], vocab_size: O
     return None
 
 
+# ------------------------------------------------------------------------------------------ plans and ETAs
+# The share of the measured fp32 matmul peak a cpu-scale run gets end to end (compilation, evaluation and
+# checkpoints included): 0.49-0.60 in the four timed demos of README.md.
+CPU_EFFICIENCY = 0.5
+
+
+def training_flops(args: TrainArgs) -> float:
+    """FLOPs of the whole run: every optimizer step's tokens, forward and backward."""
+    block = args.model_config().block_size
+    return flops_per_token(args.model_config(), block) * args.global_batch_size * block * args.max_step
+
+
+def parameter_count(config) -> str:
+    total = num_parameters(config)["total"]
+    return f"{total / 1e9:,.2f}B" if total >= 1e9 else f"{total / 1e6:,.2f}M"
+
+
+def stand_in_plan(config: Path, scale: str, scaled: TrainArgs, paper: TrainArgs, peak: float) -> str:
+    """What a run at a scale other than the paper's trains instead of the paper's run, and about how long it
+    takes at `peak` FLOP/s: said before it starts, so nobody mistakes the stand-in for the real thing."""
+    model, paper_model = scaled.model_config(), paper.model_config()
+    tokens = scaled.global_batch_size * model.block_size
+    minutes = training_flops(scaled) / (peak * CPU_EFFICIENCY) / 60
+    return (f"{config} at scale {scale} is a stand-in for the paper's {paper_model.name} "
+            f"({parameter_count(paper_model)} parameters, {paper.max_step:,} steps): it trains "
+            f"{model.name} ({parameter_count(model)} parameters, {model.variant_summary()}) "
+            f"for {scaled.max_step:,} steps x {tokens:,} tokens, about {minutes:,.1f} min at {peak / 1e9:,.0f} "
+            f"GFLOP/s fp32 matmul peak (SCALE=paper runs the paper's setup)")
+
+
+STEP_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] step (?P<step>\d+)/(?P<max>\d+) \|.*\| (?P<rate>[\d.]+) tok/s "
+                       r"\| mfu (?P<mfu>[\d.]+)%")
+
+
+def step_rates(lines: Iterable[tuple[float, str]]) -> Iterator[dict[str, dict[str, float]]]:
+    """For each timed line of the demo's runs (arrival time, `[run] step S/M | ... | R tok/s | mfu U%`), the
+    runs' latest two step lines so far: {run: {step, max, rate, mfu, seconds_per_step}} once a run has two."""
+    seen: dict[str, dict[str, float]] = {}
+    for arrived, line in lines:
+        match = STEP_LINE.match(line)
+        if not match:
+            continue
+        run, step = match["run"], int(match["step"])
+        earlier = seen.get(run)
+        seen[run] = {"step": step, "max": int(match["max"]), "rate": float(match["rate"]), "mfu": float(match["mfu"]),
+                     "arrived": arrived}
+        if earlier and step > earlier["step"]:
+            seen[run]["seconds_per_step"] = (arrived - earlier["arrived"]) / (step - earlier["step"])
+        yield {name: entry for name, entry in seen.items() if "seconds_per_step" in entry}
+
+
+def demo_eta(runs: dict[str, dict[str, float]], now: float, after_training: float, peak: float, share: float) -> str:
+    """The ETA line of the demo: when its concurrent runs end (the slowest, at its own pace so far), the
+    whole demo with `after_training` seconds of evaluation, and the tokens/s and share of the machine's
+    `peak` the runs get together (each run's MFU is against its `share` of the peak)."""
+    training_end = max(now + (entry["max"] - entry["step"]) * entry["seconds_per_step"] for entry in runs.values())
+    demo_end = training_end + after_training
+    rates = ", ".join(f"{name} {entry['rate']:,.0f}" for name, entry in runs.items())
+    together = sum(entry["rate"] for entry in runs.values())
+    used = sum(entry["mfu"] for entry in runs.values()) * share
+    clock = time.strftime("%H:%M", time.localtime(demo_end))
+    return (f"ETA: the demo ends in about {(demo_end - now) / 60:,.0f} min (around {clock}), training in "
+            f"{(training_end - now) / 60:,.0f}; tokens/s {rates}, together {together:,.0f} = {used:.0f}% of the "
+            f"{peak / 1e9:,.0f} GFLOP/s fp32 matmul peak measured before the start")
+
+
+def follow(path: Path, stop_line: str, alive: Callable[[], bool], poll: float = 1.0) -> Iterator[tuple[float, str]]:
+    """The lines appended to `path` (from its start) as they arrive, each with its arrival time, up to
+    `stop_line`, or up to the end of the file once `alive()` is false: a writer that died before writing
+    the stop line must not leave its follower waiting for ever."""
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        pending = ""
+        while True:
+            chunk = stream.readline()
+            if not chunk:
+                if not alive():
+                    return
+                time.sleep(poll)
+                continue
+            pending += chunk
+            if pending.endswith("\n"):
+                line, pending = pending.rstrip("\n"), ""
+                if line == stop_line:
+                    return
+                yield time.time(), line
+
+
 # ------------------------------------------------------------------------------------------ docs
 def results_block(key: str) -> tuple[str, str]:
     return f"<!-- results: {key} -->", "<!-- /results -->"
@@ -94,5 +183,5 @@ def fill_results(doc: Path, key: str, table: str) -> bool:
     return True
 
 
-__all__ = ["DATA", "data_dir", "data_options", "fill_results", "load_composed", "missing_data", "preprocess_command",
-           "results_block"]
+__all__ = ["CPU_EFFICIENCY", "DATA", "data_dir", "data_options", "demo_eta", "fill_results", "follow", "load_composed",
+           "missing_data", "preprocess_command", "results_block", "stand_in_plan", "step_rates", "training_flops"]

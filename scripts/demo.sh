@@ -20,6 +20,7 @@ if [ "${DEMO_SMOKE:-0}" = 1 ]; then
     export MAX_STEPS
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+refuse_arguments "$@"
 FILL_DOCS=0
 cores="${DEMO_CORES:-$(nproc)}"
 if ! [[ "$cores" =~ ^[1-9][0-9]*$ ]]; then
@@ -34,35 +35,41 @@ configs=(configs/tinyllama_60m.yaml configs/attnsim/tinyllama_60m_sim_sigmoid_no
          configs/kv_bias/tinyllama_60m_kv_bias.yaml)
 threads=$(( cores / ${#names[@]} ))
 [ "$threads" -ge 1 ] || threads=1
+
+# The machine's fp32 matmul peak, measured before the runs start: the demo's time follows it (README.md).
+# Each run's MFU and time estimate are against its share of it.
+peak="$("$PYTHON" scripts/experiment.py peak)"
+share="$(awk -v t="$threads" -v c="$cores" -v n="${#names[@]}" 'BEGIN { print t / (c > n * t ? c : n * t) }')"
+PEAK_FLOPS="$(awk -v p="$peak" -v s="$share" 'BEGIN { printf "%.4g", p * s }')"
+awk -v p="$peak" -v c="$cores" 'BEGIN { printf "fp32 matmul peak of this machine: %.0f GFLOP/s on %d core(s). The full demo took 17.9 min at 214 GFLOP/s and 23.5-26.0 min at 180-185 GFLOP/s (README.md); an ETA follows once the first steps are timed.\n", p / 1e9, c }'
 echo "Training ${names[*]} concurrently, $threads thread(s) each, on $cores core(s)."
 
-# Stopping the demo stops its runs (background jobs of a script ignore Ctrl-C by themselves).
-stop_tree() {
-    local child
-    for child in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$child"; done
-    kill "$1" 2>/dev/null || true
-}
-stop_runs() {
-    local pid
-    for pid in "${pids[@]}"; do stop_tree "$pid"; done
-}
+# The runs' lines also go to a progress log, from which the ETA is worked out. Filters ignore SIGTERM and
+# SIGINT: they end when their trainer does, after passing on its last lines.
+progress="$CHECKPOINT_ROOT/demo_progress.log"
+mkdir -p "$CHECKPOINT_ROOT"
+: > "$progress"
+run_done="[demo] training done"
+"$PYTHON" scripts/experiment.py eta --log "$progress" --runs "${#names[@]}" --peak_flops "$peak" --share "$share" \
+    --parent $$ --stop_line "$run_done" &
+eta_pid=$!
 pids=()
-trap stop_runs EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 for i in "${!names[@]}"; do
     # Each run's lines carry its name; a progress bar would not survive the interleaving.
-    ( OMP_NUM_THREADS="$threads" TRAIN_ARGS="${TRAIN_ARGS:-} --progress_bar false" \
-        train_experiment "${names[$i]}" demo "${configs[$i]}" 2>&1 | sed -u "s/^/[${names[$i]}] /" ) &
+    ( OMP_NUM_THREADS="$threads" PEAK_FLOPS="$PEAK_FLOPS" \
+        TRAIN_ARGS="--log_step_interval 10 ${TRAIN_ARGS:-} --progress_bar false" \
+        train_experiment "${names[$i]}" demo "${configs[$i]}" 2>&1 \
+        | (trap '' INT TERM; exec sed -u "s/^/[${names[$i]}] /") | (trap '' INT TERM; exec tee -a "$progress") ) &
     pids+=("$!")
 done
 for i in "${!names[@]}"; do
     if ! wait "${pids[$i]}"; then
         echo "error: the ${names[$i]} run failed; its lines above carry the prefix [${names[$i]}]" >&2
-        exit 1
+        stop_children 1
     fi
 done
-trap - EXIT INT TERM
+echo "$run_done" >> "$progress"
+wait "$eta_pid"
 echo "Trained all runs in ${SECONDS}s."
 
 for name in "${names[@]}"; do

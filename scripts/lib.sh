@@ -3,6 +3,11 @@
 # `evaluate_experiment` are its two halves (scripts/demo.sh trains its runs concurrently with the first).
 # Source it; do not run it.
 #
+# At a scale other than paper each run is a stand-in (the tiny preset at the cpu scale): before it starts,
+# it says what it trains instead of the paper's run, at what size, and about how long it takes here.
+# SIGTERM or Ctrl-C stops a script and everything it started: the signal is passed on to each process
+# below the script (a trainer saves its current step first) and the script waits for them to end.
+#
 # Environment (all optional):
 #   SCALE            paper (the paper's setup; default when a GPU is visible) or cpu (tiny preset on the
 #                    embedded corpus; default otherwise). See configs/cpu/base.yaml.
@@ -24,10 +29,15 @@
 #   DATA_DIR         shards folder (default datasets/hub for paper, datasets/embedded for cpu).
 #   PROBE_FILE       probe set of the sink metric (default datasets/probe_valid.jsonl).
 #   CHECKPOINT_ROOT  parent of the run folders (default checkpoints).
-#   MAX_STEPS        cut every run short (smoke tests); such runs leave the docs' result tables alone.
-#   TRAIN_ARGS       extra flags for pretrain/tinyllama.py, e.g. "--eval_iters 2".
-#   FILL_DOCS        1 (default) writes each sweep's table into the results block of RESULTS_DOC (set by
-#                    each script to its scripts/<family>.md); 0 does not.
+#   MAX_STEPS        a smoke run: every run stops after MAX_STEPS steps, without torch.compile and with one
+#                    evaluation batch (--compile false --eval_iters 1, which TRAIN_ARGS can override), so it
+#                    is done well under a minute after start-up at the cpu scale (bench/smoke.py times one).
+#   TRAIN_ARGS       extra flags for pretrain/tinyllama.py, e.g. "--eval_iters 2". The scripts themselves
+#                    take only the values they sweep; a flag given to a script is refused (exit 2).
+#   PEAK_FLOPS       FLOP/s of one device for MFU and the stand-in's time estimate (default: measured).
+#   FILL_DOCS        1 writes each sweep's table into the results block of RESULTS_DOC (set by each script
+#                    to its tracked scripts/<family>.md); 0 (default) leaves the docs alone. Smoke runs
+#                    (MAX_STEPS) never write there.
 #   WANDB_PROJECT, WANDB_ENTITY, WANDB_API_KEY   read by wandb (every scale logs there; offline
 #                    without a key, into <run folder>/logs/wandb). Each run is named after its folder
 #                    (WANDB_NAME), grouped by its sweep (WANDB_RUN_GROUP, default SWEEP[_scale]) and tagged
@@ -44,8 +54,68 @@ gpu_count() {
     "$PYTHON" -c "import torch; print(torch.cuda.device_count())"
 }
 
+# `refuse_flags "$@"` ends a script (exit 2) when one of the sweep values it was given is a flag: the
+# scripts take no flags, trainer flags go in TRAIN_ARGS.
+refuse_flags() {
+    local index
+    for ((index = 1; index <= $#; index++)); do
+        if [[ "${!index}" == -* ]]; then refuse_extra "flags" "${@:index}"; fi
+    done
+}
+
+# `refuse_arguments "$@"` ends a script that sweeps nothing (exit 2) when it was given any argument.
+refuse_arguments() {
+    if [ "$#" -gt 0 ]; then refuse_extra "arguments" "$@"; fi
+}
+
+refuse_extra() {
+    local what="$1"
+    shift
+    echo "error: $0 takes no $what, got '$*'; pass trainer flags in TRAIN_ARGS (TRAIN_ARGS=\"$*\"), or MAX_STEPS=N for a smoke run" >&2
+    exit 2
+}
+
+# The processes the shell PID started and, through its subshells, theirs: the subshells and the commands
+# the script ran. A command's own children are its business (a trainer ends its data loaders and its wandb
+# service, `fabric run` its workers), so they are not signalled behind its back.
+started_by() {
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
+        echo "$child"
+        if [ "$(ps -o comm= -p "$child" 2>/dev/null || true)" = bash ]; then started_by "$child"; fi
+    done
+}
+
+# stop_children STATUS: send SIGTERM to every process this script started, wait until each has ended (a
+# trainer finishes its step and saves), then exit with STATUS. A foreground command would make the trap
+# wait for it first, so the scripts run their commands through `run_child`.
+stop_children() {
+    trap - TERM INT
+    local pids pid state
+    pids="$(started_by $$)"
+    for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $pids; do
+        while state="$(ps -o stat= -p "$pid" 2>/dev/null)" && [[ "$state" != Z* ]]; do sleep 0.2; done
+    done
+    exit "$1"
+}
+trap 'stop_children 143' TERM
+trap 'stop_children 130' INT
+
+# run_child COMMAND...: run COMMAND in the background and wait for it, so that a signal reaches the trap at
+# once; returns COMMAND's status.
+run_child() {
+    "$@" &
+    wait "$!"
+}
+
 if [ -z "${SCALE:-}" ]; then
-    if [ "$(gpu_count)" -gt 0 ]; then SCALE=paper; else SCALE=cpu; fi
+    if [ "$(gpu_count)" -gt 0 ]; then
+        SCALE=paper
+    else
+        SCALE=cpu
+        echo "No GPU visible: SCALE=cpu trains a small stand-in of each run (configs/cpu/base.yaml); set SCALE=paper for the paper's setup."
+    fi
 fi
 if [ -z "${NUMBER_OF_GPUS:-}" ]; then
     NUMBER_OF_GPUS="$(gpu_count)"
@@ -71,7 +141,7 @@ fi
 MAIN_ADDRESS="${MAIN_ADDRESS:-127.0.0.1}"
 PROBE_FILE="${PROBE_FILE:-datasets/probe_valid.jsonl}"
 CHECKPOINT_ROOT="${CHECKPOINT_ROOT:-checkpoints}"
-FILL_DOCS="${FILL_DOCS:-1}"
+FILL_DOCS="${FILL_DOCS:-0}"
 export SCALE NUMBER_OF_GPUS NUM_NODES PROBE_FILE CHECKPOINT_ROOT
 
 # Run folder of NAME at the current scale: the upstream name at paper scale, NAME_<scale> otherwise.
@@ -98,7 +168,7 @@ launch_command() {
 # launch [trainer flags...]: run this node's trainer command.
 launch() {
     launch_command "$@"
-    "${LAUNCH_CMD[@]}"
+    run_child "${LAUNCH_CMD[@]}"
 }
 
 # run_experiment NAME SWEEP CONFIG [trainer flags...]
@@ -121,14 +191,20 @@ train_experiment() {
     run_dir="$CHECKPOINT_ROOT/$out_name"
     echo "=== $out_name: $config at scale $SCALE"
 
-    "$PYTHON" scripts/experiment.py compose --yaml "$config" --scale "$SCALE" --out "$run_dir/run.yaml" \
-        --probe_file "$PROBE_FILE" ${DATA_DIR:+--data "$DATA_DIR"}
+    run_child "$PYTHON" scripts/experiment.py compose --yaml "$config" --scale "$SCALE" --out "$run_dir/run.yaml" \
+        --probe_file "$PROBE_FILE" ${DATA_DIR:+--data "$DATA_DIR"} ${PEAK_FLOPS:+--peak_flops "$PEAK_FLOPS"} \
+        ${MAX_STEPS:+--max_step "$MAX_STEPS"}
 
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
     WANDB_NAME="$out_name" WANDB_RUN_GROUP="${WANDB_RUN_GROUP:-$(run_name "$sweep")}" \
         WANDB_TAGS="scale:$SCALE${WANDB_TAGS:+,$WANDB_TAGS}" launch --config "$run_dir/run.yaml" --out_name "$out_name" \
         --checkpoint_root "$CHECKPOINT_ROOT" --devices "$NUMBER_OF_GPUS" --num_nodes "$NUM_NODES" --resume auto \
-        ${MAX_STEPS:+--max_step "$MAX_STEPS"} ${TRAIN_ARGS:-} "$@"
+        ${PEAK_FLOPS:+--peak_flops "$PEAK_FLOPS"} $(smoke_flags) ${TRAIN_ARGS:-} "$@"
+}
+
+# The trainer flags of a smoke run (MAX_STEPS set): few steps, no compilation, one evaluation batch.
+smoke_flags() {
+    if [ -n "${MAX_STEPS:-}" ]; then echo "--max_step $MAX_STEPS --compile false --eval_iters 1"; fi
 }
 
 # evaluate_experiment NAME SWEEP: the evaluation half of run_experiment, for a run trained already.
@@ -138,7 +214,7 @@ evaluate_experiment() {
     run_dir="$CHECKPOINT_ROOT/$(run_name "$name")"
     report_dir="$CHECKPOINT_ROOT/$(run_name "$sweep")_report"
     checkpoint="$("$PYTHON" scripts/experiment.py latest --run_dir "$run_dir")"
-    "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" \
+    run_child "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" \
         --json "$run_dir/sink_eval.json" --plots "$run_dir/plots"
 
     mkdir -p "$report_dir"
@@ -147,9 +223,9 @@ evaluate_experiment() {
     mapfile -t runs < "$report_dir/runs.txt"
     local report_flags=()
     [ "${REPORT_WANDB:-0}" != 1 ] || report_flags+=(--wandb)
-    "$PYTHON" pretrain/report.py "${runs[@]}" \
+    run_child "$PYTHON" pretrain/report.py "${runs[@]}" \
         --probe "$PROBE_FILE" --out "$report_dir" --html "${report_flags[@]}"
     if [ "$FILL_DOCS" = 1 ] && [ -z "${MAX_STEPS:-}" ] && [ -n "${RESULTS_DOC:-}" ]; then
-        "$PYTHON" scripts/experiment.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
+        run_child "$PYTHON" scripts/experiment.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
     fi
 }

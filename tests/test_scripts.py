@@ -7,8 +7,10 @@ takes several minutes on 2 cores.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,87 @@ def test_shards_built_for_a_larger_vocabulary_are_refused_before_training(small_
     assert result.returncode != 0
     assert "8192-entry tokenizer, more than the model's vocab_size=512" in result.stderr
     assert "--vocab_size 512" in result.stderr
+
+
+# A script that sweeps nothing takes no arguments; one that sweeps values takes no flags among them.
+REFUSED = [
+    ("run_default.sh", ["--max_step", "3"], "takes no arguments, got '--max_step 3'"),
+    ("run_sigmoid_1b.sh", ["700"], "takes no arguments, got '700'"),
+    ("optimization/run_lr.sh", ["1e-3", "--max_step", "3"], "takes no flags, got '--max_step 3'"),
+    ("model_architecture/run_relpos.sh", ["--alibi"], "takes no flags, got '--alibi'"),
+    ("demo.sh", ["--max_step", "3"], "takes no arguments, got '--max_step 3'"),
+]
+
+
+@pytest.mark.parametrize("script,args,message", REFUSED, ids=[f"{r[0]} {' '.join(r[1])}" for r in REFUSED])
+def test_arguments_a_script_does_not_take_are_refused_in_one_line_before_anything_runs(tmp_path, script, args,
+                                                                                        message):
+    checkpoints = tmp_path / "checkpoints"
+    env = script_env(tmp_path / "nothing", tmp_path / "probe.jsonl", checkpoints, NUMBER_OF_GPUS="1")
+    result = subprocess.run(["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "TRAIN_ARGS=" in result.stderr  # says where trainer flags go
+    assert not checkpoints.exists()
+
+
+def test_a_finished_sweep_writes_into_its_tracked_doc_only_when_asked(tmp_path):
+    """FILL_DOCS=1 fills scripts/<family>.md; by default, and in smoke runs, the tracked docs are left alone."""
+    evaluate = ('PYTHON=echo; run_child() { echo "ran $*"; }; RESULTS_DOC=scripts/defaults.md; '
+                "evaluate_experiment tinyllama_60M defaults")
+
+    def fills(**settings: str) -> bool:
+        result = source_lib(evaluate, NUMBER_OF_GPUS="1", CHECKPOINT_ROOT=str(tmp_path), **settings)
+        assert result.returncode == 0, result.stderr
+        return "scripts/experiment.py fill --doc scripts/defaults.md" in result.stdout
+
+    assert not fills()
+    assert fills(FILL_DOCS="1")
+    assert not fills(FILL_DOCS="1", MAX_STEPS="2")
+
+
+def living(pids: set[str]) -> list[str]:
+    """The processes of `pids` that are still running (a zombie has ended; only its parent has not looked)."""
+    states = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-p", ",".join(pids)], capture_output=True, text=True)
+    return [line for line in states.stdout.splitlines() if line.split()[1][0] != "Z"]
+
+
+def process_tree(pid: int) -> set[str]:
+    """`pid`, every process below it, and every process of its session (those whose parent has gone)."""
+    listing = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,sid="], capture_output=True, text=True).stdout
+    rows = [line.split() for line in listing.splitlines()]
+    tree = {str(pid)} | {row[0] for row in rows if row[2] == str(pid)}
+    while True:
+        below = {row[0] for row in rows if row[1] in tree} - tree
+        if not below:
+            return tree
+        tree |= below
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_script_and_every_process_it_started(small_data, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    env = script_env(*small_data, checkpoints, MAX_STEPS="100000", NUMBER_OF_GPUS="1", PEAK_FLOPS="1e11")
+    script = subprocess.Popen(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in script.stdout:  # wait until the trainer trains
+            if line.startswith("eval step 0"):
+                break
+        started = process_tree(script.pid)
+        assert len(started) > 1
+        script.send_signal(signal.SIGTERM)  # as `timeout` does: to the script alone
+        rest, _ = script.communicate(timeout=300)
+        assert script.returncode == 143
+    finally:
+        script.kill()
+    assert "Stop requested by signal; saving step" in rest  # the trainer got the signal and saved
+    assert "Traceback" not in rest  # nothing below the trainer was stopped behind its back
+    deadline = time.monotonic() + 5
+    while living(started | process_tree(script.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not living(started | process_tree(script.pid))
 
 
 ALL_SCRIPTS = [

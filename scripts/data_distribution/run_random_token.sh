@@ -4,6 +4,7 @@
 #   bash scripts/data_distribution/run_random_token.sh             (0 1, 0 2 and 0 5)
 # No separate data set is needed: the loader draws the tokens.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/data_distribution.md
 
 if [ "$#" -eq 2 ]; then spans=("$1_$2"); else spans=(0_1 0_2 0_5); fi

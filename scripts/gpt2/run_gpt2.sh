@@ -3,6 +3,7 @@
 # massive-activations comparison). Usage: bash scripts/gpt2/run_gpt2.sh [VARIANT...]
 #   (default: default sink_token kv_bias)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/gpt2.md
 
 for variant in ${@:-default sink_token kv_bias}; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prefix language modelling. Usage: bash scripts/loss_function/run_prefix.sh [PREFIX...]  (default: 2 3 4 5 10)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/loss_function.md
 
 for value in ${@:-2 3 4 5 10}; do

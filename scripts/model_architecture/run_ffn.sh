@@ -2,6 +2,7 @@
 # Feed-forward networks. Usage: bash scripts/model_architecture/run_ffn.sh [FFN...]
 # (default: relu gelu swish reglu geglu; SwiGLU is the default run)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/model_architecture.md
 
 for value in ${@:-relu gelu swish reglu geglu}; do

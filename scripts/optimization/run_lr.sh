@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Learning-rate sweep. Usage: bash scripts/optimization/run_lr.sh [LR...]  (default: 1e-3 1e-4 1e-5)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/optimization.md
 
 for value in ${@:-1e-3 1e-4 1e-5}; do

@@ -3,6 +3,7 @@
 # Usage: bash scripts/sink_removal/run_sink_removal.sh [VARIANT...]
 #   (default: off_by_one sink_logit sink_token gate_headwise gate_elementwise)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+refuse_flags "$@"
 RESULTS_DOC=scripts/sink_removal.md
 
 for variant in ${@:-off_by_one sink_logit sink_token gate_headwise gate_elementwise}; do
