@@ -20,10 +20,9 @@ from lit_gpt.loss import ignored_predictions, prediction_mask
 from lit_gpt.metrics import LAYER_SERIES, hidden_state_label
 from lit_gpt.model import GPT
 from lit_gpt.plots import write_plots
+from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES
 from lit_gpt.tokenizer import TokenizerError, load_tokenizer
 
-PROBE_SEQUENCES = 100
-PROBE_LENGTH = 64
 
 
 class EvalError(UserError, ValueError):

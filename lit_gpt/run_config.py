@@ -45,9 +45,11 @@ from jsonargparse import ArgumentError, ArgumentParser
 from lit_gpt.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.errors import argument_message, fail
 from lit_gpt.files import write_atomic
+from lit_gpt.flags import new_parser, parse
 from lit_gpt.train_args import ArgsError, TrainArgs, number_problem
 
 CONFIG_FLAGS = ("--data_yaml_file", "--config")
+PRINT_CONFIG = "--print_config"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER = "paper"
 BASE_KEY = "base"
@@ -135,8 +137,7 @@ def _config_path(argv: list[str]) -> Optional[str]:
 
 def build_parser() -> ArgumentParser:
     """The trainer's parser; it raises on bad input (`parse_args` decides how to report it)."""
-    parser = ArgumentParser(prog="pretrain/tinyllama.py", description=TrainArgs.__doc__, exit_on_error=False,
-                            default_meta=False)
+    parser = new_parser(TrainArgs.__doc__, default_meta=False)
     parser.add_class_arguments(TrainArgs, skip={"model", "data_yaml_file", *RUNTIME_KEYS})
     parser.add_argument(*CONFIG_FLAGS, dest="data_yaml_file", type=Optional[Path], default=None,
                         help="Run YAML: " + _doc(TrainArgs, "data_yaml_file"))
@@ -147,6 +148,11 @@ def build_parser() -> ArgumentParser:
     hints = typing.get_type_hints(Config)
     for name in MODEL_FIELDS:
         parser.add_argument(f"--model.{name}", type=Optional[hints[name]], default=None, help=_doc(Config, name))
+    # Shown in the help only: `parse_args` takes the flag out of the command line before parsing (jsonargparse
+    # keeps the name for its own action).
+    parser.add_argument(PRINT_CONFIG, dest="print_run_yaml", type=bool, nargs="?", const=True, default=False,
+                        help="Print the run's settings (YAML, command line and defaults merged and checked) as a run "
+                             "YAML and exit, without training.")
     return parser
 
 
@@ -193,12 +199,15 @@ def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> 
     `ConfigError` or jsonargparse's `ArgumentError`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    show = PRINT_CONFIG in argv
+    argv = [arg for arg in argv if arg != PRINT_CONFIG]
     parser = build_parser()
     try:
         yaml_path = _config_path(argv)
         if yaml_path is not None:
             parser.set_defaults(typed_yaml_values(parser, load_run_yaml(Path(yaml_path)), yaml_path))
-        namespace = parser.parse_args(argv).as_dict()
+        namespace = parse(parser, argv).as_dict()
+        namespace.pop("print_run_yaml", None)
         model = {k: v for k, v in namespace.pop("model", {}).items() if v is not None}
         args = TrainArgs(**namespace, model=model)
         args.validate()
@@ -206,6 +215,10 @@ def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> 
         if not exit_on_error:
             raise
         fail(f"{argument_message(error)} (see --help)" if isinstance(error, ArgumentError) else error, status=2)
+    if show:
+        settings = {key: value for key, value in args.to_dict().items() if key != "data_yaml_file"}
+        print(yaml.safe_dump(settings, sort_keys=False), end="")
+        sys.exit(0)
     return args
 
 

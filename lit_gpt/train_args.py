@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from lit_gpt.attention.runtime import AttentionRuntime
 from lit_gpt.config import Config
-from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.errors import UserError
-from lit_gpt.loss import ignored_predictions
+
+# The input transforms, attention runtime and loss masks are imported where used: reading arguments must not
+# import torch, so that `--help` and a refused flag answer at once.
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 LOGGERS = ("wandb", "tensorboard", "csv", "none")
@@ -184,11 +184,17 @@ class TrainArgs:
     def model_config(self) -> Config:
         return Config.from_name(self.model_name, **self.model)
 
-    def input_transforms(self) -> InputTransforms:
-        """The run's input experiments, handed to the loaders, the probe and (saved) to the evaluation."""
+    def input_transforms(self):
+        """The run's input experiments (`InputTransforms`), handed to the loaders, the probe and (saved) to the
+        evaluation."""
+        from lit_gpt.data.transforms import InputTransforms
+
         return InputTransforms.of_run(self.to_dict())
 
-    def attention_runtime(self) -> AttentionRuntime:
+    def attention_runtime(self):
+        """The `AttentionRuntime` (backend, chunk size) the run's model computes with."""
+        from lit_gpt.attention.runtime import AttentionRuntime
+
         return AttentionRuntime(self.attn_backend, self.attn_chunk_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +240,8 @@ class TrainArgs:
             raise ArgsError(f"resume={self.resume!r} is neither True, False, 'auto' nor an existing checkpoint file")
         self.attention_runtime()  # refuses an unknown backend or a negative chunk size before any process starts
         config = self.model_config()
+        from lit_gpt.loss import ignored_predictions
+
         if ignored_predictions(config, self.ignore_loss) >= config.block_size:
             prefix = f" (a prefix LM ignores at least {config.prefix_tokens - 1})" if config.prefix_tokens > 1 else ""
             raise ArgsError(f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token "

@@ -104,7 +104,7 @@ def test_a_truncated_checkpoint_is_one_line_at_every_entry_point_that_reads_one(
 @pytest.mark.parametrize("args, expected", [
     (["--model.vocab_size", "-5"], "error: vocab_size must be a positive number, got -5"),
     (["--model.block_size", "-1"], "error: block_size must be a positive number, got -1"),
-    (["--max_step", "0"], "error: max_step must be positive, got 0"),
+    (["--max_step", "0"], f"error: max_step must be positive, got 0; the range is 1..{2**63 - 1}"),
 ])
 def test_training_command_line_refusals_are_one_line(args, expected):
     line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", "--model_name", "micro", *args))

@@ -25,23 +25,20 @@ comparison.png (Sink_1 per model) in --plots.
 from pathlib import Path
 from typing import Callable, Literal, Optional, Union
 
-import torch
-from jsonargparse import ArgumentParser
-
-from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import PROBE_LENGTH, PROBE_SEQUENCES, EvalError, check_report_options, publish
-from lit_gpt.files import read_text
-from lit_gpt.hf_bos import probe_bos
-from lit_gpt.hf_compare import comparison_markdown, comparison_row, model_names, write_comparison
-from lit_gpt.hf_io import resolve_model_dir
-from lit_gpt.hf_probe import evaluate_hf, hf_example_maps, load_hf_causal_lm
-from lit_gpt.tokenizer import load_tokenizer
+from lit_gpt.flags import add_aliases, add_config, new_parser, parse as parse_flags
+from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
+
+# torch, transformers and the evaluation are imported by the functions that use them, so `--help` and a refused
+# flag answer at once.
 
 
 def model_specs(model: Union[str, list[str], None], models: Optional[Path]) -> list[str]:
     """The models to evaluate: each --model, then each line of the --models file (blank lines and lines
     starting with # skipped)."""
+    from lit_gpt.evaluation import EvalError
+    from lit_gpt.files import read_text
+
     specs = [model] if isinstance(model, str) else list(model or [])
     if models is not None:
         lines = (line.strip() for line in read_text(models, "--models").splitlines())
@@ -54,8 +51,13 @@ def model_specs(model: Union[str, list[str], None], models: Optional[Path]) -> l
 
 def evaluate_model(spec: str, folder: Path, probe: Path, tokenizer: Optional[str], add_bos: str, eps: float,
                    positions: int, n_sequences: int, length: int,
-                   batch_size: int) -> tuple[dict, Callable[[], list[torch.Tensor]]]:
-    """One model's sink report, and a function giving its example attention maps for the heatmaps."""
+                   batch_size: int) -> tuple[dict, Callable[[], list]]:
+    """One model's sink report, and a function giving its example attention maps (tensors) for the heatmaps."""
+    from lit_gpt.data.probe import load_probe_windows
+    from lit_gpt.hf_bos import probe_bos
+    from lit_gpt.hf_probe import evaluate_hf, hf_example_maps, load_hf_causal_lm
+    from lit_gpt.tokenizer import load_tokenizer
+
     hf_model = load_hf_causal_lm(folder)
     vocab_size = hf_model.config.vocab_size
     tok = load_tokenizer(tokenizer or folder)
@@ -72,8 +74,8 @@ def evaluate_hf_model(
     probe: Path = Path("datasets/probe_valid.jsonl"),
     tokenizer: Optional[str] = None,
     add_bos: Literal["auto", "true", "false"] = "auto",
-    eps: float = 0.3,
-    positions: int = 10,
+    eps: float = SINK_EPS,
+    positions: int = SINK_K,
     json: Optional[Path] = None,
     plots: Optional[Path] = None,
     layers: Optional[list[int]] = None,
@@ -104,6 +106,10 @@ def evaluate_hf_model(
         length: Tokens per probe window, the BOS included when one is added.
         batch_size: Probe sequences per forward pass.
     """
+    from lit_gpt.evaluation import check_report_options, publish
+    from lit_gpt.hf_compare import comparison_row, model_names
+    from lit_gpt.hf_io import resolve_model_dir
+
     check_report_options(eps, positions, n_sequences, length, batch_size)
     specs = model_specs(model, models)
     names = model_names(specs)
@@ -127,6 +133,8 @@ def evaluate_hf_model(
 
 def publish_comparison(rows: list[dict], json: Optional[Path], plots: Optional[Path]) -> None:
     """Print the comparison table; write it into --json's folder and into --plots, the chart into --plots."""
+    from lit_gpt.hf_compare import comparison_markdown, write_comparison
+
     print(comparison_markdown(rows))
     folders = dict.fromkeys(folder for folder in (None if json is None else json.parent, plots) if folder is not None)
     written = [path for folder in folders for path in write_comparison(rows, folder, chart=folder == plots)]
@@ -136,12 +144,16 @@ def publish_comparison(rows: list[dict], json: Optional[Path], plots: Optional[P
 
 def parse(argv: Optional[list[str]] = None) -> dict:
     """The command line as `evaluate_hf_model` arguments; --model may be given any number of times."""
-    parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
+    parser = new_parser(__doc__.splitlines()[0])
+    add_config(parser)
     parser.add_argument("--model", action="append", type=str,
                         help="HF model folder or hub id (hub ids need the local HF cache or a reachable hub); "
                              "repeat it to compare several models.")
     parser.add_function_arguments(evaluate_hf_model, skip={"model"})
-    return vars(parser.parse_args(argv))
+    add_aliases(parser)
+    values = parse_flags(parser, argv).as_dict()
+    values.pop("config", None)
+    return values
 
 
 def main(argv: Optional[list[str]] = None) -> None:

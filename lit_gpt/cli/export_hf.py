@@ -18,10 +18,8 @@ and `sink-eval` / `sink-generate` give the model the same inputs (docs/reference
 from pathlib import Path
 from typing import Optional
 
-from jsonargparse import CLI
-
 from lit_gpt.errors import run_cli
-from lit_gpt.hf_io import export_hf
+from lit_gpt.flags import run_function
 
 
 def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> Path:
@@ -33,6 +31,8 @@ def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> P
         tokenizer: Tokenizer file or folder to export alongside (e.g. the run's data folder), made to add the
             run's BOS when it encodes.
     """
+    from lit_gpt.hf_io import export_hf
+
     folder = export_hf(load_from, out_dir, tokenizer)
     print(f"wrote {folder}")
     return folder
@@ -40,4 +40,4 @@ def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> P
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and export."""
-    run_cli(lambda: CLI(export, as_positional=False, exit_on_error=False, args=argv))
+    run_cli(lambda: run_function(export, argv))

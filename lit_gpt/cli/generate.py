@@ -7,15 +7,8 @@
 from pathlib import Path
 from typing import Optional
 
-import torch
-from jsonargparse import CLI
-
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.checkpoint import load_model
 from lit_gpt.errors import run_cli
-from lit_gpt.data.transforms import InputTransforms
-from lit_gpt.evaluation import tokenizer_for, train_args
-from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
+from lit_gpt.flags import run_function
 
 SEED_MAX = 2**64 - 1
 
@@ -51,6 +44,14 @@ def sample(
         attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
             that changes speed, never what is computed.
     """
+    import torch
+
+    from lit_gpt.attention import AttentionRuntime
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.data.transforms import InputTransforms
+    from lit_gpt.evaluation import tokenizer_for, train_args
+    from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
+
     check_sampling(max_new_tokens, temperature, top_k)
     if num_samples < 1:
         raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
@@ -76,4 +77,4 @@ def sample(
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and run `sample`."""
-    run_cli(lambda: CLI(sample, as_positional=False, exit_on_error=False, args=argv))
+    run_cli(lambda: run_function(sample, argv))

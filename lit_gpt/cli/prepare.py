@@ -8,12 +8,11 @@ Bad input ends the run with one line on stderr naming the file and the fix, and 
 
 from typing import Optional
 
-from jsonargparse import CLI
-
 from lit_gpt.data.prepare import prepare
 from lit_gpt.errors import run_cli
+from lit_gpt.flags import run_function
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and build the shards."""
-    run_cli(lambda: CLI(prepare, as_positional=False, exit_on_error=False, args=argv))
+    run_cli(lambda: run_function(prepare, argv))

@@ -1,7 +1,8 @@
 """One table over many runs: sink rates, losses and massive activations (Markdown, CSV, bar chart).
 
 Columns: run, variant, Sink_1, Sink*, valid and probe loss, the largest top-1 / median |activation| over
-the hidden states and its layer, tokens seen, step; report.md adds each run's massive activations per layer.
+the layers' outputs and its layer (from 0), the embedding output's ratio, tokens seen, step; report.md adds
+each run's massive activations per layer.
 
     python pretrain/report.py out/softmax out/sigmoid out/kv_bias --probe datasets/probe_valid.jsonl --out out/report
 """
@@ -9,19 +10,19 @@ the hidden states and its layer, tokens seen, step; report.md adds each run's ma
 from pathlib import Path
 from typing import Optional
 
-from jsonargparse import ArgumentParser
-
 from lit_gpt.errors import UserError, run_cli
-from lit_gpt.evaluation import check_eps
-from lit_gpt.files import write_atomic
-from lit_gpt.logging_utils import log_report
-from lit_gpt.report import COLUMNS, bar_chart, report_markdown, report_rows, write_csv
-from lit_gpt.report_html import write_html
+from lit_gpt.flags import add_aliases, add_config, new_parser, parse as parse_flags
 
 
 def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
          eps: float = 0.3, tokenizer: Optional[str] = None, html: bool = False,
          wandb: bool = False) -> str:
+    from lit_gpt.evaluation import check_eps
+    from lit_gpt.files import write_atomic
+    from lit_gpt.logging_utils import log_report
+    from lit_gpt.report import COLUMNS, bar_chart, report_markdown, report_rows, write_csv
+    from lit_gpt.report_html import write_html
+
     check_eps(eps)
     if html and out is None:
         raise UserError("--html writes report.html into the --out folder; give --out")
@@ -43,7 +44,8 @@ def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), ou
 
 
 def parse(argv: Optional[list[str]] = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
+    parser = new_parser(__doc__.splitlines()[0])
+    add_config(parser)
     parser.add_argument("runs", nargs="+", help="Run folders (newest iter-*-ckpt.pth is used) or checkpoint files.")
     parser.add_argument("--probe", type=Path, default=Path("datasets/probe_valid.jsonl"),
                         help="JSONL probe set with a `text` field per line.")
@@ -59,7 +61,10 @@ def parse(argv: Optional[list[str]] = None) -> dict:
                         help="Also log the table (a wandb Table) and report.png to a wandb run kept in --out "
                              "(offline unless WANDB_API_KEY is set), in the sweep's group: WANDB_RUN_GROUP, else "
                              "the --out folder's name without `_report`.")
-    return vars(parser.parse_args(argv))
+    add_aliases(parser)
+    values = parse_flags(parser, argv).as_dict()
+    values.pop("config", None)
+    return values
 
 
 def main(argv: Optional[list[str]] = None) -> None:

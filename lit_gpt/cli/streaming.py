@@ -8,16 +8,8 @@ with and without keeping the first n tokens (attention-sink cache), against full
 from pathlib import Path
 from typing import Optional, Union
 
-from jsonargparse import CLI
-
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.checkpoint import load_model
-from lit_gpt.data.documents import iter_texts
-from lit_gpt.data.vocab import check_token_ids
 from lit_gpt.errors import run_cli
-from lit_gpt.files import write_json
-from lit_gpt.evaluation import tokenizer_for, train_args
-from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities
+from lit_gpt.flags import run_function
 
 
 def compare_caches(
@@ -43,6 +35,14 @@ def compare_caches(
         attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
             that changes speed, never what is computed.
     """
+    from lit_gpt.attention import AttentionRuntime
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.data.documents import iter_texts
+    from lit_gpt.data.vocab import check_token_ids
+    from lit_gpt.evaluation import tokenizer_for, train_args
+    from lit_gpt.files import write_json
+    from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities
+
     runtime = AttentionRuntime(attn_backend)
     results = []
     paths = load_from if isinstance(load_from, list) else [load_from]
@@ -71,4 +71,4 @@ def compare_caches(
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and run `compare_caches`."""
-    run_cli(lambda: CLI(compare_caches, as_positional=False, exit_on_error=False, args=argv))
+    run_cli(lambda: run_function(compare_caches, argv))

@@ -11,9 +11,15 @@ from typing import Optional
 
 from lit_gpt.errors import run_cli
 from lit_gpt.run_config import parse_args
-from lit_gpt.trainer import setup
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console entry point: parse the command line (`argv`, default sys.argv) and train."""
-    run_cli(lambda: setup(parse_args(argv)))
+    """Console entry point: parse the command line (`argv`, default sys.argv) and train. The trainer (torch,
+    Lightning) is imported once the arguments are read, so `--help` and a refused flag answer at once."""
+    run_cli(lambda: _train(parse_args(argv)))
+
+
+def _train(args) -> None:
+    from lit_gpt.trainer import setup
+
+    setup(args)
