@@ -269,3 +269,16 @@ def test_a_moved_run_tokenizer_names_where_it_came_from(run, tmp_path):
     assert CLI(evaluate_checkpoint, as_positional=False,
                args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--tokenizer", str(run["tokenizer"].path),
                      "--length", "32"]) is None
+
+
+def test_costs_flag_adds_the_sink_cost_columns_to_the_json_and_the_printout(run, tmp_path, capsys):
+    out = tmp_path / "costs.json"
+    CLI(evaluate_checkpoint, as_positional=False,
+        args=["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--json", str(out), "--costs", "true"])
+    costs = json.loads(out.read_text())["costs"]
+    block_size = load_model(run["ckpt"])[0].config.block_size
+    assert costs["streaming"]["window"] == block_size // 2 and costs["streaming"]["n_tokens"] == 4 * block_size
+    assert costs["w8a8"]["ratio"] == pytest.approx(costs["w8a8"]["perplexity_w8a8"] / costs["w8a8"]["perplexity_fp32"])
+    assert 0 <= costs["kurtosis"]["layer"] < len(costs["layer_kurtosis"])
+    printed = capsys.readouterr().out
+    assert "W8A8 perplexity" in printed and "keep 4" in printed

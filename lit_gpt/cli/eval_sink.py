@@ -10,10 +10,13 @@ from typing import Optional
 from jsonargparse import CLI
 
 from lit_gpt.checkpoint import load_model
+from lit_gpt.data.documents import iter_texts
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
 from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, check_report_options, evaluate_run, example_maps,
                                 publish, tokenizer_for, train_args)
+from lit_gpt.sink_costs import checkpoint_costs, format_costs, streaming_length
+from lit_gpt.streaming import long_text
 
 
 def evaluate_checkpoint(
@@ -29,6 +32,7 @@ def evaluate_checkpoint(
     n_sequences: int = PROBE_SEQUENCES,
     length: int = PROBE_LENGTH,
     batch_size: int = 20,
+    costs: bool = False,
 ) -> None:
     """Report Sink_k, Sink*, per-layer sink rates, probe loss, norms and massive activations.
 
@@ -45,6 +49,9 @@ def evaluate_checkpoint(
         n_sequences: Number of probe sequences.
         length: Tokens per probe sequence.
         batch_size: Probe sequences per forward pass.
+        costs: Also measure what the sink costs (`lit_gpt.sink_costs`): kurtosis and max |activation| of the
+            block outputs, probe perplexity under W8A8 relative to fp32, and StreamingLLM perplexity of the
+            probe texts at half the training length keeping 0 or 4 first tokens.
     """
     check_report_options(eps, positions, n_sequences, length, batch_size)
     model, ckpt = load_model(load_from)
@@ -52,7 +59,13 @@ def evaluate_checkpoint(
                                 model.config.vocab_size)
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)
+    if costs:
+        text = long_text(iter_texts(probe), tokenizer_for(train_args(ckpt), tokenizer),
+                         streaming_length(model.config.block_size))
+        result["costs"] = checkpoint_costs(model, ckpt, tokens, text, batch_size)
     publish(result, lambda: example_maps(model, ckpt, tokens), json, plots, layers, heads, model.config.n_slots)
+    if costs:
+        print(format_costs(result["costs"]))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
