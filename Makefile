@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo bench gpu-check clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ bench: $(STAMP)
 	$(PY) bench/attention.py
 	$(PY) bench/train.py
 	$(PY) bench/preprocess.py
+
+# The prepared GPU check (bench/README.md); ARGS="--dry-run" rehearses it on the CPU. No venv step: the GPU
+# machine has torch and Lightning, and no network.
+gpu-check:
+	bash scripts/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
