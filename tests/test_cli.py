@@ -13,7 +13,7 @@ from lit_gpt.flags import ALIASES, add_aliases, command_name, did_you_mean, new_
 from lit_gpt.run_config import parse_args
 
 # Commands whose --help must answer without torch (the trainer, the evaluations, the exports).
-LIGHT_COMMANDS = ("train", "report", "eval_hf", "generate", "streaming", "export_hf")
+LIGHT_COMMANDS = ("train", "eval_sink", "report", "eval_hf", "generate", "streaming", "export_hf")
 
 
 @pytest.mark.parametrize("module", LIGHT_COMMANDS)

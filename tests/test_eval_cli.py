@@ -105,6 +105,22 @@ def test_slot_variant_reports_sink_star(run, tmp_path):
     assert "sink_star" in rates and "sink_1" in rates
 
 
+def test_eval_takes_a_run_folder_as_the_report_does_and_the_trainers_flag_names(run, tmp_path):
+    from lit_gpt.cli.eval_sink import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    older = folder / "iter-000010-ckpt.pth"
+    older.write_bytes(run["ckpt"].read_bytes())
+    newest = folder / "iter-000020-ckpt.pth"
+    newest.write_bytes(run["ckpt"].read_bytes())
+    out = tmp_path / "sink.json"
+    main(["--load_from", str(folder), "--probe_file", str(run["probe"]), "--sink_eps", "0.3", "--sink_k", "3",
+          "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["checkpoint"] == str(newest) and list(result["sink_rates"])[:3] == ["sink_1", "sink_2", "sink_3"]
+
+
 def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     tokens = torch.arange(40).view(4, 10)
     train = {"fixed_token_pos": 2, "fixed_token_id": 99, "random_token_start": 5, "random_token_end": 7}

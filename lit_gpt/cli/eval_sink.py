@@ -2,28 +2,22 @@
 
     python pretrain/eval_sink_pretrain.py --load_from out/run/iter-020000-ckpt.pth --json out/run/sink.json \
         --plots out/run/plots
+    sink-eval --load_from out/run            # a run folder: its newest checkpoint, as sink-report takes it
 """
 
 from pathlib import Path
 from typing import Optional
 
-from jsonargparse import CLI
-
-from lit_gpt.checkpoint import load_model
-from lit_gpt.data.documents import iter_texts
-from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.errors import run_cli
-from lit_gpt.evaluation import (PROBE_LENGTH, PROBE_SEQUENCES, check_report_options, evaluate_run, example_maps,
-                                publish, tokenizer_for, train_args)
-from lit_gpt.sink_costs import checkpoint_costs, format_costs, streaming_length
-from lit_gpt.streaming import long_text
+from lit_gpt.flags import run_function
+from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
 
 
 def evaluate_checkpoint(
     load_from: Path,
     probe: Path = Path("datasets/probe_valid.jsonl"),
-    eps: float = 0.3,
-    positions: int = 10,
+    eps: float = SINK_EPS,
+    positions: int = SINK_K,
     json: Optional[Path] = None,
     plots: Optional[Path] = None,
     layers: Optional[list[int]] = None,
@@ -37,7 +31,8 @@ def evaluate_checkpoint(
     """Report Sink_k, Sink*, per-layer sink rates, probe loss, norms and massive activations.
 
     Args:
-        load_from: Training checkpoint (.pth); its config and input transforms are used.
+        load_from: Training checkpoint (.pth), or a run folder (its newest checkpoint); the checkpoint's
+            config and input transforms are used.
         probe: JSONL probe set with a `text` field per line.
         eps: Threshold on the mean attention a key receives.
         positions: Report Sink_k for k = 1..positions.
@@ -53,7 +48,16 @@ def evaluate_checkpoint(
             block outputs, probe perplexity under W8A8 relative to fp32, and StreamingLLM perplexity of the
             probe texts at half the training length keeping 0 or 4 first tokens.
     """
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.data.documents import iter_texts
+    from lit_gpt.data.probe import load_probe_windows
+    from lit_gpt.evaluation import check_report_options, evaluate_run, example_maps, publish, tokenizer_for, train_args
+    from lit_gpt.report import run_checkpoint
+    from lit_gpt.sink_costs import checkpoint_costs, format_costs, streaming_length
+    from lit_gpt.streaming import long_text
+
     check_report_options(eps, positions, n_sequences, length, batch_size)
+    load_from = run_checkpoint(load_from)
     model, ckpt = load_model(load_from)
     tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
                                 model.config.vocab_size)
@@ -70,4 +74,4 @@ def evaluate_checkpoint(
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and run `evaluate_checkpoint`."""
-    run_cli(lambda: CLI(evaluate_checkpoint, as_positional=False, exit_on_error=False, args=argv))
+    run_cli(lambda: run_function(evaluate_checkpoint, argv))
