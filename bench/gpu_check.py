@@ -33,10 +33,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
@@ -93,15 +95,16 @@ class Sizes:
     resume_block_size: int
     resume_batch: int
     resume_steps: int
-    kernel_timeout: int
+    timeout: int
+    """Seconds a check's subprocess (the pytest run, the killed and the resumed run) may take."""
 
 
 GPU = Sizes(device="cuda", precision="bf16-mixed", compile=True, preset="tinyllama_60M", block_size=2048,
             micro_batch=8, warmup=3, steps=10, big_preset="tinyllama_1_1b", big_block_size=2048, big_batch=4,
-            resume_block_size=512, resume_batch=4, resume_steps=6, kernel_timeout=300)
+            resume_block_size=512, resume_batch=4, resume_steps=6, timeout=300)
 REHEARSAL = Sizes(device="cpu", precision="32-true", compile=False, preset="micro", block_size=64, micro_batch=2,
                   warmup=1, steps=2, big_preset="micro", big_block_size=64, big_batch=2, resume_block_size=32,
-                  resume_batch=2, resume_steps=4, kernel_timeout=240)
+                  resume_batch=2, resume_steps=4, timeout=240)
 
 
 @dataclass
@@ -117,7 +120,13 @@ class Verdict:
 
 # ------------------------------------------------------------------------------------------ training
 def make_fabric(sizes: Sizes) -> L.Fabric:
-    return L.Fabric(accelerator=sizes.device, devices=1, precision=sizes.precision)
+    """A one-device Fabric, with the memory of the previous run given back and the peak counter reset."""
+    fabric = L.Fabric(accelerator=sizes.device, devices=1, precision=sizes.precision)
+    gc.collect()
+    if fabric.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(fabric.device)
+    return fabric
 
 
 def build(fabric: L.Fabric, config: Config, compile_model: bool, checkpointing: bool = False):
@@ -189,12 +198,8 @@ def timed_run(sizes: Sizes, config: Config, batch: int, compile_model: bool, war
               checkpointing: bool = False) -> dict:
     """Seconds per step (the mean over `steps` after `warmup`), last loss, peak memory, attention backends."""
     fabric = make_fabric(sizes)
-    gc.collect()
     if compile_model:
         torch._dynamo.reset()  # each variant compiles afresh, never past dynamo's recompilation limit
-    if fabric.device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(fabric.device)
     model, optimizer = build(fabric, config, compile_model, checkpointing)
     losses = train(fabric, model, optimizer, batch, 0, warmup + steps)
     for _ in range(warmup):
@@ -220,9 +225,9 @@ def check_kernels(sizes: Sizes, out_dir: Path) -> list[Verdict]:
     command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", f"--junitxml={report}",
                *files]
     try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=sizes.kernel_timeout)
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=sizes.timeout)
     except subprocess.TimeoutExpired:
-        return [Verdict("kernels", "fail", f"the gpu tests did not finish in {sizes.kernel_timeout} s")]
+        return [Verdict("kernels", "fail", f"the gpu tests did not finish in {sizes.timeout} s")]
     (out_dir / "gpu_tests.log").write_text(done.stdout + done.stderr)
     if not report.exists():
         return [Verdict("kernels", "fail", f"pytest exited {done.returncode} without a report; see "
@@ -250,8 +255,7 @@ def check_throughput(sizes: Sizes, rows: list[dict]) -> list[Verdict]:
         result = timed_run(sizes, config, sizes.micro_batch, sizes.compile, sizes.warmup, sizes.steps)
         mfu = result["flops_per_step"] / result["seconds_per_step"] / peak
         rows.append(dict(variant=label, **result, mfu=mfu, peak_flops=peak, peak_source=peak_source))
-        finite = torch.isfinite(torch.tensor(result["last_loss"])).item()
-        verdicts.append(Verdict(f"throughput {label}", "pass" if finite else "fail",
+        verdicts.append(Verdict(f"throughput {label}", "pass" if math.isfinite(result["last_loss"]) else "fail",
                                 f"{result['tokens_per_s']:,.0f} tokens/s, MFU {mfu:.1%} of {rate(peak)} "
                                 f"({peak_source}), peak memory {human_size(result['peak_memory'])}, backend "
                                 f"{result['backend']}, loss {result['last_loss']:.3f}"))
@@ -327,15 +331,22 @@ def check_resume(sizes: Sizes, dry_run: bool, out_dir: Path) -> list[Verdict]:
     with open(out_dir / "resume_killed.log", "w") as log:
         killed = subprocess.Popen(child("killed", dry_run, checkpoint), cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=log, text=True)
+        stuck = threading.Timer(sizes.timeout, killed.kill)  # a run that never saves is killed all the same
+        stuck.start()
         said = next((line for line in killed.stdout if line.startswith("saved")), None)
         killed.kill()
         killed.wait()
+        stuck.cancel()
     if said is None or killed.returncode != -signal.SIGKILL:
         return [Verdict("resume", "fail", f"the run to kill exited {killed.returncode} before it was killed after "
                                           f"its checkpoint; see {out_dir / 'resume_killed.log'}")]
     fabric, model, optimizer = resume_setup(sizes)
     reference = [loss.item() for loss in train(fabric, model, optimizer, sizes.resume_batch, 0, sizes.resume_steps)]
-    resumed = subprocess.run(child("resumed", dry_run, checkpoint), cwd=REPO, capture_output=True, text=True)
+    try:
+        resumed = subprocess.run(child("resumed", dry_run, checkpoint), cwd=REPO, capture_output=True, text=True,
+                                 timeout=sizes.timeout)
+    except subprocess.TimeoutExpired:
+        return [Verdict("resume", "fail", f"the resumed run did not finish in {sizes.timeout} s")]
     if resumed.returncode != 0:
         return [Verdict("resume", "fail", f"the resumed run exited {resumed.returncode}: "
                                           f"{(resumed.stderr.strip().splitlines() or ['?'])[-1]}")]
@@ -395,9 +406,16 @@ def run_checks(sizes: Sizes, dry_run: bool, only: list[str], out_dir: Path) -> i
     return 1 if any(v.verdict == "fail" for v in verdicts) else 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals reach `run_cli` as one `error:` line and exit 2, not a usage block."""
+
+    def error(self, message: str):
+        raise argparse.ArgumentError(None, message)
+
+
 def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     exit_on_error=False)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           exit_on_error=False)
     parser.add_argument("--dry-run", action="store_true", help="rehearse every check on the CPU at tiny sizes")
     parser.add_argument("--out_dir", type=Path, default=REPO / "out" / "gpu_check",
                         help="where gpu_check.json and gpu_check.md go (default: out/gpu_check)")

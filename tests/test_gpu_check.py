@@ -47,12 +47,23 @@ def test_the_cpu_rehearsal_runs_every_check_without_the_packages_the_gpu_machine
     assert all(f"| {name} |" in table for name in EXPECTED_CHECKS)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_without_a_gpu_the_check_says_so_in_one_line(capsys, tmp_path):
+def refusal(argv, capsys) -> tuple[int, str]:
+    """(exit status, stderr) of the check's command line refusing `argv`."""
     check = load_script(REPO / "bench" / "gpu_check.py", "bench_gpu_check")
     with pytest.raises(SystemExit) as stop:
-        check.run_cli(lambda: check.main(["--out_dir", str(tmp_path)]))
-    error = capsys.readouterr().err
-    assert stop.value.code == 1 and error.count("\n") == 1
+        check.run_cli(lambda: check.main(argv))
+    return stop.value.code, capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_the_check_says_so_in_one_line(capsys, tmp_path):
+    status, error = refusal(["--out_dir", str(tmp_path)], capsys)
+    assert status == 1 and error.count("\n") == 1
     assert error.startswith("error: no CUDA GPU here") and "--dry-run" in error
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, culprit", [(["--dry-run", "--bogus"], "--bogus"), (["--only", "kernel"], "'kernel'")])
+def test_a_mistyped_flag_is_refused_in_one_line(capsys, argv, culprit):
+    status, error = refusal(argv, capsys)
+    assert status == 2 and error.count("\n") == 1 and error.startswith("error: ") and culprit in error
