@@ -1,6 +1,7 @@
 """`make demo` (scripts/demo.sh): the smoke mode runs the whole pipeline -- data check, softmax, sigmoid
 without normalisation and KV-bias runs, sink evaluation, the table and plots -- in a few steps."""
 
+import re
 import signal
 import subprocess
 import time
@@ -41,6 +42,7 @@ def test_demo_smoke_prints_the_sink_table_with_all_three_variants_and_writes_plo
 def test_the_runs_train_concurrently_with_threads_from_the_core_count(tmp_path):
     result, _ = run_demo(tmp_path, DEMO_CORES="7")
     assert "Training softmax sigmoid_no_norm kv_bias concurrently, 2 thread(s) each, on 7 core(s)." in result.stdout
+    assert re.search(r"^fp32 matmul peak of this machine: \d+ GFLOP/s on 7 core\(s\)", result.stdout, re.MULTILINE)
     for name in ("softmax", "sigmoid_no_norm", "kv_bias"):
         assert f"[{name}] " in result.stdout  # each run's lines carry its name
 
