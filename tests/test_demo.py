@@ -23,9 +23,16 @@ def run_demo(tmp_path: Path, **extra: str) -> tuple[subprocess.CompletedProcess,
     return result, checkpoints
 
 
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One smoke demo for the tests that read its output (each takes minutes): 7 cores given, so the threads
+    per run come from the core count (7 // 3 = 2), not from the one-thread minimum."""
+    return run_demo(tmp_path_factory.mktemp("demo"), DEMO_CORES="7")
+
+
 @pytest.mark.slow
-def test_demo_smoke_prints_the_sink_table_with_all_three_variants_and_writes_plots(tmp_path):
-    result, checkpoints = run_demo(tmp_path)
+def test_demo_smoke_prints_the_sink_table_with_all_three_variants_and_writes_plots(demo_run):
+    result, checkpoints = demo_run
     table = result.stdout.split("=== Attention sink at the cpu scale")[1]
     assert "| run | variant | Sink_1 (%) | Sink* (%) | valid loss |" in table
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "_cpu" in line}
@@ -39,8 +46,8 @@ def test_demo_smoke_prints_the_sink_table_with_all_three_variants_and_writes_plo
 
 
 @pytest.mark.slow
-def test_the_runs_train_concurrently_with_threads_from_the_core_count(tmp_path):
-    result, _ = run_demo(tmp_path, DEMO_CORES="7")
+def test_the_runs_train_concurrently_with_threads_from_the_core_count(demo_run):
+    result, _ = demo_run
     assert "Training softmax sigmoid_no_norm kv_bias concurrently, 2 thread(s) each, on 7 core(s)." in result.stdout
     assert re.search(r"^fp32 matmul peak of this machine: \d+ GFLOP/s on 7 core\(s\)", result.stdout, re.MULTILINE)
     for name in ("softmax", "sigmoid_no_norm", "kv_bias"):
