@@ -4,7 +4,7 @@
 
 at the cpu scale (the tiny stand-in on the embedded corpus, built first if missing, untimed), into a
 temporary CHECKPOINT_ROOT. MAX_STEPS makes a run a smoke run (no torch.compile, one evaluation batch; see
-scripts/lib.sh), so it should end well under a minute after start-up. Each row splits one run by the
+scripts/lib.sh), so its training should end well under a minute after start-up. Each row splits one run by the
 lines it prints: start-up (the shell, the composed run YAML, up to the stand-in plan), the trainer up to
 its last step line (torch import, model, data, evaluation at step 0, the steps, the checkpoint), and the
 sink evaluation and report after it.

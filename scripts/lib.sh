@@ -30,8 +30,9 @@
 #   PROBE_FILE       probe set of the sink metric (default datasets/probe_valid.jsonl).
 #   CHECKPOINT_ROOT  parent of the run folders (default checkpoints).
 #   MAX_STEPS        a smoke run: every run stops after MAX_STEPS steps, without torch.compile and with one
-#                    evaluation batch (--compile false --eval_iters 1, which TRAIN_ARGS can override), so it
-#                    is done well under a minute after start-up at the cpu scale (bench/smoke.py times one).
+#                    evaluation batch (--compile false --eval_iters 1, which TRAIN_ARGS can override): at the
+#                    cpu scale its training ends ~25 s after start-up, its evaluation and report ~45 s later
+#                    (bench/smoke.py times one; bench/README.md).
 #   TRAIN_ARGS       extra flags for pretrain/tinyllama.py, e.g. "--eval_iters 2". The scripts themselves
 #                    take only the values they sweep; a flag given to a script is refused (exit 2).
 #   PEAK_FLOPS       FLOP/s of one device for MFU and the stand-in's time estimate (default: measured).
