@@ -5,7 +5,7 @@ One `CausalSelfAttention` layer (projections, RoPE, slots, gate included) at the
 the highest total of CPU bytes allocated during one forward + backward, tracked by the torch
 profiler (`profile_memory=True`) from the allocations it sees, so memory that existed before the
 step (weights, input) is excluded and every variant is measured the same way. Variants come from
-`lit_gpt.variants`, the single list of variants the test suite runs over.
+`lit_gpt.model.variants`, the single list of variants the test suite runs over.
 
     python bench/attention.py                                  # T = 256, 1024, 2048
     python bench/attention.py --lengths 2048 --variants softmax sigmoid --chunk_size 256
@@ -24,10 +24,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lit_gpt.attention import AttentionRuntime, CausalSelfAttention
-from lit_gpt.config import Config
-from lit_gpt.positions import rope_cos_sin
-from lit_gpt.variants import ATTENTION_VARIANTS
+from lit_gpt.model.attention import AttentionRuntime, CausalSelfAttention
+from lit_gpt.model.config import Config
+from lit_gpt.model.positions import rope_cos_sin
+from lit_gpt.model.variants import ATTENTION_VARIANTS
 
 BASELINE = "softmax"
 

@@ -18,7 +18,7 @@ Results go to `<out_dir>/gpu_check.json` and `<out_dir>/gpu_check.md`; the exit 
 fails (a goal that is missed is a finding, not a failure).
 
 What it needs: torch, Lightning and pytest -- not jsonargparse, litdata or wandb, which the GPU machine
-lacks. So it does not go through `lit_gpt.trainer` (whose data pipeline imports litdata): the model and
+lacks. So it does not go through `lit_gpt.training.trainer` (whose data pipeline imports litdata): the model and
 fused AdamW train under Lightning Fabric directly, on tokens drawn with `torch.randint` as a pure function
 of the step, and the resume check saves with the project's atomic checkpoint writer and reloads with
 `fabric.load`.
@@ -51,15 +51,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.checkpoint import save_atomic
-from lit_gpt.config import Config
-from lit_gpt.errors import UserError, run_cli
-from lit_gpt.files import human_size, output_folder, write_atomic, write_json
-from lit_gpt.flops import estimated_flops_per_step
-from lit_gpt.logging_utils import measure_matmul_flops, peak_memory
-from lit_gpt.model import GPT, Block
-from lit_gpt.optim import make_optimizer
-from lit_gpt.variants import ATTENTION_VARIANTS
+from lit_gpt.training.checkpoint import save_atomic
+from lit_gpt.model.config import Config
+from lit_gpt.core.errors import UserError, run_cli
+from lit_gpt.core.files import human_size, output_folder, write_atomic, write_json
+from lit_gpt.model.flops import estimated_flops_per_step
+from lit_gpt.training.loggers import measure_matmul_flops, peak_memory
+from lit_gpt.model.gpt import GPT, Block
+from lit_gpt.training.optim import make_optimizer
+from lit_gpt.model.variants import ATTENTION_VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = ("kernels", "throughput", "big_step", "resume")
@@ -130,7 +130,7 @@ def make_fabric(sizes: Sizes) -> L.Fabric:
 
 
 def build(fabric: L.Fabric, config: Config, compile_model: bool, checkpointing: bool = False):
-    """(model, fused AdamW) from seed 0, set up as the trainer sets them up (`lit_gpt.trainer.build_model`)."""
+    """(model, fused AdamW) from seed 0, set up as the trainer sets them up (`lit_gpt.training.trainer.build_model`)."""
     torch.manual_seed(0)
     with fabric.init_module():
         model = GPT(config)

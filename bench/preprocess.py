@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lit_gpt.data.embedded import stdlib_documents, stdlib_root
 from lit_gpt.data.prepare import prepare
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.data.tokenizer import train_bpe
 
 
 def main(vocab_sizes: tuple[int, ...] = (512, 8192)) -> None:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lit_gpt.logging_utils import measure_matmul_flops
+from lit_gpt.training.loggers import measure_matmul_flops
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = "scripts/run_default.sh"
@@ -33,7 +33,7 @@ STEP_LINE = "step "
 
 
 def build_data() -> None:
-    subprocess.run([sys.executable, "scripts/experiment.py", "data", "--scale", "cpu", "--build", "true"], cwd=REPO,
+    subprocess.run([sys.executable, "scripts/sweep.py", "data", "--scale", "cpu", "--build", "true"], cwd=REPO,
                    check=True)
 
 

@@ -2,9 +2,9 @@
 
 The CPU benchmark shape of docs/reference.md: LLaMA, 6 layers, n_embd 128, 4 heads, SwiGLU 340, vocab
 512, block 256, micro batch 32, fp32, AdamW (0.9, 0.95), lr 3e-3 -- one micro-batch per optimizer step.
-Each row times `lit_gpt.trainer.train_step` (forward, backward, clipping, AdamW) on random token
+Each row times `lit_gpt.training.trainer.train_step` (forward, backward, clipping, AdamW) on random token
 batches, median over `--steps` steps after `--warmup` steps. MFU is the model FLOPs of
-`lit_gpt.flops` (about 80 GFLOP per step for softmax) over the fp32 matmul peak measured here first.
+`lit_gpt.model.flops` (about 80 GFLOP per step for softmax) over the fp32 matmul peak measured here first.
 
     python bench/train.py                       # eager
     python bench/train.py --compile             # adds a torch.compile column
@@ -28,14 +28,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.config import Config
-from lit_gpt.flops import estimated_flops_per_step
-from lit_gpt.logging_utils import measure_matmul_flops
-from lit_gpt.model import GPT
-from lit_gpt.optim import make_optimizer
-from lit_gpt.train_args import TrainArgs
-from lit_gpt.trainer import RNGState, build_model, train_step
-from lit_gpt.variants import ATTENTION_VARIANTS
+from lit_gpt.model.config import Config
+from lit_gpt.model.flops import estimated_flops_per_step
+from lit_gpt.training.loggers import measure_matmul_flops
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.optim import make_optimizer
+from lit_gpt.training.train_args import TrainArgs
+from lit_gpt.training.trainer import RNGState, build_model, train_step
+from lit_gpt.model.variants import ATTENTION_VARIANTS
 
 VARIANTS = {
     "softmax": {},

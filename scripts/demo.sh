@@ -28,7 +28,7 @@ if ! [[ "$cores" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 
-"$PYTHON" scripts/experiment.py data --scale cpu --build true --probe_file "$PROBE_FILE" ${DATA_DIR:+--folder "$DATA_DIR"}
+"$PYTHON" scripts/sweep.py data --scale cpu --build true --probe_file "$PROBE_FILE" ${DATA_DIR:+--folder "$DATA_DIR"}
 
 names=(softmax sigmoid_no_norm kv_bias)
 configs=(configs/tinyllama_60m.yaml configs/attnsim/tinyllama_60m_sim_sigmoid_no_norm.yaml
@@ -38,7 +38,7 @@ threads=$(( cores / ${#names[@]} ))
 
 # The machine's fp32 matmul peak, measured before the runs start: the demo's time follows it (README.md).
 # Each run's MFU and time estimate are against its share of it.
-peak="$("$PYTHON" scripts/experiment.py peak)"
+peak="$("$PYTHON" scripts/sweep.py peak)"
 share="$(awk -v t="$threads" -v c="$cores" -v n="${#names[@]}" 'BEGIN { print t / (c > n * t ? c : n * t) }')"
 PEAK_FLOPS="$(awk -v p="$peak" -v s="$share" 'BEGIN { printf "%.4g", p * s }')"
 awk -v p="$peak" -v c="$cores" 'BEGIN { printf "fp32 matmul peak of this machine: %.0f GFLOP/s on %d core(s). The full demo took 17.9 min at 214 GFLOP/s and 23.5-26.0 min at 180-185 GFLOP/s (README.md); an ETA follows once the first steps are timed.\n", p / 1e9, c }'
@@ -50,7 +50,7 @@ progress="$CHECKPOINT_ROOT/demo_progress.log"
 mkdir -p "$CHECKPOINT_ROOT"
 : > "$progress"
 run_done="[demo] training done"
-"$PYTHON" scripts/experiment.py eta --log "$progress" --runs "${#names[@]}" --peak_flops "$peak" --share "$share" \
+"$PYTHON" scripts/sweep.py eta --log "$progress" --runs "${#names[@]}" --peak_flops "$peak" --share "$share" \
     --parent $$ --stop_line "$run_done" &
 eta_pid=$!
 pids=()

@@ -192,7 +192,7 @@ train_experiment() {
     run_dir="$CHECKPOINT_ROOT/$out_name"
     echo "=== $out_name: $config at scale $SCALE"
 
-    run_child "$PYTHON" scripts/experiment.py compose --yaml "$config" --scale "$SCALE" --out "$run_dir/run.yaml" \
+    run_child "$PYTHON" scripts/sweep.py compose --yaml "$config" --scale "$SCALE" --out "$run_dir/run.yaml" \
         --probe_file "$PROBE_FILE" ${DATA_DIR:+--data "$DATA_DIR"} ${PEAK_FLOPS:+--peak_flops "$PEAK_FLOPS"} \
         ${MAX_STEPS:+--max_step "$MAX_STEPS"}
 
@@ -214,7 +214,7 @@ evaluate_experiment() {
     local run_dir report_dir checkpoint
     run_dir="$CHECKPOINT_ROOT/$(run_name "$name")"
     report_dir="$CHECKPOINT_ROOT/$(run_name "$sweep")_report"
-    checkpoint="$("$PYTHON" scripts/experiment.py latest --run_dir "$run_dir")"
+    checkpoint="$("$PYTHON" scripts/sweep.py latest --run_dir "$run_dir")"
     run_child "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" \
         --json "$run_dir/sink_eval.json" --plots "$run_dir/plots"
 
@@ -227,6 +227,6 @@ evaluate_experiment() {
     run_child "$PYTHON" pretrain/report.py "${runs[@]}" \
         --probe "$PROBE_FILE" --out "$report_dir" --html "${report_flags[@]}"
     if [ "$FILL_DOCS" = 1 ] && [ -z "${MAX_STEPS:-}" ] && [ -n "${RESULTS_DOC:-}" ]; then
-        run_child "$PYTHON" scripts/experiment.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
+        run_child "$PYTHON" scripts/sweep.py fill --doc "$RESULTS_DOC" --key "$sweep $SCALE" --table "$report_dir/report.md"
     fi
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reproduction grid (docs/reproduction.md): the rows of the paper's ablation tables where it reports
 # large effects, and four sink designs of neighbouring work, on one schedule (the scale's base.yaml; the
-# grid itself is `lit_gpt/reproduction.py`). Each run is trained, evaluated with the sink costs
+# grid itself is `lit_gpt/reporting/reproduction.py`). Each run is trained, evaluated with the sink costs
 # (`sink-eval --costs true` into its sink_eval.json) and the tables are built from every finished run.
 #
 #   bash scripts/reproduce.sh                          # the cpu scale: 22 runs, ~3 h on an idle 2-core machine
@@ -41,7 +41,7 @@ threads=$(( cores / jobs ))
 [ "$threads" -ge 1 ] || threads=1
 
 if [ "$SCALE" != paper ]; then
-    run_child "$PYTHON" scripts/experiment.py data --scale "$SCALE" --build true --probe_file "$PROBE_FILE" \
+    run_child "$PYTHON" scripts/sweep.py data --scale "$SCALE" --build true --probe_file "$PROBE_FILE" \
         ${DATA_DIR:+--folder "$DATA_DIR"}
 fi
 
@@ -74,7 +74,7 @@ reproduce_run() {
     train_experiment "$run" reproduce "$config" --seed "$seed"
     note_time "$run_dir" "$started"
     trap - EXIT
-    checkpoint="$("$PYTHON" scripts/experiment.py latest --run_dir "$run_dir")"
+    checkpoint="$("$PYTHON" scripts/sweep.py latest --run_dir "$run_dir")"
     run_child "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" --costs true \
         --json "$run_dir/sink_eval.json" --plots "$run_dir/plots"
 }

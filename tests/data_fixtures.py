@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lit_gpt.data.prepare import prepare
-from lit_gpt.errors import UserError
+from lit_gpt.core.errors import UserError
 
 WORDS = "the cat sat on a mat while dogs ran past quickly and birds sang loud songs in trees at dawn".split()
 

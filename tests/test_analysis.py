@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.analysis import activation_extremes, evaluate_gpt, evaluate_probe, gpt_probe_forward, position_norms
-from lit_gpt.config import Config
-from lit_gpt.metrics import sink_rates
-from lit_gpt.model import GPT
+from lit_gpt.measurement.analysis import activation_extremes, evaluate_gpt, evaluate_probe, gpt_probe_forward, position_norms
+from lit_gpt.model.config import Config
+from lit_gpt.measurement.metrics import sink_rates
+from lit_gpt.model.gpt import GPT
 
 
 def micro(**overrides):

@@ -3,13 +3,13 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from lit_gpt.attention import AttentionProblem, AttentionRuntime, AttentionSpec, CausalSelfAttention, Eager, MaskSpec
-from lit_gpt.attention.backends import FUSED, auto_chunk_size
-from lit_gpt.attention.weights import elu_plus_one
-from lit_gpt.config import CHOICES, ConfigError
-from lit_gpt.model import GPT
-from lit_gpt.positions import rope_cos_sin
-from lit_gpt.variants import ATTENTION_VARIANTS, VARIANTS
+from lit_gpt.model.attention import AttentionProblem, AttentionRuntime, AttentionSpec, CausalSelfAttention, Eager, MaskSpec
+from lit_gpt.model.attention.backends import FUSED, auto_chunk_size
+from lit_gpt.model.attention.weights import elu_plus_one
+from lit_gpt.model.config import CHOICES, ConfigError
+from lit_gpt.model.gpt import GPT
+from lit_gpt.model.positions import rope_cos_sin
+from lit_gpt.model.variants import ATTENTION_VARIANTS, VARIANTS
 from variants import SOFTMAX_VARIANTS, flex_computes, is_softmax, micro, tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -392,7 +392,7 @@ def test_variant_list_covers_every_attention_choice():
 @pytest.mark.parametrize("head_size", [8, 96, 31 * 2])
 def test_the_sink_logit_channel_is_padded_to_a_head_size_fused_kernels_take(head_size):
     """D + 1 channels (97 at 60M) are padded with zeros to a multiple of 8; the result is unchanged."""
-    from lit_gpt.attention.backends import HEAD_MULTIPLE, SDPA, _slot_bias_channel
+    from lit_gpt.model.attention.backends import HEAD_MULTIPLE, SDPA, _slot_bias_channel
 
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, head_size, generator=generator) for _ in range(3))

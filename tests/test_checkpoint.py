@@ -4,12 +4,12 @@ import lightning as L
 import pytest
 import torch
 
-import lit_gpt.checkpoint as checkpoint
-from lit_gpt.checkpoint import (CheckpointError, checkpoint_path, find_latest, first_readable, list_checkpoints, load_model,
+import lit_gpt.training.checkpoint as checkpoint
+from lit_gpt.training.checkpoint import (CheckpointError, checkpoint_path, find_latest, first_readable, list_checkpoints, load_model,
                                 prune, read_checkpoint, save_atomic)
-from lit_gpt.config import GPT2_STRUCTURE, Config
-from lit_gpt.errors import UserError
-from lit_gpt.model import GPT
+from lit_gpt.model.config import GPT2_STRUCTURE, Config
+from lit_gpt.core.errors import UserError
+from lit_gpt.model.gpt import GPT
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_first_readable_skips_damaged_newest_checkpoints_and_says_so(fabric, tmp
 
 
 def test_a_full_disk_stops_the_save_in_one_line_and_keeps_the_earlier_checkpoint(fabric, small_disk):
-    from lit_gpt.checkpoint import CheckpointWriteError
+    from lit_gpt.training.checkpoint import CheckpointWriteError
 
     probe = small_disk("64m")
     save_atomic(fabric, checkpoint_path(probe, 1), _state(1))

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from lit_gpt.flags import ALIASES, add_aliases, command_name, did_you_mean, new_parser
-from lit_gpt.run_config import parse_args
+from lit_gpt.core.flags import ALIASES, add_aliases, command_name, did_you_mean, new_parser
+from lit_gpt.training.run_config import parse_args
 
 # Commands whose --help must answer without torch (the trainer, the evaluations, the exports).
 LIGHT_COMMANDS = ("train", "eval_sink", "report", "eval_hf", "generate", "streaming", "export_hf")

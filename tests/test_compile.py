@@ -6,9 +6,9 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.model import GPT
-from lit_gpt.variants import VARIANTS
+from lit_gpt.model.attention import AttentionRuntime
+from lit_gpt.model.gpt import GPT
+from lit_gpt.model.variants import VARIANTS
 from variants import micro, tokens
 
 # One of each path: fused SDPA (with and without key slots or masks) and the eager chunked kernel.
@@ -49,8 +49,8 @@ def test_compiled_and_eager_give_the_same_loss_and_gradients(name, runtime):
 
 @pytest.mark.slow
 def test_a_compiled_training_run_logs_the_losses_of_an_eager_one(tmp_path):
-    from lit_gpt.run_config import parse_args
-    from lit_gpt.trainer import setup
+    from lit_gpt.training.run_config import parse_args
+    from lit_gpt.training.trainer import setup
     from test_trainer import build_corpus, cli_args, metric_series
 
     corpus = build_corpus(tmp_path / "corpus")

@@ -1,9 +1,9 @@
 import pytest
 
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.config import CHOICES, GPT2_STRUCTURE, PRESETS, RUNTIME_KEYS, Config, ConfigError
-from lit_gpt.run_config import parse_args
-from lit_gpt.variants import VARIANTS
+from lit_gpt.model.attention import AttentionRuntime
+from lit_gpt.model.config import CHOICES, GPT2_STRUCTURE, PRESETS, RUNTIME_KEYS, Config, ConfigError
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.model.variants import VARIANTS
 from variants import micro
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from lit_gpt.config import Config
-from lit_gpt.experiments import fill_results, load_composed, missing_data, preprocess_command
-from lit_gpt.run_config import CONFIGS, chain, compose, load_run_yaml, scales
-from lit_gpt.train_args import ArgsError, TrainArgs
+from lit_gpt.model.config import Config
+from lit_gpt.reporting.sweeps import fill_results, load_composed, missing_data, preprocess_command
+from lit_gpt.training.run_config import CONFIGS, chain, compose, load_run_yaml, scales
+from lit_gpt.training.train_args import ArgsError, TrainArgs
 
 RUN_CONFIGS = sorted(path for path in CONFIGS.rglob("*.yaml") if path.parent.name not in ("data", "cpu"))
 
@@ -199,7 +199,7 @@ def test_every_sweep_doc_has_a_results_block_per_scale_for_its_scripts():
 
 def test_trainer_loads_a_layered_config_directly():
     """`pretrain/tinyllama.py --config configs/<family>/<x>.yaml` composes the bases (paper scale)."""
-    from lit_gpt.run_config import parse_args
+    from lit_gpt.training.run_config import parse_args
 
     args = parse_args(["--config", "configs/lr/tinyllama_60m_lr1e-3.yaml", "--logger", "none"], exit_on_error=False)
     assert args.learning_rate == 1e-3
@@ -207,7 +207,7 @@ def test_trainer_loads_a_layered_config_directly():
 
 
 def test_filling_a_doc_that_is_missing_or_not_text_is_one_clear_error(tmp_path):
-    from lit_gpt.files import OutputError
+    from lit_gpt.core.files import OutputError
 
     with pytest.raises(OutputError, match=r"--doc .*missing.md cannot be read as UTF-8 text"):
         fill_results(tmp_path / "missing.md", "lr cpu", "| a |")

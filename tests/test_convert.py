@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from lit_gpt.config import ConfigError
-from lit_gpt.convert.llama import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
-from lit_gpt.model import GPT
-from lit_gpt.positions import RopeScaling, rope_cos_sin
+from lit_gpt.model.config import ConfigError
+from lit_gpt.hf.families.llama import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.model.gpt import GPT
+from lit_gpt.model.positions import RopeScaling, rope_cos_sin
 from variants import micro, tokens
 
 transformers = pytest.importorskip("transformers")

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.checkpoint import list_checkpoints
+from lit_gpt.training.checkpoint import list_checkpoints
 from lit_gpt.cli.report import report
-from lit_gpt.config import Config
-from lit_gpt.errors import UserError
-from lit_gpt.logging_utils import (CSVMetrics, TensorBoardMetrics, WandbMetrics, dashboard_tags, layer_history,
+from lit_gpt.model.config import Config
+from lit_gpt.core.errors import UserError
+from lit_gpt.training.loggers import (CSVMetrics, TensorBoardMetrics, WandbMetrics, dashboard_tags, layer_history,
                                    layer_metric, log_images, log_summary, read_metrics)
-from lit_gpt.plots import layer_history_heatmap
-from lit_gpt.run_config import parse_args
-from lit_gpt.trainer import setup
+from lit_gpt.measurement.plots import layer_history_heatmap
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.trainer import setup
 from test_scripts import build_small_embedded, offline_wandb_env, run_script, script_env
 from test_trainer import build_corpus, cli_args
 
@@ -254,7 +254,7 @@ def checkpoint_run(tmp_path, corpus) -> Path:
     folder = tmp_path / "softmax"
     folder.mkdir()
     torch.manual_seed(0)
-    from lit_gpt.model import GPT
+    from lit_gpt.model.gpt import GPT
 
     model = GPT(Config.from_name("micro", vocab_size=101))
     torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": 4, "tokens_seen": 400,

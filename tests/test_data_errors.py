@@ -9,8 +9,8 @@ import pytest
 from data_fixtures import prepare_tiny, refused, write_packed
 from lit_gpt.data import build_train_loader, load_probe_windows
 from lit_gpt.data.prepare import prepare
-from lit_gpt.run_config import parse_args
-from lit_gpt.trainer import check_data_dirs
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.trainer import check_data_dirs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from lit_gpt.data import InputTransforms, build_train_loader, build_valid_loader
 from lit_gpt.data.documents import in_valid_split
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import open_stream
-from lit_gpt.tokenizer import load_tokenizer
+from lit_gpt.data.tokenizer import load_tokenizer
 
 from data_fixtures import prepare_tiny, write_packed
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from lit_gpt.cli import eval_sink, export_hf, report
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.data.tokenizer import train_bpe
 from test_eval_cli import synthetic_texts, train_checkpoint
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.config import Config
-from lit_gpt.errors import UserError, run_cli
-from lit_gpt.model import GPT
-from lit_gpt.run_config import parse_args
+from lit_gpt.model.config import Config
+from lit_gpt.core.errors import UserError, run_cli
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.run_config import parse_args
 from test_trainer import build_corpus, cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = sorted([*ROOT.glob("pretrain/*.py"), ROOT / "eval_sink_open_source.py", ROOT / "preprocess/prepare.py",
-                       ROOT / "scripts/experiment.py"])
+                       ROOT / "scripts/sweep.py"])
 
 
 def command_module(script: Path) -> Path:
@@ -145,7 +145,7 @@ def test_a_bug_keeps_its_traceback():
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_training_start_up_exits_cleanly(damaged, tmp_path, monkeypatch, capsys, signum):
-    import lit_gpt.trainer as trainer
+    import lit_gpt.training.trainer as trainer
 
     real_build_data = trainer.build_data
 

@@ -15,17 +15,17 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from jsonargparse import CLI  # noqa: E402
 
-from lit_gpt.checkpoint import load_model  # noqa: E402
+from lit_gpt.training.checkpoint import load_model  # noqa: E402
 from lit_gpt.cli.eval_sink import evaluate_checkpoint  # noqa: E402
 from lit_gpt.cli.generate import sample  # noqa: E402
 from lit_gpt.cli.report import parse as parse_report_args, report  # noqa: E402
 from lit_gpt.cli.streaming import compare_caches  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
+from lit_gpt.model.config import Config  # noqa: E402
 from lit_gpt.data.transforms import InputTransforms  # noqa: E402
-from lit_gpt.evaluation import (example_maps,  # noqa: E402
+from lit_gpt.measurement.evaluation import (example_maps,  # noqa: E402
                                 probe_loss_mask)
-from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.tokenizer import train_bpe  # noqa: E402
+from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then quickly slowly".split()
@@ -216,9 +216,9 @@ def test_report_cli_tabulates_runs(run, tmp_path):
 
 def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run, tmp_path):
     from lit_gpt.data import load_probe_windows
-    from lit_gpt.evaluation import evaluate_run
-    from lit_gpt.hf_io import export_hf
-    from lit_gpt.hf_probe import evaluate_hf, load_hf_causal_lm
+    from lit_gpt.measurement.evaluation import evaluate_run
+    from lit_gpt.hf.io import export_hf
+    from lit_gpt.hf.probe import evaluate_hf, load_hf_causal_lm
 
     folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
     assert (folder / "tokenizer.json").is_file()
@@ -252,7 +252,7 @@ def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, 
     (["--heads", "[]"], r"--heads \[\] must pick from 0..3"),
 ])
 def test_evaluation_settings_without_a_meaning_are_refused_before_any_output(run, tmp_path, extra, match):
-    from lit_gpt.evaluation import EvalError
+    from lit_gpt.measurement.evaluation import EvalError
 
     args = ["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--length", "32",
             "--json", str(tmp_path / "out.json"), "--plots", str(tmp_path / "plots"), *extra]
@@ -266,7 +266,7 @@ def test_evaluation_settings_without_a_meaning_are_refused_before_any_output(run
     (["--length", "-5"], "--length >= 2"),
 ])
 def test_streaming_settings_without_a_meaning_are_refused(run, extra, match):
-    from lit_gpt.streaming import StreamingError
+    from lit_gpt.measurement.streaming import StreamingError
 
     with pytest.raises(StreamingError, match=match):
         CLI(compare_caches, as_positional=False, args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]),
@@ -278,7 +278,7 @@ def test_streaming_settings_without_a_meaning_are_refused(run, extra, match):
 def test_a_moved_run_tokenizer_names_where_it_came_from(run, tmp_path):
     ckpt = train_checkpoint(tmp_path / "moved.pth", run["tokenizer"], synthetic_texts(20, seed=7), steps=1,
                             train_extra={"tokenizer": str(tmp_path / "gone" / "tokenizer.json")})
-    from lit_gpt.evaluation import EvalError
+    from lit_gpt.measurement.evaluation import EvalError
 
     with pytest.raises(EvalError, match=r"recorded in the checkpoint\) cannot be loaded .*pass --tokenizer PATH"):
         CLI(evaluate_checkpoint, as_positional=False, args=["--load_from", str(ckpt), "--probe", str(run["probe"])])

@@ -1,9 +1,9 @@
-"""lit_gpt/experiments.py's plans and ETAs: a stand-in run says what it trains instead of the paper's run and
+"""lit_gpt/reporting/sweeps.py's plans and ETAs: a stand-in run says what it trains instead of the paper's run and
 for how long before it starts; the demo's ETA comes from its runs' step lines; its follower never waits on
 a demo that has gone."""
 
-from lit_gpt.cli.experiment import main as experiment_main
-from lit_gpt.experiments import CPU_EFFICIENCY, demo_eta, follow, load_composed, stand_in_plan, step_rates, training_flops
+from lit_gpt.cli.sweep import main as experiment_main
+from lit_gpt.reporting.sweeps import CPU_EFFICIENCY, demo_eta, follow, load_composed, stand_in_plan, step_rates, training_flops
 
 from test_scripts import REPO
 

@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-import lit_gpt.files as files  # noqa: E402
-from lit_gpt.files import OutputError, output_folder, save_figure, write_atomic, write_json  # noqa: E402
+import lit_gpt.core.files as files  # noqa: E402
+from lit_gpt.core.files import OutputError, output_folder, save_figure, write_atomic, write_json  # noqa: E402
 
 
 def test_writes_create_folders_and_replace_whole_files(tmp_path):

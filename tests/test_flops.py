@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.config import GPT2_STRUCTURE, Config
-from lit_gpt.flops import estimated_flops_per_step, flops_per_token, num_parameters
-from lit_gpt.model import GPT
-from lit_gpt.variants import VARIANTS
+from lit_gpt.model.attention import AttentionRuntime
+from lit_gpt.model.config import GPT2_STRUCTURE, Config
+from lit_gpt.model.flops import estimated_flops_per_step, flops_per_token, num_parameters
+from lit_gpt.model.gpt import GPT
+from lit_gpt.model.variants import VARIANTS
 from variants import micro, tokens
 
 

@@ -1,4 +1,4 @@
-"""`--strategy fsdp` (FSDP2, `lit_gpt.fsdp`): sharded training on two CPU processes (gloo) computes what one
+"""`--strategy fsdp` (FSDP2, `lit_gpt.training.fsdp`): sharded training on two CPU processes (gloo) computes what one
 process computes, writes the same checkpoint, and resumes.
 
 The model has a tied embedding, a learned sink token and k*/v* slots of one row, which two processes
@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
-from lit_gpt.checkpoint import list_checkpoints, load_model
-from lit_gpt.fsdp import optimizer_state_by_name, optimizer_state_by_position
-from lit_gpt.run_config import parse_args
-from lit_gpt.train_args import ArgsError
-from lit_gpt.trainer import setup
+from lit_gpt.training.checkpoint import list_checkpoints, load_model
+from lit_gpt.training.fsdp import optimizer_state_by_name, optimizer_state_by_position
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.train_args import ArgsError
+from lit_gpt.training.trainer import setup
 from test_scripts import NODE_SETTINGS
 from test_trainer import ROOT, build_corpus, cli_args, metric_series, run_cli
 

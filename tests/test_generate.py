@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lit_gpt.config import Config
-from lit_gpt.generate import GenerationError, generate, insert_tokens, next_token, without_positions
-from lit_gpt.model import GPT
+from lit_gpt.model.config import Config
+from lit_gpt.model.generate import GenerationError, generate, insert_tokens, next_token, without_positions
+from lit_gpt.model.gpt import GPT
 
 VARIANTS = {
     "default": {},

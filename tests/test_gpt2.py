@@ -1,15 +1,15 @@
 """GPT-2 in our model: the same function as transformers' `GPT2LMHeadModel`, both ways
-(`lit_gpt.convert.gpt2` for the mapping, `lit_gpt.hf_io` for the folders)."""
+(`lit_gpt.hf.families.gpt2` for the mapping, `lit_gpt.hf.io` for the folders)."""
 
 import json
 
 import pytest
 import torch
 
-from lit_gpt.config import GPT2_STRUCTURE, Config, ConfigError
-from lit_gpt.convert.gpt2 import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
-from lit_gpt.hf_io import VOCAB_KEY, HFError, export_hf, import_hf
-from lit_gpt.model import GPT
+from lit_gpt.model.config import GPT2_STRUCTURE, Config, ConfigError
+from lit_gpt.hf.families.gpt2 import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from lit_gpt.hf.io import VOCAB_KEY, HFError, export_hf, import_hf
+from lit_gpt.model.gpt import GPT
 from variants import micro, tokens
 
 transformers = pytest.importorskip("transformers")

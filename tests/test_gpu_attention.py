@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from lit_gpt.attention import AttentionProblem, AttentionSpec, Eager, MaskSpec
-from lit_gpt.attention.backends import FUSED
+from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager, MaskSpec
+from lit_gpt.model.attention.backends import FUSED
 
 pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")]
 

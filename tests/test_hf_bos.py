@@ -9,10 +9,10 @@ from tokenizers import Tokenizer as HFTokenizer, processors
 from lit_gpt.cli.eval_hf import evaluate_hf_model
 from lit_gpt.cli.eval_sink import evaluate_checkpoint
 from lit_gpt.cli.generate import sample
-from lit_gpt.config import Config
-from lit_gpt.hf_io import HFError, export_hf
-from lit_gpt.model import GPT
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.model.config import Config
+from lit_gpt.hf.io import HFError, export_hf
+from lit_gpt.model.gpt import GPT
+from lit_gpt.data.tokenizer import train_bpe
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.errors import UserError
-from lit_gpt.files import DiskFullError
-from lit_gpt.hf_io import HFError, export_hf, import_hf, resolve_model_dir
-from lit_gpt.hf_probe import load_hf_causal_lm
-from lit_gpt.model import GPT
+from lit_gpt.model.config import Config, ConfigError
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import DiskFullError
+from lit_gpt.hf.io import HFError, export_hf, import_hf, resolve_model_dir
+from lit_gpt.hf.probe import load_hf_causal_lm
+from lit_gpt.model.gpt import GPT
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,7 +334,7 @@ def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
     from jsonargparse import CLI
 
     from lit_gpt.cli.export_hf import export
-    from lit_gpt.tokenizer import train_bpe
+    from lit_gpt.data.tokenizer import train_bpe
 
     config = Config.from_name("micro", vocab_size=300)
     model, ckpt = checkpoint(tmp_path, config)
@@ -350,8 +350,8 @@ def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
 
 
 def test_export_never_replaces_another_models_files(tmp_path):
-    from lit_gpt.files import OutputError
-    from lit_gpt.tokenizer import train_bpe
+    from lit_gpt.core.files import OutputError
+    from lit_gpt.data.tokenizer import train_bpe
 
     model = GPT(Config.from_name("micro"))
     data = tmp_path / "data"

@@ -4,13 +4,13 @@ import pytest
 import torch
 from tokenizers import Tokenizer as HFTokenizer, processors
 
-from lit_gpt.analysis import evaluate_gpt
+from lit_gpt.measurement.analysis import evaluate_gpt
 from lit_gpt.cli.eval_hf import evaluate_hf_model, main, model_specs, parse
-from lit_gpt.errors import UserError
-from lit_gpt.hf_compare import model_names
-from lit_gpt.hf_io import HFError, import_hf
-from lit_gpt.hf_probe import decoder_layers, evaluate_hf, load_hf_causal_lm
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.core.errors import UserError
+from lit_gpt.hf.compare import model_names
+from lit_gpt.hf.io import HFError, import_hf
+from lit_gpt.hf.probe import decoder_layers, evaluate_hf, load_hf_causal_lm
+from lit_gpt.data.tokenizer import train_bpe
 from test_hf_io import save_with_structure
 
 transformers = pytest.importorskip("transformers")

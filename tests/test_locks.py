@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from lit_gpt.locks import FolderBusyError, exclusive
+from lit_gpt.core.locks import FolderBusyError, exclusive
 
 HOLD = """
 import sys, time
-from lit_gpt.locks import exclusive
+from lit_gpt.core.locks import exclusive
 with exclusive(sys.argv[1], "folder", "wait"):
     print("held", flush=True)
     time.sleep(60)

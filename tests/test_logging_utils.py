@@ -2,7 +2,7 @@
 
 import pytest
 
-from lit_gpt.logging_utils import CSVMetrics, MetricsFileError, read_metrics
+from lit_gpt.training.loggers import CSVMetrics, MetricsFileError, read_metrics
 
 
 def test_rows_round_trip_and_resume_truncation(tmp_path):

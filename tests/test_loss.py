@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lit_gpt.trainer as trainer
-from lit_gpt.config import Config
-from lit_gpt.evaluation import probe_loss_mask
-from lit_gpt.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
-from lit_gpt.model import GPT
-from lit_gpt.run_config import parse_args
-from lit_gpt.train_args import ArgsError
+import lit_gpt.training.trainer as trainer
+from lit_gpt.model.config import Config
+from lit_gpt.measurement.evaluation import probe_loss_mask
+from lit_gpt.measurement.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.train_args import ArgsError
 
 
 def test_prefix_lm_always_ignores_its_first_p_minus_1_predictions():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lit_gpt.config import Config
-from lit_gpt.metrics import SinkAccumulator, alphas, layer_sink_rates, normalize_rows, sink_rates
-from lit_gpt.model import GPT
+from lit_gpt.model.config import Config
+from lit_gpt.measurement.metrics import SinkAccumulator, alphas, layer_sink_rates, normalize_rows, sink_rates
+from lit_gpt.model.gpt import GPT
 
 
 def first_token_map(batch=2, heads=3, length=16):

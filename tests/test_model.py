@@ -5,14 +5,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_gpt.attention import AttentionRuntime
-from lit_gpt.attention.layer import KV_BIAS_STD, KeySlots
-from lit_gpt.config import GPT2_STRUCTURE, ConfigError
-from lit_gpt.mlp import MLP
-from lit_gpt.model import GPT
-from lit_gpt.positions import (ALiBi, RelativeBias, RopeScaling, alibi_slopes, apply_rope, relative_bucket,
+from lit_gpt.model.attention import AttentionRuntime
+from lit_gpt.model.attention.layer import KV_BIAS_STD, KeySlots
+from lit_gpt.model.config import GPT2_STRUCTURE, ConfigError
+from lit_gpt.model.mlp import MLP
+from lit_gpt.model.gpt import GPT
+from lit_gpt.model.positions import (ALiBi, RelativeBias, RopeScaling, alibi_slopes, apply_rope, relative_bucket,
                                rope_cos_sin, sinusoidal)
-from lit_gpt.variants import VARIANTS
+from lit_gpt.model.variants import VARIANTS
 from variants import micro, tokens
 
 ALL = pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())

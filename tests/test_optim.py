@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from lit_gpt.config import GPT2_STRUCTURE, Config
-from lit_gpt.model import GPT
-from lit_gpt.optim import learning_rate_at, make_optimizer, param_groups
+from lit_gpt.model.config import GPT2_STRUCTURE, Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.optim import learning_rate_at, make_optimizer, param_groups
 
 
 def test_schedule_warms_up_linearly_then_follows_cosine_to_min_lr():

@@ -12,7 +12,7 @@ import lit_gpt.data.prepare
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.probe import select_probe_texts
-from lit_gpt.tokenizer import TokenizerError
+from lit_gpt.data.tokenizer import TokenizerError
 
 from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl, write_packed
 

@@ -20,8 +20,8 @@ from tokenizers import models, pre_tokenizers
 import lit_gpt.data.prepare
 from lit_gpt.data import shards
 from lit_gpt.data.process_group import run_in_own_group
-from lit_gpt.errors import Interrupted
-from lit_gpt.files import DiskFullError, OutputError
+from lit_gpt.core.errors import Interrupted
+from lit_gpt.core.files import DiskFullError, OutputError
 
 from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl
 

@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from lit_gpt.analysis import embedding_activation_ratio, peak_activation_ratio
-from lit_gpt.config import Config
-from lit_gpt.evaluation import EvalError
-from lit_gpt.model import GPT
-from lit_gpt.report import (cached_evaluation, massive_activation_tables, report_markdown,
+from lit_gpt.measurement.analysis import embedding_activation_ratio, peak_activation_ratio
+from lit_gpt.model.config import Config
+from lit_gpt.measurement.evaluation import EvalError
+from lit_gpt.model.gpt import GPT
+from lit_gpt.reporting.table import (cached_evaluation, massive_activation_tables, report_markdown,
                             report_row, run_checkpoint, to_markdown, valid_loss, write_csv)
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.data.tokenizer import train_bpe
 
 TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
 

@@ -13,11 +13,11 @@ import torch
 
 from lit_gpt.cli.eval_sink import evaluate_checkpoint
 from lit_gpt.cli.report import parse as parse_report_args, report
-from lit_gpt.config import Config
-from lit_gpt.errors import UserError
-from lit_gpt.model import GPT
-from lit_gpt.report_html import read_evaluation, report_html
-from lit_gpt.tokenizer import train_bpe
+from lit_gpt.model.config import Config
+from lit_gpt.core.errors import UserError
+from lit_gpt.model.gpt import GPT
+from lit_gpt.reporting.html import read_evaluation, report_html
+from lit_gpt.data.tokenizer import train_bpe
 
 TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
 ODD_NAME = "<script>&'x'"

@@ -1,4 +1,4 @@
-"""The reproduction grid's bookkeeping (`lit_gpt.reproduction`, `sink-reproduce`): which runs are finished,
+"""The reproduction grid's bookkeeping (`lit_gpt.reporting.reproduction`, `sink-reproduce`): which runs are finished,
 and the tables of docs/reproduction.md built from the runs' evaluations."""
 
 import json
@@ -10,8 +10,8 @@ import yaml
 from test_scripts import REPO, SCRIPTS, build_small_embedded, script_env
 
 from lit_gpt.cli.reproduce import main
-from lit_gpt.experiments import results_block
-from lit_gpt.reproduction import EFFECTS, GRID, NOT_RUN, load_results, plan, render
+from lit_gpt.reporting.sweeps import results_block
+from lit_gpt.reporting.reproduction import EFFECTS, GRID, NOT_RUN, load_results, plan, render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lit_gpt.run_config import parse_args
-from lit_gpt.train_args import ArgsError
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.train_args import ArgsError
 
 
 @pytest.mark.parametrize("line, key, expected", [
@@ -54,11 +54,11 @@ def test_run_arguments_do_not_depend_on_how_they_are_read():
     import ast
     from pathlib import Path
 
-    import lit_gpt.train_args
+    import lit_gpt.training.train_args
 
-    tree = ast.parse(Path(lit_gpt.train_args.__file__).read_text())
+    tree = ast.parse(Path(lit_gpt.training.train_args.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not imported & {"lit_gpt.run_config", "lit_gpt.experiments"}
+    assert not imported & {"lit_gpt.training.run_config", "lit_gpt.reporting.sweeps"}
 
 
 @pytest.mark.parametrize("line, message", [

@@ -154,7 +154,7 @@ def test_a_finished_sweep_writes_into_its_tracked_doc_only_when_asked(tmp_path):
     def fills(**settings: str) -> bool:
         result = source_lib(evaluate, NUMBER_OF_GPUS="1", CHECKPOINT_ROOT=str(tmp_path), **settings)
         assert result.returncode == 0, result.stderr
-        return "scripts/experiment.py fill --doc scripts/defaults.md" in result.stdout
+        return "scripts/sweep.py fill --doc scripts/defaults.md" in result.stdout
 
     assert not fills()
     assert fills(FILL_DOCS="1")

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from lit_gpt.analysis import gpt_probe_forward
-from lit_gpt.config import Config
-from lit_gpt.model import GPT
-from lit_gpt.sink_costs import (block_output_statistics, kurtosis, quantize_activation, quantize_weight, sink_costs,
+from lit_gpt.measurement.analysis import gpt_probe_forward
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.measurement.sink_costs import (block_output_statistics, kurtosis, quantize_activation, quantize_weight, sink_costs,
                                 streaming_costs, w8a8, w8a8_perplexity)
 
 

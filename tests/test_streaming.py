@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.config import Config
-from lit_gpt.model import GPT
-from lit_gpt.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.measurement.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
 
 
 def micro(**overrides):

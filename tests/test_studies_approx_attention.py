@@ -16,15 +16,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.model.config import Config  # noqa: E402
+from lit_gpt.model.gpt import GPT  # noqa: E402
 from lit_gpt.studies.retrieval.search import (ExactTopK, Favor, KMeansBuckets, dense_cost,  # noqa: E402
                                               favor_scores, kmeans, mass_captured, nearest, orthogonal_gaussian,
                                               positive_features, recall_at_k)
 from lit_gpt.studies.retrieval.study import (LayerRecord, StudyError, StudySettings,  # noqa: E402
                                              key_selection, record_problems, restricted_loss, retrieval,
                                              sequence_loss)
-from lit_gpt.tokenizer import train_bpe  # noqa: E402
+from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
 from script_modules import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

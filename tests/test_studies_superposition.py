@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.model import GPT
+from lit_gpt.model.gpt import GPT
 from lit_gpt.studies.superposition import (EVAL_SEED, Study, StudyError, ablation_matrix, analyse,
                                            effective_tasks_per_head, gate_by_task, head_ablated, heads_per_task,
                                            last_logits, latin_rows, recorded_gates, served, summarise, task_losses,

@@ -5,8 +5,8 @@ import sentencepiece
 import tokenizers
 from tokenizers import processors
 
-import lit_gpt.tokenizer
-from lit_gpt.tokenizer import Tokenizer, TokenizerError, load_tokenizer, train_bpe
+import lit_gpt.data.tokenizer
+from lit_gpt.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer, train_bpe
 
 from data_fixtures import refused, sentences
 
@@ -94,7 +94,7 @@ def test_the_tokens_a_post_processor_puts_first_are_found(tmp_path):
 
 def test_unreachable_hub_id_fails_fast_naming_alternatives(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(lit_gpt.tokenizer, "hub_reachable", lambda: False)
+    monkeypatch.setattr(lit_gpt.data.tokenizer, "hub_reachable", lambda: False)
     start = time.perf_counter()
     with pytest.raises(TokenizerError, match="unreachable.*local tokenizer"):
         load_tokenizer("EleutherAI/gpt-neox-20b", cache_dir=tmp_path)

@@ -18,14 +18,14 @@ import tokenizers
 import torch
 from tokenizers import models, pre_tokenizers
 
-from lit_gpt.checkpoint import find_latest, list_checkpoints, load_model
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.model import GPT
+from lit_gpt.training.checkpoint import find_latest, list_checkpoints, load_model
+from lit_gpt.model.config import Config, ConfigError
+from lit_gpt.model.gpt import GPT
 from lit_gpt.data import DataError
-from lit_gpt.logging_utils import read_metrics
-from lit_gpt.run_config import parse_args
-from lit_gpt.train_args import ArgsError
-from lit_gpt.trainer import setup
+from lit_gpt.training.loggers import read_metrics
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.train_args import ArgsError
+from lit_gpt.training.trainer import setup
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pretrain" / "tinyllama.py"
@@ -190,7 +190,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
 
 
 def test_sigterm_saves_a_checkpoint_and_stops_cleanly(corpus, tmp_path, monkeypatch, capsys):
-    import lit_gpt.trainer as trainer
+    import lit_gpt.training.trainer as trainer
 
     real_step = trainer.train_step
 
@@ -210,7 +210,7 @@ def test_sigterm_saves_a_checkpoint_and_stops_cleanly(corpus, tmp_path, monkeypa
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    import lit_gpt.trainer as trainer
+    import lit_gpt.training.trainer as trainer
 
     calls = {"n": 0}
     real_loss = trainer.lm_loss
@@ -356,7 +356,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_says_so(corpus, tmp_path, 
 
 
 def test_resume_refuses_when_no_checkpoint_is_readable_instead_of_starting_over(corpus, tmp_path):
-    from lit_gpt.checkpoint import CheckpointError
+    from lit_gpt.training.checkpoint import CheckpointError
 
     out = tmp_path / "run"
     out.mkdir()
@@ -398,7 +398,7 @@ def test_a_fresh_start_never_overwrites_an_earlier_runs_checkpoints(corpus, tmp_
 
 
 def test_a_file_where_the_run_folder_goes_is_refused(corpus, tmp_path):
-    from lit_gpt.files import OutputError
+    from lit_gpt.core.files import OutputError
 
     (tmp_path / "run").write_text("notes")
     with pytest.raises(OutputError, match="is a file, not a run folder"):
@@ -419,7 +419,7 @@ def test_a_run_resumes_with_another_attention_backend(corpus, tmp_path, capsys):
 
 
 def test_resume_refuses_another_models_checkpoint_or_a_foreign_file_before_loading(corpus, tmp_path):
-    from lit_gpt.checkpoint import CheckpointError
+    from lit_gpt.training.checkpoint import CheckpointError
 
     common = ("--max_step", "2", "--save_step_interval", "2", "--eval_sink", "false", "--eval_iters", "1")
     setup(parse_args(cli_args(corpus, tmp_path, *common)))
@@ -508,7 +508,7 @@ def test_a_full_disk_at_a_save_stops_the_run_in_one_line_with_the_last_checkpoin
     setup(parse_args(cli_args(corpus, probe_root, "--max_step", "1", "--eval_sink", "false")))
     size = find_latest(probe_root / "run").stat().st_size
     disk = small_disk(str(int(size * 1.6)))
-    from lit_gpt.checkpoint import CheckpointWriteError
+    from lit_gpt.training.checkpoint import CheckpointWriteError
 
     with pytest.raises(CheckpointWriteError, match=rf"no space left to save checkpoint {disk}/run/iter-000002-ckpt.pth: "
                                                    r"it needs about [\d.]+ kB and [\d.]+ kB are free on that disk"):

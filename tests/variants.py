@@ -1,4 +1,4 @@
-"""Test helpers over the study's variants (`lit_gpt.variants`) at the `micro` preset."""
+"""Test helpers over the study's variants (`lit_gpt.model.variants`) at the `micro` preset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from lit_gpt.config import Config
-from lit_gpt.variants import VARIANTS
+from lit_gpt.model.config import Config
+from lit_gpt.model.variants import VARIANTS
 
 
 def micro(**overrides: Any) -> Config:

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from jsonargparse import ArgumentParser, set_parsing_settings
 
-from lit_gpt.errors import run_cli
+from lit_gpt.core.errors import run_cli
 from lit_gpt.studies.retrieval.report import write_results
 from lit_gpt.studies.retrieval.study import DEMO_RUNS, StudySettings, run_study
 

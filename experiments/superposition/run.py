@@ -12,7 +12,7 @@ from typing import Optional
 
 from jsonargparse import ArgumentParser, set_parsing_settings
 
-from lit_gpt.errors import run_cli
+from lit_gpt.core.errors import run_cli
 from lit_gpt.studies.superposition import Study, run_study
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

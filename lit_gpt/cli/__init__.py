@@ -10,7 +10,8 @@
 | `sink-eval-hf` | `eval_hf` | `python eval_sink_open_source.py` |
 | `sink-export-hf` | `export_hf` | `python pretrain/export_hf.py` |
 | `sink-prepare` | `prepare` | `bash preprocess/run_preprocess.sh` |
-| `sink-experiment` | `experiment` | `python scripts/experiment.py` (used by the sweep scripts) |
+| `sink-sweep` (also `sink-experiment`) | `sweep` | `python scripts/sweep.py` (used by the sweep scripts) |
+| `sink-reproduce` | `reproduce` | `bash scripts/reproduce.sh` runs it with training |
 
-Each `main(argv=None)` runs through `lit_gpt.errors.run_cli`, so bad input is one `error:` line.
+Each `main(argv=None)` runs through `lit_gpt.core.errors.run_cli`, so bad input is one `error:` line.
 """

@@ -7,12 +7,12 @@
 The metrics are those of our own checkpoints (pretrain/eval_sink_pretrain.py). Any model transformers
 loads as `AutoModelForCausalLM` and that returns attention maps with eager attention is evaluated:
 sink rates, probe loss, hidden-state norms and massive activations. Key and value norms need a known
-projection layout (`lit_gpt.hf_kv`): separate k_proj / v_proj (LLaMA, Mistral, Qwen, Gemma, OPT, Phi,
+projection layout (`lit_gpt.hf.kv`): separate k_proj / v_proj (LLaMA, Mistral, Qwen, Gemma, OPT, Phi,
 GPT-J, GPT-Neo, ...), GPT-2, Phi-3, GPT-NeoX and Bloom; for another architecture the report says in
 one line why they are missing.
 
 `--add_bos auto` starts every probe window with BOS when the model's tokenizer adds one when it encodes
-(`lit_gpt.hf_bos`; a folder `sink-export-hf` wrote says so for a run trained with a BOS), since the sink
+(`lit_gpt.hf.bos`; a folder `sink-export-hf` wrote says so for a run trained with a BOS), since the sink
 of a model trained with a BOS sits on it; `true` / `false` decide instead. The BOS is written over the
 window's first token, as `sink-eval` and our training do, so an exported run gives the numbers its
 checkpoint gives (docs/reference.md, "Probe set").
@@ -25,9 +25,9 @@ comparison.png (Sink_1 per model) in --plots.
 from pathlib import Path
 from typing import Callable, Literal, Optional, Union
 
-from lit_gpt.errors import run_cli
-from lit_gpt.flags import add_aliases, add_config, new_parser, parse as parse_flags
-from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
+from lit_gpt.core.errors import run_cli
+from lit_gpt.core.flags import add_aliases, add_config, new_parser, parse as parse_flags
+from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
 
 # torch, transformers and the evaluation are imported by the functions that use them, so `--help` and a refused
 # flag answer at once.
@@ -36,8 +36,8 @@ from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK
 def model_specs(model: Union[str, list[str], None], models: Optional[Path]) -> list[str]:
     """The models to evaluate: each --model, then each line of the --models file (blank lines and lines
     starting with # skipped)."""
-    from lit_gpt.evaluation import EvalError
-    from lit_gpt.files import read_text
+    from lit_gpt.measurement.evaluation import EvalError
+    from lit_gpt.core.files import read_text
 
     specs = [model] if isinstance(model, str) else list(model or [])
     if models is not None:
@@ -54,9 +54,9 @@ def evaluate_model(spec: str, folder: Path, probe: Path, tokenizer: Optional[str
                    batch_size: int) -> tuple[dict, Callable[[], list]]:
     """One model's sink report, and a function giving its example attention maps (tensors) for the heatmaps."""
     from lit_gpt.data.probe import load_probe_windows
-    from lit_gpt.hf_bos import probe_bos
-    from lit_gpt.hf_probe import evaluate_hf, hf_example_maps, load_hf_causal_lm
-    from lit_gpt.tokenizer import load_tokenizer
+    from lit_gpt.hf.bos import probe_bos
+    from lit_gpt.hf.probe import evaluate_hf, hf_example_maps, load_hf_causal_lm
+    from lit_gpt.data.tokenizer import load_tokenizer
 
     hf_model = load_hf_causal_lm(folder)
     vocab_size = hf_model.config.vocab_size
@@ -106,9 +106,9 @@ def evaluate_hf_model(
         length: Tokens per probe window, the BOS included when one is added.
         batch_size: Probe sequences per forward pass.
     """
-    from lit_gpt.evaluation import check_report_options, publish
-    from lit_gpt.hf_compare import comparison_row, model_names
-    from lit_gpt.hf_io import resolve_model_dir
+    from lit_gpt.measurement.evaluation import check_report_options, publish
+    from lit_gpt.hf.compare import comparison_row, model_names
+    from lit_gpt.hf.io import resolve_model_dir
 
     check_report_options(eps, positions, n_sequences, length, batch_size)
     specs = model_specs(model, models)
@@ -133,7 +133,7 @@ def evaluate_hf_model(
 
 def publish_comparison(rows: list[dict], json: Optional[Path], plots: Optional[Path]) -> None:
     """Print the comparison table; write it into --json's folder and into --plots, the chart into --plots."""
-    from lit_gpt.hf_compare import comparison_markdown, write_comparison
+    from lit_gpt.hf.compare import comparison_markdown, write_comparison
 
     print(comparison_markdown(rows))
     folders = dict.fromkeys(folder for folder in (None if json is None else json.parent, plots) if folder is not None)

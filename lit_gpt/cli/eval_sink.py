@@ -8,9 +8,9 @@
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.errors import run_cli
-from lit_gpt.flags import run_function
-from lit_gpt.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
+from lit_gpt.core.errors import run_cli
+from lit_gpt.core.flags import run_function
+from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
 
 
 def evaluate_checkpoint(
@@ -44,17 +44,17 @@ def evaluate_checkpoint(
         n_sequences: Number of probe sequences.
         length: Tokens per probe sequence.
         batch_size: Probe sequences per forward pass.
-        costs: Also measure what the sink costs (`lit_gpt.sink_costs`): kurtosis and max |activation| of the
+        costs: Also measure what the sink costs (`lit_gpt.measurement.sink_costs`): kurtosis and max |activation| of the
             block outputs, probe perplexity under W8A8 relative to fp32, and StreamingLLM perplexity of the
             probe texts at half the training length keeping 0 or 4 first tokens.
     """
-    from lit_gpt.checkpoint import load_model
+    from lit_gpt.training.checkpoint import load_model
     from lit_gpt.data.documents import iter_texts
     from lit_gpt.data.probe import load_probe_windows
-    from lit_gpt.evaluation import check_report_options, evaluate_run, example_maps, publish, tokenizer_for, train_args
-    from lit_gpt.report import run_checkpoint
-    from lit_gpt.sink_costs import checkpoint_costs, format_costs, streaming_length
-    from lit_gpt.streaming import long_text
+    from lit_gpt.measurement.evaluation import check_report_options, evaluate_run, example_maps, publish, tokenizer_for, train_args
+    from lit_gpt.reporting.table import run_checkpoint
+    from lit_gpt.measurement.sink_costs import checkpoint_costs, format_costs, streaming_length
+    from lit_gpt.measurement.streaming import long_text
 
     check_report_options(eps, positions, n_sequences, length, batch_size)
     load_from = run_checkpoint(load_from)

@@ -18,8 +18,8 @@ and `sink-eval` / `sink-generate` give the model the same inputs (docs/reference
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.errors import run_cli
-from lit_gpt.flags import run_function
+from lit_gpt.core.errors import run_cli
+from lit_gpt.core.flags import run_function
 
 
 def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> Path:
@@ -31,7 +31,7 @@ def export(load_from: Path, out_dir: Path, tokenizer: Optional[str] = None) -> P
         tokenizer: Tokenizer file or folder to export alongside (e.g. the run's data folder), made to add the
             run's BOS when it encodes.
     """
-    from lit_gpt.hf_io import export_hf
+    from lit_gpt.hf.io import export_hf
 
     folder = export_hf(load_from, out_dir, tokenizer)
     print(f"wrote {folder}")

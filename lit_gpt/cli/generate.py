@@ -7,8 +7,8 @@
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.errors import run_cli
-from lit_gpt.flags import run_function
+from lit_gpt.core.errors import run_cli
+from lit_gpt.core.flags import run_function
 
 SEED_MAX = 2**64 - 1
 
@@ -46,11 +46,11 @@ def sample(
     """
     import torch
 
-    from lit_gpt.attention import AttentionRuntime
-    from lit_gpt.checkpoint import load_model
+    from lit_gpt.model.attention import AttentionRuntime
+    from lit_gpt.training.checkpoint import load_model
     from lit_gpt.data.transforms import InputTransforms
-    from lit_gpt.evaluation import tokenizer_for, train_args
-    from lit_gpt.generate import GenerationError, check_sampling, generate, without_positions
+    from lit_gpt.measurement.evaluation import tokenizer_for, train_args
+    from lit_gpt.model.generate import GenerationError, check_sampling, generate, without_positions
 
     check_sampling(max_new_tokens, temperature, top_k)
     if num_samples < 1:

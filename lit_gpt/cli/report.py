@@ -10,18 +10,18 @@ each run's massive activations per layer.
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.errors import UserError, run_cli
-from lit_gpt.flags import add_aliases, add_config, new_parser, parse as parse_flags
+from lit_gpt.core.errors import UserError, run_cli
+from lit_gpt.core.flags import add_aliases, add_config, new_parser, parse as parse_flags
 
 
 def report(runs: list[str], probe: Path = Path("datasets/probe_valid.jsonl"), out: Optional[Path] = None,
          eps: float = 0.3, tokenizer: Optional[str] = None, html: bool = False,
          wandb: bool = False) -> str:
-    from lit_gpt.evaluation import check_eps
-    from lit_gpt.files import write_atomic
-    from lit_gpt.logging_utils import log_report
-    from lit_gpt.report import COLUMNS, bar_chart, report_markdown, report_rows, write_csv
-    from lit_gpt.report_html import write_html
+    from lit_gpt.measurement.evaluation import check_eps
+    from lit_gpt.core.files import write_atomic
+    from lit_gpt.training.loggers import log_report
+    from lit_gpt.reporting.table import COLUMNS, bar_chart, report_markdown, report_rows, write_csv
+    from lit_gpt.reporting.html import write_html
 
     check_eps(eps)
     if html and out is None:

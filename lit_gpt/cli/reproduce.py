@@ -1,5 +1,5 @@
 """The reproduction grid of scripts/reproduce.sh: which runs it trains and which are finished, and the
-tables of docs/reproduction.md built from their evaluations (see `lit_gpt.reproduction`).
+tables of docs/reproduction.md built from their evaluations (see `lit_gpt.reporting.reproduction`).
 
     sink-reproduce plan --checkpoint_root checkpoints --scale cpu
     sink-reproduce doc --checkpoint_root checkpoints --scale cpu --out checkpoints/reproduction_cpu.md \
@@ -11,10 +11,10 @@ from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.errors import run_cli
-from lit_gpt.experiments import fill_results
-from lit_gpt.files import write_atomic
-from lit_gpt.reproduction import load_results, plan as grid_plan, render
+from lit_gpt.core.errors import run_cli
+from lit_gpt.reporting.sweeps import fill_results
+from lit_gpt.core.files import write_atomic
+from lit_gpt.reporting.reproduction import load_results, plan as grid_plan, render
 
 
 def plan(checkpoint_root: Path = Path("checkpoints"), scale: str = "cpu", rows: Optional[list[str]] = None,

@@ -8,8 +8,8 @@ with and without keeping the first n tokens (attention-sink cache), against full
 from pathlib import Path
 from typing import Optional, Union
 
-from lit_gpt.errors import run_cli
-from lit_gpt.flags import run_function
+from lit_gpt.core.errors import run_cli
+from lit_gpt.core.flags import run_function
 
 
 def compare_caches(
@@ -35,13 +35,13 @@ def compare_caches(
         attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
             that changes speed, never what is computed.
     """
-    from lit_gpt.attention import AttentionRuntime
-    from lit_gpt.checkpoint import load_model
+    from lit_gpt.model.attention import AttentionRuntime
+    from lit_gpt.training.checkpoint import load_model
     from lit_gpt.data.documents import iter_texts
     from lit_gpt.data.vocab import check_token_ids
-    from lit_gpt.evaluation import tokenizer_for, train_args
-    from lit_gpt.files import write_json
-    from lit_gpt.streaming import StreamingError, long_text, streaming_perplexities
+    from lit_gpt.measurement.evaluation import tokenizer_for, train_args
+    from lit_gpt.core.files import write_json
+    from lit_gpt.measurement.streaming import StreamingError, long_text, streaming_perplexities
 
     runtime = AttentionRuntime(attn_backend)
     results = []

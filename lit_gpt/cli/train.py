@@ -9,8 +9,8 @@ See pretrain/README.md; `--help` lists every option.
 
 from typing import Optional
 
-from lit_gpt.errors import run_cli
-from lit_gpt.run_config import parse_args
+from lit_gpt.core.errors import run_cli
+from lit_gpt.training.run_config import parse_args
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -20,6 +20,6 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 def _train(args) -> None:
-    from lit_gpt.trainer import setup
+    from lit_gpt.training.trainer import setup
 
     setup(args)

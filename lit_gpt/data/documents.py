@@ -13,7 +13,7 @@ from typing import BinaryIO, Collection, Iterator, Optional
 import zstandard
 
 from lit_gpt.data.errors import DataError
-from lit_gpt.errors import one_line
+from lit_gpt.core.errors import one_line
 
 SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
 # Compressed bytes read at a time: small enough that a highly compressible chunk stays small in memory.

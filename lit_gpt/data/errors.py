@@ -5,7 +5,7 @@ from a bug. Every `DataError` message is one line naming the file and what to do
 CLI prints exactly that line and exits non-zero.
 """
 
-from lit_gpt.errors import UserError
+from lit_gpt.core.errors import UserError
 
 
 class DataError(UserError, ValueError):

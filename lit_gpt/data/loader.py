@@ -9,7 +9,7 @@ would have produced next, without replaying the skipped ones.
 Windows are `block_size + 1` consecutive tokens (inputs are `[:-1]`, targets `[1:]`), non-overlapping, in
 the stream of documents packed back to back with EOS. The run's input experiments
 (`lit_gpt.data.transforms.InputTransforms`: random token ids over a span, a fixed id at one position)
-act on every window; the loss rule for the targets is `lit_gpt.loss`.
+act on every window; the loss rule for the targets is `lit_gpt.measurement.loss`.
 """
 
 from pathlib import Path

@@ -39,10 +39,10 @@ from lit_gpt.data.errors import DataError
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
 from lit_gpt.data.process_group import run_in_own_group
 from lit_gpt.data.vocab import META
-from lit_gpt.files import (DiskFullError, check_writable, disk_full_error, ensure_space, is_disk_full, output_folder,
+from lit_gpt.core.files import (DiskFullError, check_writable, disk_full_error, ensure_space, is_disk_full, output_folder,
                            remove_stale_temporaries, stale_temporaries, temporary_folder, write_atomic)
-from lit_gpt.hub import hub_reachable
-from lit_gpt.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
+from lit_gpt.data.hub import hub_reachable
+from lit_gpt.data.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
 
 HUB_DATASET = "sail/regmix-data-sample"
 HUB_TOKENIZER = "EleutherAI/gpt-neox-20b"

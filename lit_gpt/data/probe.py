@@ -18,8 +18,8 @@ from lit_gpt.data.errors import DataError
 from lit_gpt.data.documents import iter_texts
 from lit_gpt.data.transforms import set_fixed_token
 from lit_gpt.data.vocab import check_token_ids
-from lit_gpt.files import write_atomic
-from lit_gpt.tokenizer import Tokenizer, load_tokenizer
+from lit_gpt.core.files import write_atomic
+from lit_gpt.data.tokenizer import Tokenizer, load_tokenizer
 
 PROBE_TOKENS = 64
 PROBE_COUNT = 100

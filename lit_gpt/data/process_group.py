@@ -22,7 +22,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from lit_gpt.errors import UserError, one_line
+from lit_gpt.core.errors import UserError, one_line
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -28,9 +28,9 @@ from litdata import TokensLoader, optimize
 from lit_gpt.data.documents import iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import INDEX
-from lit_gpt.errors import UserError
-from lit_gpt.files import write_atomic
-from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import write_atomic
+from lit_gpt.data.tokenizer import Tokenizer
 
 DOCS_PER_BATCH = 256
 CHUNK_BYTES = "64MB"

@@ -41,11 +41,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.errors import UserError  # noqa: E402
-from lit_gpt.files import output_folder, write_atomic, write_json  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.plots import save_and_close  # noqa: E402
+from lit_gpt.model.config import Config  # noqa: E402
+from lit_gpt.core.errors import UserError  # noqa: E402
+from lit_gpt.core.files import output_folder, write_atomic, write_json  # noqa: E402
+from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.measurement.plots import save_and_close  # noqa: E402
 
 # Arm name -> (attn_gate, whether the gate L1 penalty applies).
 ARMS: dict[str, tuple[str, bool]] = {

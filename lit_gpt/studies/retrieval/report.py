@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_gpt.files import write_atomic, write_json  # noqa: E402
-from lit_gpt.plots import save_and_close  # noqa: E402
+from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
+from lit_gpt.measurement.plots import save_and_close  # noqa: E402
 
 
 def headline_k(result: dict) -> int:

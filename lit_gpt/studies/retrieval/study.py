@@ -2,7 +2,7 @@
 only the keys they find costs in perplexity.
 
 For each run (a run folder's newest checkpoint, or a checkpoint file) the probe windows are read as the
-sink evaluation reads them (the run's tokenizer and input transforms, `lit_gpt.evaluation`). The first
+sink evaluation reads them (the run's tokenizer and input transforms, `lit_gpt.measurement.evaluation`). The first
 `n_calibration` windows fit what a search learns (k-means centroids per layer and head); the others are
 measured:
 
@@ -26,14 +26,14 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.attention import AttentionProblem, AttentionSpec, Eager
-from lit_gpt.checkpoint import load_model
+from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager
+from lit_gpt.training.checkpoint import load_model
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.data.transforms import InputTransforms
-from lit_gpt.errors import UserError
-from lit_gpt.evaluation import EvalError, PROBE_LENGTH, probe_loss_mask, tokenizer_for, train_args
-from lit_gpt.model import GPT
-from lit_gpt.report import run_checkpoint
+from lit_gpt.core.errors import UserError
+from lit_gpt.measurement.evaluation import EvalError, PROBE_LENGTH, probe_loss_mask, tokenizer_for, train_args
+from lit_gpt.model.gpt import GPT
+from lit_gpt.reporting.table import run_checkpoint
 from lit_gpt.studies.retrieval.search import (ExactTopK, Favor, KMeansBuckets, Search, dense_cost, mass_captured,
                                               recall_at_k, top_keys)
 

@@ -1,0 +1,112 @@
+"""StreamingLLM-style evaluation: perplexity on a long text with a bounded KV cache.
+
+Three cache policies per model (Xiao et al. 2023, "Efficient Streaming Language Models with Attention
+Sinks"):
+- `full`: every key stays cached (dense attention);
+- `window`: only the most recent W tokens (the current one included) stay cached;
+- `sink`: the first n real tokens stay cached as well as the most recent W.
+Learned sink tokens (config `sink_tokens`) are part of the model and are always kept; key slots live
+outside the cache. Keys keep their absolute positions (see `lit_gpt.model.attention.cache`), so a window
+cache on a plain model computes exactly what the same weights compute with a sliding-window mask.
+
+If sinks matter, `window` blows up once the first tokens are evicted while `sink` stays near `full`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lit_gpt.core.errors import UserError
+
+POLICIES = ("full", "window", "sink")
+
+
+class StreamingError(UserError, ValueError):
+    """Settings or text the streaming evaluation cannot use; the message says how to fix them."""
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """Which cache entries survive: the first `keep_first` real tokens and the last `window` ones.
+
+    window 0 means unbounded (full attention).
+    """
+
+    window: int = 0
+    keep_first: int = 0
+
+    def kept(self, n_cached: int, n_model_sinks: int) -> torch.Tensor:
+        """Indices to keep of `n_cached` entries before a new token arrives (it takes one window slot)."""
+        first = min(n_model_sinks + self.keep_first, n_cached)
+        recent_start = max(first, n_cached - (self.window - 1))
+        return torch.cat((torch.arange(first), torch.arange(recent_start, n_cached)))
+
+
+def policy(name: str, window: int, n_sink: int) -> CachePolicy:
+    if name == "full":
+        return CachePolicy()
+    if name == "window":
+        return CachePolicy(window)
+    if name == "sink":
+        return CachePolicy(window, n_sink)
+    raise StreamingError(f"unknown cache policy {name!r}; use one of {', '.join(POLICIES)}")
+
+
+@torch.no_grad()
+def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_size: int = 0) -> torch.Tensor:
+    """Negative log-likelihood of tokens[1:] given the preceding ones, under a cache policy -> (N - 1,).
+
+    `tokens` is one long sequence (N,). Tokens are fed one at a time once the cache is full; before
+    that (and always for `full`) in chunks of `chunk_size` (default block_size), which is exact because
+    nothing is evicted inside a chunk.
+    """
+    cfg = model.config
+    model.eval()
+    tokens = tokens.reshape(1, -1)
+    n = tokens.shape[1]
+    chunk_size = chunk_size or cfg.block_size
+    bounded = cache_policy.window > 0
+    prefill = min(n, cache_policy.keep_first + cache_policy.window) if bounded else n
+    cache = model.new_cache()
+    logits = []
+    for start in range(0, prefill, chunk_size):
+        logits.append(model(tokens[:, start:min(start + chunk_size, prefill)], cache=cache)[0])
+    for pos in range(prefill, n):
+        cache.keep(cache_policy.kept(len(cache), cfg.sink_tokens))
+        logits.append(model(tokens[:, pos:pos + 1], cache=cache)[0])
+    logits = torch.cat(logits)[:-1, :cfg.vocab_size].float()
+    return F.cross_entropy(logits, tokens[0, 1:], reduction="none")
+
+
+def long_text(texts, tokenizer, n_tokens: int) -> torch.Tensor:
+    """The first `n_tokens` of the documents packed back to back with EOS after each, as in training."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer.encode(text) + [tokenizer.eos_id])
+        if len(ids) >= n_tokens:
+            return torch.tensor(ids[:n_tokens], dtype=torch.long)
+    raise StreamingError(f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)")
+
+
+def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int = 4,
+                           policies: tuple[str, ...] = POLICIES) -> dict:
+    """Perplexity (and mean NLL) of `tokens` (N,) under each policy, plus the settings used."""
+    if window < 1:
+        raise StreamingError(f"window must be >= 1, got {window}")
+    if n_sink < 0:
+        raise StreamingError(f"n_sink must be >= 0 (0 keeps no first tokens), got {n_sink}")
+    if tokens.numel() < 2:
+        raise StreamingError("need at least two tokens to measure perplexity")
+    result = {"n_tokens": int(tokens.numel()), "window": window, "n_sink": n_sink, "nll": {}, "perplexity": {}}
+    for name in policies:
+        nll = float(token_nlls(model, tokens, policy(name, window, n_sink)).mean())
+        result["nll"][name] = nll
+        result["perplexity"][name] = math.exp(nll)
+    return result
+
+
+__all__ = ["CachePolicy", "POLICIES", "StreamingError", "long_text", "policy", "streaming_perplexities", "token_nlls"]
