@@ -33,8 +33,9 @@ BASELINE = "softmax"
 
 
 def build(name: str, args: argparse.Namespace, length: int):
-    config = Config.from_name("micro", **ATTENTION_VARIANTS[name], n_embd=args.n_embd, n_head=args.n_head, n_layer=1,
-                              block_size=length)
+    config = Config.from_name(
+        "micro", **ATTENTION_VARIANTS[name], n_embd=args.n_embd, n_head=args.n_head, n_layer=1, block_size=length
+    )
     torch.manual_seed(0)
     layer = CausalSelfAttention(config, AttentionRuntime(chunk_size=args.chunk_size))
     n_tokens = length + config.sink_tokens
@@ -61,8 +62,9 @@ def peak_bytes(step) -> int:
         prof.export_chrome_trace(path)
         with open(path) as f:
             events = json.load(f)["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),
-                    key=lambda e: e["ts"])
+    memory = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0), key=lambda e: e["ts"]
+    )
     live = peak = 0
     for event in memory:
         live += event["args"]["Bytes"]
@@ -106,8 +108,10 @@ def main() -> None:
             print(f"  measured {name} T={length}", file=sys.stderr, flush=True)
 
     header = f"{'variant':<28}{'backend':<8}" + "".join(f"{f'T={t} time':>14}{'mem':>8}" for t in args.lengths)
-    print(f"B={args.batch} n_embd={args.n_embd} n_head={args.n_head}, forward+backward of one attention layer; "
-          f"ratios to {BASELINE} (sdpa); baseline absolute values in the first row")
+    print(
+        f"B={args.batch} n_embd={args.n_embd} n_head={args.n_head}, forward+backward of one attention layer; "
+        f"ratios to {BASELINE} (sdpa); baseline absolute values in the first row"
+    )
     print(header)
     print("-" * len(header))
     for name in names:

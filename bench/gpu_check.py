@@ -51,27 +51,37 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.training.checkpoint import save_atomic
-from lit_gpt.model.config import Config
 from lit_gpt.core.errors import UserError, run_cli
 from lit_gpt.core.files import human_size, output_folder, write_atomic, write_json
+from lit_gpt.model.config import Config
 from lit_gpt.model.flops import estimated_flops_per_step
-from lit_gpt.training.loggers import measure_matmul_flops, peak_memory
 from lit_gpt.model.gpt import GPT, Block
-from lit_gpt.training.optim import make_optimizer
 from lit_gpt.model.variants import ATTENTION_VARIANTS
+from lit_gpt.training.checkpoint import save_atomic
+from lit_gpt.training.loggers import measure_matmul_flops, peak_memory
+from lit_gpt.training.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = ("kernels", "throughput", "big_step", "resume")
-THROUGHPUT_VARIANTS = {"softmax": "softmax", "sigmoid, no norm": "sigmoid", "KV-bias": "kv_bias",
-                       "sink logit": "sink_logit"}
+THROUGHPUT_VARIANTS = {
+    "softmax": "softmax",
+    "sigmoid, no norm": "sigmoid",
+    "KV-bias": "kv_bias",
+    "sink logit": "sink_logit",
+}
 MFU_GOAL = 0.45
 """60M at T 2048 in bf16 on H100/H200 (llm-foundry's 125M reaches ~44.5% on A100, TinyLlama's 1.1B 56%)."""
 SIGMOID_GOAL = 0.9
 """Sigmoid without normalisation (FlexAttention) against softmax, tokens/s."""
 # Datasheet dense bf16 peaks, first match on the device name wins (Lightning's table lists some with sparsity).
-DENSE_BF16_PEAK = (("h200 nvl", 835e12), ("h200", 989.4e12), ("h100 nvl", 835e12), ("h100 pcie", 756e12),
-                   ("h100", 989.4e12), ("a100", 312e12))
+DENSE_BF16_PEAK = (
+    ("h200 nvl", 835e12),
+    ("h200", 989.4e12),
+    ("h100 nvl", 835e12),
+    ("h100 pcie", 756e12),
+    ("h100", 989.4e12),
+    ("a100", 312e12),
+)
 RESUME_TOLERANCE = {"cpu": 0.0, "cuda": 1e-3}
 """Largest |loss difference| a resumed run may show: none on the CPU; on CUDA some backward kernels add in a
 varying order (atomics), so bit-identity is not promised there and the difference is reported."""
@@ -99,12 +109,40 @@ class Sizes:
     """Seconds a check's subprocess (the pytest run, the killed and the resumed run) may take."""
 
 
-GPU = Sizes(device="cuda", precision="bf16-mixed", compile=True, preset="tinyllama_60M", block_size=2048,
-            micro_batch=8, warmup=3, steps=10, big_preset="tinyllama_1_1b", big_block_size=2048, big_batch=4,
-            resume_block_size=512, resume_batch=4, resume_steps=6, timeout=300)
-REHEARSAL = Sizes(device="cpu", precision="32-true", compile=False, preset="micro", block_size=64, micro_batch=2,
-                  warmup=1, steps=2, big_preset="micro", big_block_size=64, big_batch=2, resume_block_size=32,
-                  resume_batch=2, resume_steps=4, timeout=240)
+GPU = Sizes(
+    device="cuda",
+    precision="bf16-mixed",
+    compile=True,
+    preset="tinyllama_60M",
+    block_size=2048,
+    micro_batch=8,
+    warmup=3,
+    steps=10,
+    big_preset="tinyllama_1_1b",
+    big_block_size=2048,
+    big_batch=4,
+    resume_block_size=512,
+    resume_batch=4,
+    resume_steps=6,
+    timeout=300,
+)
+REHEARSAL = Sizes(
+    device="cpu",
+    precision="32-true",
+    compile=False,
+    preset="micro",
+    block_size=64,
+    micro_batch=2,
+    warmup=1,
+    steps=2,
+    big_preset="micro",
+    big_block_size=64,
+    big_batch=2,
+    resume_block_size=32,
+    resume_batch=2,
+    resume_steps=4,
+    timeout=240,
+)
 
 
 @dataclass
@@ -136,11 +174,16 @@ def build(fabric: L.Fabric, config: Config, compile_model: bool, checkpointing: 
         model = GPT(config)
     if checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-            CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+            CheckpointImpl,
+            apply_activation_checkpointing,
+            checkpoint_wrapper,
+        )
 
-        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block),
-                                       checkpoint_wrapper_fn=partial(checkpoint_wrapper,
-                                                                     checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        apply_activation_checkpointing(
+            model,
+            check_fn=lambda module: isinstance(module, Block),
+            checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
+        )
     if compile_model:
         model = torch.compile(model)
     model = fabric.setup(model)
@@ -194,8 +237,9 @@ def peak_flops(device: torch.device) -> tuple[float, str]:
     return measure_matmul_flops(device=device), "measured fp32 matmul"
 
 
-def timed_run(sizes: Sizes, config: Config, batch: int, compile_model: bool, warmup: int, steps: int,
-              checkpointing: bool = False) -> dict:
+def timed_run(
+    sizes: Sizes, config: Config, batch: int, compile_model: bool, warmup: int, steps: int, checkpointing: bool = False
+) -> dict:
     """Seconds per step (the mean over `steps` after `warmup`), last loss, peak memory, attention backends."""
     fabric = make_fabric(sizes)
     if compile_model:
@@ -209,9 +253,14 @@ def timed_run(sizes: Sizes, config: Config, batch: int, compile_model: bool, war
     last = [loss for loss in losses][-1]
     synchronize(fabric.device)
     seconds = (time.perf_counter() - started) / steps
-    result = dict(seconds_per_step=seconds, tokens_per_s=batch * config.block_size / seconds,
-                  flops_per_step=estimated_flops_per_step(config, batch, config.block_size),
-                  last_loss=last.item(), peak_memory=peak_memory(fabric.device), backend=attention_backends(model))
+    result = dict(
+        seconds_per_step=seconds,
+        tokens_per_s=batch * config.block_size / seconds,
+        flops_per_step=estimated_flops_per_step(config, batch, config.block_size),
+        last_loss=last.item(),
+        peak_memory=peak_memory(fabric.device),
+        backend=attention_backends(model),
+    )
     del model, optimizer
     return result
 
@@ -222,21 +271,37 @@ def check_kernels(sizes: Sizes, out_dir: Path) -> list[Verdict]:
     report = out_dir / "gpu_tests.xml"
     files = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").glob("test_gpu_*.py"))
     env = dict(os.environ, GPU_CHECK_DEVICE=sizes.device)
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", f"--junitxml={report}",
-               *files]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={report}",
+        *files,
+    ]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=sizes.timeout)
     except subprocess.TimeoutExpired:
         return [Verdict("kernels", "fail", f"the gpu tests did not finish in {sizes.timeout} s")]
     (out_dir / "gpu_tests.log").write_text(done.stdout + done.stderr)
     if not report.exists():
-        return [Verdict("kernels", "fail", f"pytest exited {done.returncode} without a report; see "
-                                           f"{out_dir / 'gpu_tests.log'}")]
+        return [
+            Verdict(
+                "kernels", "fail", f"pytest exited {done.returncode} without a report; see {out_dir / 'gpu_tests.log'}"
+            )
+        ]
     suite = ElementTree.parse(report).getroot()
     suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
-    failed = [case.get("name") for case in suite.iter("testcase")
-              if case.find("failure") is not None or case.find("error") is not None]
+    failed = [
+        case.get("name")
+        for case in suite.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     detail = f"{passed} passed, {counts['skipped']} skipped (reasons in gpu_tests.xml), {len(failed)} failed"
     if failed:
@@ -255,10 +320,15 @@ def check_throughput(sizes: Sizes, rows: list[dict]) -> list[Verdict]:
         result = timed_run(sizes, config, sizes.micro_batch, sizes.compile, sizes.warmup, sizes.steps)
         mfu = result["flops_per_step"] / result["seconds_per_step"] / peak
         rows.append(dict(variant=label, **result, mfu=mfu, peak_flops=peak, peak_source=peak_source))
-        verdicts.append(Verdict(f"throughput {label}", "pass" if math.isfinite(result["last_loss"]) else "fail",
-                                f"{result['tokens_per_s']:,.0f} tokens/s, MFU {mfu:.1%} of {rate(peak)} "
-                                f"({peak_source}), peak memory {human_size(result['peak_memory'])}, backend "
-                                f"{result['backend']}, loss {result['last_loss']:.3f}"))
+        verdicts.append(
+            Verdict(
+                f"throughput {label}",
+                "pass" if math.isfinite(result["last_loss"]) else "fail",
+                f"{result['tokens_per_s']:,.0f} tokens/s, MFU {mfu:.1%} of {rate(peak)} "
+                f"({peak_source}), peak memory {human_size(result['peak_memory'])}, backend "
+                f"{result['backend']}, loss {result['last_loss']:.3f}",
+            )
+        )
     return verdicts + judge_goals(sizes, rows)
 
 
@@ -266,12 +336,18 @@ def judge_goals(sizes: Sizes, rows: list[dict]) -> list[Verdict]:
     by_variant = {row["variant"]: row for row in rows}
     softmax, sigmoid = by_variant["softmax"], by_variant["sigmoid, no norm"]
     ratio = sigmoid["tokens_per_s"] / softmax["tokens_per_s"]
-    goals = [("goal softmax MFU", softmax["mfu"] >= MFU_GOAL, f"{softmax['mfu']:.1%} (goal >= {MFU_GOAL:.0%})"),
-             ("goal sigmoid speed", ratio >= SIGMOID_GOAL,
-              f"{ratio:.2f}x softmax tokens/s on {sigmoid['backend']} (goal >= {SIGMOID_GOAL}x)")]
+    goals = [
+        ("goal softmax MFU", softmax["mfu"] >= MFU_GOAL, f"{softmax['mfu']:.1%} (goal >= {MFU_GOAL:.0%})"),
+        (
+            "goal sigmoid speed",
+            ratio >= SIGMOID_GOAL,
+            f"{ratio:.2f}x softmax tokens/s on {sigmoid['backend']} (goal >= {SIGMOID_GOAL}x)",
+        ),
+    ]
     if sizes != GPU:
-        return [Verdict(name, "not judged", f"{detail}; the goals hold for the GPU shape only")
-                for name, _, detail in goals]
+        return [
+            Verdict(name, "not judged", f"{detail}; the goals hold for the GPU shape only") for name, _, detail in goals
+        ]
     return [Verdict(name, "met" if met else "missed", detail) for name, met, detail in goals]
 
 
@@ -284,12 +360,25 @@ def check_big_step(sizes: Sizes, rows: list[dict]) -> list[Verdict]:
         return [Verdict("big step", "fail", f"out of memory at micro batch {sizes.big_batch}: {str(error)[:120]}")]
     peak, peak_source = peak_flops(torch.device(sizes.device))
     mfu = result["flops_per_step"] / result["seconds_per_step"] / peak
-    rows.append(dict(variant=f"{sizes.big_preset} (activation checkpointing, uncompiled)", **result, mfu=mfu,
-                     peak_flops=peak, peak_source=peak_source))
-    return [Verdict("big step", "pass", f"{sizes.big_preset}, micro batch {sizes.big_batch} x {sizes.big_block_size}: "
-                                        f"peak memory {human_size(result['peak_memory'])}, "
-                                        f"{result['seconds_per_step']:.2f} s/step, MFU {mfu:.1%} (model FLOPs; the "
-                                        f"recomputed forward is not counted)")]
+    rows.append(
+        dict(
+            variant=f"{sizes.big_preset} (activation checkpointing, uncompiled)",
+            **result,
+            mfu=mfu,
+            peak_flops=peak,
+            peak_source=peak_source,
+        )
+    )
+    return [
+        Verdict(
+            "big step",
+            "pass",
+            f"{sizes.big_preset}, micro batch {sizes.big_batch} x {sizes.big_block_size}: "
+            f"peak memory {human_size(result['peak_memory'])}, "
+            f"{result['seconds_per_step']:.2f} s/step, MFU {mfu:.1%} (model FLOPs; the "
+            f"recomputed forward is not counted)",
+        )
+    ]
 
 
 # -- resume: the run that is killed and the run that resumes are child processes of this script
@@ -315,22 +404,31 @@ def resumed_part(sizes: Sizes, checkpoint: Path) -> None:
     fabric, model, optimizer = resume_setup(sizes)
     state = {"model": model, "optimizer": optimizer, "step": 0}
     fabric.load(checkpoint, state)
-    losses = [loss.item() for loss in train(fabric, model, optimizer, sizes.resume_batch, state["step"],
-                                             sizes.resume_steps)]
+    losses = [
+        loss.item() for loss in train(fabric, model, optimizer, sizes.resume_batch, state["step"], sizes.resume_steps)
+    ]
     print(json.dumps({"first": state["step"], "losses": losses}), flush=True)
 
 
 def child(part: str, dry_run: bool, checkpoint: Path) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--part", part, "--checkpoint", str(checkpoint),
-            *(["--dry-run"] if dry_run else [])]
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--part",
+        part,
+        "--checkpoint",
+        str(checkpoint),
+        *(["--dry-run"] if dry_run else []),
+    ]
 
 
 def check_resume(sizes: Sizes, dry_run: bool, out_dir: Path) -> list[Verdict]:
     checkpoint = out_dir / "resume-ckpt.pth"
     checkpoint.unlink(missing_ok=True)
     with open(out_dir / "resume_killed.log", "w") as log:
-        killed = subprocess.Popen(child("killed", dry_run, checkpoint), cwd=REPO, stdout=subprocess.PIPE,
-                                  stderr=log, text=True)
+        killed = subprocess.Popen(
+            child("killed", dry_run, checkpoint), cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
+        )
         stuck = threading.Timer(sizes.timeout, killed.kill)  # a run that never saves is killed all the same
         stuck.start()
         said = next((line for line in killed.stdout if line.startswith("saved")), None)
@@ -338,40 +436,64 @@ def check_resume(sizes: Sizes, dry_run: bool, out_dir: Path) -> list[Verdict]:
         killed.wait()
         stuck.cancel()
     if said is None or killed.returncode != -signal.SIGKILL:
-        return [Verdict("resume", "fail", f"the run to kill exited {killed.returncode} before it was killed after "
-                                          f"its checkpoint; see {out_dir / 'resume_killed.log'}")]
+        return [
+            Verdict(
+                "resume",
+                "fail",
+                f"the run to kill exited {killed.returncode} before it was killed after "
+                f"its checkpoint; see {out_dir / 'resume_killed.log'}",
+            )
+        ]
     fabric, model, optimizer = resume_setup(sizes)
     reference = [loss.item() for loss in train(fabric, model, optimizer, sizes.resume_batch, 0, sizes.resume_steps)]
     try:
-        resumed = subprocess.run(child("resumed", dry_run, checkpoint), cwd=REPO, capture_output=True, text=True,
-                                 timeout=sizes.timeout)
+        resumed = subprocess.run(
+            child("resumed", dry_run, checkpoint), cwd=REPO, capture_output=True, text=True, timeout=sizes.timeout
+        )
     except subprocess.TimeoutExpired:
         return [Verdict("resume", "fail", f"the resumed run did not finish in {sizes.timeout} s")]
     if resumed.returncode != 0:
-        return [Verdict("resume", "fail", f"the resumed run exited {resumed.returncode}: "
-                                          f"{(resumed.stderr.strip().splitlines() or ['?'])[-1]}")]
+        return [
+            Verdict(
+                "resume",
+                "fail",
+                f"the resumed run exited {resumed.returncode}: {(resumed.stderr.strip().splitlines() or ['?'])[-1]}",
+            )
+        ]
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
-    expected = reference[result["first"]:]
+    expected = reference[result["first"] :]
     difference = max(abs(a - b) for a, b in zip(result["losses"], expected))
     tolerance = RESUME_TOLERANCE[sizes.device]
     ok = len(result["losses"]) == len(expected) and difference <= tolerance
     checkpoint.unlink(missing_ok=True)
-    return [Verdict("resume", "pass" if ok else "fail",
-                    f"killed (signal {-killed.returncode}) after the checkpoint at step {result['first']}, resumed in "
-                    f"a new process: steps {result['first'] + 1}-{sizes.resume_steps} differ by at most "
-                    f"{difference:.1e} from the uninterrupted run (allowed {tolerance:g})")]
+    return [
+        Verdict(
+            "resume",
+            "pass" if ok else "fail",
+            f"killed (signal {-killed.returncode}) after the checkpoint at step {result['first']}, resumed in "
+            f"a new process: steps {result['first'] + 1}-{sizes.resume_steps} differ by at most "
+            f"{difference:.1e} from the uninterrupted run (allowed {tolerance:g})",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------------ report
 def markdown(header: dict, verdicts: list[Verdict], rows: list[dict]) -> str:
-    lines = [f"GPU check, {header['date']}, {header['device']}, torch {header['torch']}"
-             f"{' (CPU rehearsal: --dry-run)' if header['dry_run'] else ''}", "",
-             "| check | verdict | result |", "|---|---|---|"]
+    lines = [
+        f"GPU check, {header['date']}, {header['device']}, torch {header['torch']}"
+        f"{' (CPU rehearsal: --dry-run)' if header['dry_run'] else ''}",
+        "",
+        "| check | verdict | result |",
+        "|---|---|---|",
+    ]
     lines += [f"| {v.check} | {v.verdict} | {v.detail} |" for v in verdicts]
     if rows:
         lines += ["", "| variant | backend | s/step | tokens/s | MFU | peak memory |", "|---|---|---|---|---|---|"]
-        lines += [f"| {row['variant']} | {row['backend']} | {row['seconds_per_step']:.3f} | "
-                  f"{row['tokens_per_s']:,.0f} | {row['mfu']:.1%} | {human_size(row['peak_memory'])} |" for row in rows]
+        lines += [
+            f"| {row['variant']} | {row['backend']} | {row['seconds_per_step']:.3f} | "
+            f"{row['tokens_per_s']:,.0f} | {row['mfu']:.1%} | {human_size(row['peak_memory'])} |"
+            for row in rows
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -382,8 +504,13 @@ def device_name(sizes: Sizes) -> str:
 
 
 def run_checks(sizes: Sizes, dry_run: bool, only: list[str], out_dir: Path) -> int:
-    header = dict(date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), device=device_name(sizes),
-                  torch=torch.__version__, dry_run=dry_run, sizes=asdict(sizes))
+    header = dict(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        device=device_name(sizes),
+        torch=torch.__version__,
+        dry_run=dry_run,
+        sizes=asdict(sizes),
+    )
     verdicts, rows, seconds = [], [], {}
     for name in only:
         started = time.perf_counter()
@@ -414,11 +541,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           exit_on_error=False)
+    parser = OneLineParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, exit_on_error=False
+    )
     parser.add_argument("--dry-run", action="store_true", help="rehearse every check on the CPU at tiny sizes")
-    parser.add_argument("--out_dir", type=Path, default=REPO / "out" / "gpu_check",
-                        help="where gpu_check.json and gpu_check.md go (default: out/gpu_check)")
+    parser.add_argument(
+        "--out_dir",
+        type=Path,
+        default=REPO / "out" / "gpu_check",
+        help="where gpu_check.json and gpu_check.md go (default: out/gpu_check)",
+    )
     parser.add_argument("--only", nargs="+", choices=CHECKS, default=list(CHECKS), help="run these checks only")
     parser.add_argument("--part", choices=("killed", "resumed"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -436,8 +568,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         (killed_part if options.part == "killed" else resumed_part)(sizes, options.checkpoint)
         return 0
     if not options.dry_run and not torch.cuda.is_available():
-        raise NoGPU("no CUDA GPU here (torch.cuda.is_available() is False); run on a GPU machine, or rehearse on the "
-                    "CPU with --dry-run")
+        raise NoGPU(
+            "no CUDA GPU here (torch.cuda.is_available() is False); run on a GPU machine, or rehearse on the "
+            "CPU with --dry-run"
+        )
     return run_checks(sizes, options.dry_run, options.only, output_folder(options.out_dir))
 
 

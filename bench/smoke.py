@@ -33,19 +33,28 @@ STEP_LINE = "step "
 
 
 def build_data() -> None:
-    subprocess.run([sys.executable, "scripts/sweep.py", "data", "--scale", "cpu", "--build", "true"], cwd=REPO,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "scripts/sweep.py", "data", "--scale", "cpu", "--build", "true"], cwd=REPO, check=True
+    )
 
 
 def timed_run(steps: int, root: Path) -> dict[str, float]:
     """Seconds of each phase of one `MAX_STEPS=steps bash scripts/run_default.sh`, from the lines' arrival."""
-    env = {**os.environ, "SCALE": "cpu", "MAX_STEPS": str(steps), "CHECKPOINT_ROOT": str(root),
-           "PYTHON": sys.executable, "TRAIN_ARGS": "--progress_bar false", "WANDB_MODE": "offline",
-           "WANDB_SILENT": "true"}
+    env = {
+        **os.environ,
+        "SCALE": "cpu",
+        "MAX_STEPS": str(steps),
+        "CHECKPOINT_ROOT": str(root),
+        "PYTHON": sys.executable,
+        "TRAIN_ARGS": "--progress_bar false",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
     started = time.perf_counter()
     arrivals: dict[str, float] = {}
-    with subprocess.Popen(["bash", SCRIPT], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as run:
+    with subprocess.Popen(
+        ["bash", SCRIPT], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as run:
         output = []
         for line in run.stdout:
             output.append(line)
@@ -56,8 +65,12 @@ def timed_run(steps: int, root: Path) -> dict[str, float]:
     total = time.perf_counter() - started
     if run.returncode != 0:
         sys.exit(f"error: `MAX_STEPS={steps} bash {SCRIPT}` failed (exit {run.returncode}):\n{''.join(output[-20:])}")
-    return {"start-up": arrivals["plan"], "training": arrivals["last step"] - arrivals["plan"],
-            "evaluation + report": total - arrivals["last step"], "total": total}
+    return {
+        "start-up": arrivals["plan"],
+        "training": arrivals["last step"] - arrivals["plan"],
+        "evaluation + report": total - arrivals["last step"],
+        "total": total,
+    }
 
 
 def main() -> None:
@@ -67,16 +80,21 @@ def main() -> None:
     args = parser.parse_args()
     build_data()
     peak = measure_matmul_flops(seconds=3.0)
-    print(f"\n`MAX_STEPS=N bash {SCRIPT}`, wall seconds; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s on "
-          f"{os.cpu_count()} core(s)\n")
+    print(
+        f"\n`MAX_STEPS=N bash {SCRIPT}`, wall seconds; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s on "
+        f"{os.cpu_count()} core(s)\n"
+    )
     print("| MAX_STEPS | start-up | trainer to its last step | evaluation + report | total |")
     print("|---|---|---|---|---|")
     for steps in args.steps:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as root:
                 phases = timed_run(steps, Path(root))
-            print(f"| {steps} | {phases['start-up']:.1f} | {phases['training']:.1f} | "
-                  f"{phases['evaluation + report']:.1f} | {phases['total']:.1f} |", flush=True)
+            print(
+                f"| {steps} | {phases['start-up']:.1f} | {phases['training']:.1f} | "
+                f"{phases['evaluation + report']:.1f} | {phases['total']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

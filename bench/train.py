@@ -30,12 +30,12 @@ import torch.nn.functional as F
 
 from lit_gpt.model.config import Config
 from lit_gpt.model.flops import estimated_flops_per_step
-from lit_gpt.training.loggers import measure_matmul_flops
 from lit_gpt.model.gpt import GPT
+from lit_gpt.model.variants import ATTENTION_VARIANTS
+from lit_gpt.training.loggers import measure_matmul_flops
 from lit_gpt.training.optim import make_optimizer
 from lit_gpt.training.train_args import TrainArgs
 from lit_gpt.training.trainer import RNGState, build_model, train_step
-from lit_gpt.model.variants import ATTENTION_VARIANTS
 
 VARIANTS = {
     "softmax": {},
@@ -56,17 +56,35 @@ def random_batches(vocab_size: int, batch: int, length: int, seed: int = 0):
 
 def trainer_step(overrides: dict, compile_model: bool, max_step: int) -> tuple[Callable[[], None], Config]:
     """One optimizer step of the trainer at the benchmark shape, as a call, and the model's config."""
-    args = TrainArgs(model_name="tiny", model=overrides, global_batch_size=BATCH, micro_batch_size=BATCH,
-                     learning_rate=3e-3, min_lr=3e-3, warmup_steps=0, max_step=max_step,
-                     compile=compile_model, logger="none", progress_bar=False, eval_sink=False)
+    args = TrainArgs(
+        model_name="tiny",
+        model=overrides,
+        global_batch_size=BATCH,
+        micro_batch_size=BATCH,
+        learning_rate=3e-3,
+        min_lr=3e-3,
+        warmup_steps=0,
+        max_step=max_step,
+        compile=compile_model,
+        logger="none",
+        progress_bar=False,
+        eval_sink=False,
+    )
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
     torch.manual_seed(0)
     config = args.model_config()
     model = build_model(fabric, config, args)
-    optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay,
-                                                       (args.beta1, args.beta2)))
-    state = {"model": model, "optimizer": optimizer, "rng": RNGState(), "iter_num": 0, "step_count": 0,
-             "tokens_seen": 0}
+    optimizer = fabric.setup_optimizers(
+        make_optimizer(model, args.learning_rate, args.weight_decay, (args.beta1, args.beta2))
+    )
+    state = {
+        "model": model,
+        "optimizer": optimizer,
+        "rng": RNGState(),
+        "iter_num": 0,
+        "step_count": 0,
+        "tokens_seen": 0,
+    }
     batches = random_batches(config.vocab_size, args.micro_batch_size, config.block_size)
     return lambda: train_step(fabric, state, batches, args, accumulation=1), config
 
@@ -86,7 +104,8 @@ def time_variant(overrides: dict, compile_model: bool, steps: int, warmup: int) 
 def trainer_table(options: argparse.Namespace, peak: float) -> None:
     modes = [False, True] if options.compile else [False]
     header = "| variant | GFLOP/step |" + "".join(
-        f" {'compiled' if c else 'eager'} s/step | tokens/s | MFU |" for c in modes)
+        f" {'compiled' if c else 'eager'} s/step | tokens/s | MFU |" for c in modes
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in options.variants:
@@ -146,11 +165,23 @@ def litgpt_model() -> torch.nn.Module | None:
     except ImportError:
         return None
     ours = Config.from_name("tiny", block_size=LENGTH)
-    config = LitConfig(name="reference", block_size=LENGTH, vocab_size=ours.vocab_size,
-                       padded_vocab_size=ours.vocab_size, n_layer=ours.n_layer, n_embd=ours.n_embd,
-                       n_head=ours.n_head, n_query_groups=ours.n_head, rotary_percentage=1.0,
-                       parallel_residual=False, bias=False, norm_class_name="RMSNorm", norm_eps=1e-5,
-                       mlp_class_name="LLaMAMLP", intermediate_size=ours.intermediate_size)
+    config = LitConfig(
+        name="reference",
+        block_size=LENGTH,
+        vocab_size=ours.vocab_size,
+        padded_vocab_size=ours.vocab_size,
+        n_layer=ours.n_layer,
+        n_embd=ours.n_embd,
+        n_head=ours.n_head,
+        n_query_groups=ours.n_head,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        norm_eps=1e-5,
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=ours.intermediate_size,
+    )
     return LitGPT(config)
 
 
@@ -212,23 +243,31 @@ def versus_litgpt(options: argparse.Namespace) -> None:
 
     seconds = {(c.name, c.mode): statistics.median(c.times) for c in contenders}
     spread = {(c.name, c.mode): (min(c.times), max(c.times)) for c in contenders}
-    print(f"{options.rounds} alternating rounds x {options.steps} steps, {torch.get_num_threads()} threads; "
-          f"LLaMA 6x128, 4 heads, SwiGLU 340, vocab 512, T {LENGTH}, batch {BATCH}, fp32, AdamW, clip 1.0")
+    print(
+        f"{options.rounds} alternating rounds x {options.steps} steps, {torch.get_num_threads()} threads; "
+        f"LLaMA 6x128, 4 heads, SwiGLU 340, vocab 512, T {LENGTH}, batch {BATCH}, fp32, AdamW, clip 1.0"
+    )
     print("| model | mode | s/step (median) | min-max | tokens/s | litgpt same mode / this | this / our softmax |")
     print("|---|---|---|---|---|---|---|")
     for c in contenders:
         key = (c.name, c.mode)
         low, high = spread[key]
-        print(f"| {c.name} | {c.mode} | {seconds[key]:.3f} | {low:.3f}-{high:.3f} | "
-              f"{BATCH * LENGTH / seconds[key]:,.0f} | {seconds[('litgpt', c.mode)] / seconds[key]:.2f}x | "
-              f"{seconds[key] / seconds[('ours softmax', c.mode)]:.2f}x |")
+        print(
+            f"| {c.name} | {c.mode} | {seconds[key]:.3f} | {low:.3f}-{high:.3f} | "
+            f"{BATCH * LENGTH / seconds[key]:,.0f} | {seconds[('litgpt', c.mode)] / seconds[key]:.2f}x | "
+            f"{seconds[key] / seconds[('ours softmax', c.mode)]:.2f}x |"
+        )
     if ("litgpt", "compiled") in seconds:
         best = min(seconds[("ours softmax", mode)] for mode in ("eager", "compiled") if ("litgpt", mode) in seconds)
-        print(f"\nours (fastest mode) vs litgpt compiled: {seconds[('litgpt', 'compiled')] / best:.2f}x "
-              "(target >= 1.15x)")
+        print(
+            f"\nours (fastest mode) vs litgpt compiled: {seconds[('litgpt', 'compiled')] / best:.2f}x (target >= 1.15x)"
+        )
     for mode in sorted({c.mode for c in contenders}):
-        worst = max(seconds[key] / seconds[("ours softmax", mode)] for key in seconds
-                    if key[0].startswith("ours") and key[1] == mode)
+        worst = max(
+            seconds[key] / seconds[("ours softmax", mode)]
+            for key in seconds
+            if key[0].startswith("ours") and key[1] == mode
+        )
         print(f"slowest non-softmax variant / our softmax, {mode}: {worst:.2f}x (target <= 1.3x)")
 
 
@@ -248,12 +287,19 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--vs-litgpt", action="store_true", help="race litgpt's GPT against ours instead")
     parser.add_argument("--rounds", type=positive, default=3, help="alternating rounds of --vs-litgpt")
-    parser.add_argument("--modes", choices=("both", "eager", "compiled"), default="both",
-                        help="which of eager and torch.compile --vs-litgpt races")
+    parser.add_argument(
+        "--modes",
+        choices=("both", "eager", "compiled"),
+        default="both",
+        help="which of eager and torch.compile --vs-litgpt races",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of timing, profile --steps steps of each variant (compiled with --compile) "
-                             "and print where the time goes")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, profile --steps steps of each variant (compiled with --compile) "
+        "and print where the time goes",
+    )
     options = parser.parse_args()
     if options.threads:
         torch.set_num_threads(options.threads)

@@ -1,7 +1,7 @@
 """Helpers of scripts/reproduce.sh; see `lit_gpt.cli.reproduce`.
 
-    python scripts/reproduce.py plan --checkpoint_root checkpoints --scale cpu --rows '[softmax, kv_bias]'
-    python scripts/reproduce.py doc --checkpoint_root checkpoints --scale cpu --doc docs/reproduction.md
+python scripts/reproduce.py plan --checkpoint_root checkpoints --scale cpu --rows '[softmax, kv_bias]'
+python scripts/reproduce.py doc --checkpoint_root checkpoints --scale cpu --doc docs/reproduction.md
 """
 
 from lit_gpt.cli.reproduce import main

@@ -27,8 +27,9 @@ def small_disk(tmp_path):
     def make(size: str):
         folder = tmp_path / f"disk{len(mounted)}"
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'})")
         mounted.append(folder)
@@ -47,8 +48,10 @@ REHEARSAL_DEVICE = "GPU_CHECK_DEVICE"
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available() or os.environ.get(REHEARSAL_DEVICE) == "cpu":
         return
-    skip = pytest.mark.skip(reason=f"needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh "
-                                   f"runs it on one, {REHEARSAL_DEVICE}=cpu rehearses it on the CPU")
+    skip = pytest.mark.skip(
+        reason=f"needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh "
+        f"runs it on one, {REHEARSAL_DEVICE}=cpu rehearses it on the CPU"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -10,8 +10,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from lit_gpt.data.prepare import prepare
 from lit_gpt.core.errors import UserError
+from lit_gpt.data.prepare import prepare
 
 WORDS = "the cat sat on a mat while dogs ran past quickly and birds sang loud songs in trees at dawn".split()
 
@@ -39,8 +39,15 @@ def corpus_folder(root: Path) -> Path:
 
 def prepare_tiny(root: Path, **overrides) -> Path:
     """Run the real pipeline on `corpus_folder` with a 300-entry BPE; returns the output folder."""
-    options = dict(source="jsonl", input_dir=corpus_folder(root / "docs"), output_dir=root / "out", vocab_size=300,
-                   valid_fraction=0.2, probe_count=5, probe_path=root / "probe.jsonl")
+    options = dict(
+        source="jsonl",
+        input_dir=corpus_folder(root / "docs"),
+        output_dir=root / "out",
+        vocab_size=300,
+        valid_fraction=0.2,
+        probe_count=5,
+        probe_path=root / "probe.jsonl",
+    )
     options.update(overrides)
     return prepare(**options)
 

@@ -4,9 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.measurement.analysis import activation_extremes, evaluate_gpt, evaluate_probe, gpt_probe_forward, position_norms
-from lit_gpt.model.config import Config
+from lit_gpt.measurement.analysis import (
+    activation_extremes,
+    evaluate_gpt,
+    evaluate_probe,
+    gpt_probe_forward,
+    position_norms,
+)
 from lit_gpt.measurement.metrics import sink_rates
+from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
 
@@ -59,8 +65,9 @@ def test_evaluate_gpt_reports_everything_independent_of_batching():
     assert torch.allclose(torch.tensor(result["norms"]["keys"]), torch.tensor(whole["norms"]["keys"]))
     with torch.no_grad():
         logits, maps = model(tokens, return_attention=True)
-    assert result["loss"] == pytest.approx(float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())),
-                                           rel=1e-5)
+    assert result["loss"] == pytest.approx(
+        float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())), rel=1e-5
+    )
     assert result["sink_rates"] == sink_rates(maps, n_slots=1)
     assert len(result["layer_sink_rates"]["sink_star"]) == 2
     assert [len(result["norms"][name]) for name in ("hidden", "keys", "values")] == [3, 2, 2]

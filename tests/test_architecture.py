@@ -20,8 +20,11 @@ def layer_table() -> dict[str, set[str]]:
         row = re.match(r"\| `lit_gpt/(\w+)/` \|.*\| ([^|]+) \|$", line)
         if row:
             cell = row.group(2).strip()
-            allowed[row.group(1)] = {"*"} if cell == "every layer" else (
-                set() if cell == "nothing" else {name.strip() for name in cell.split(",")})
+            allowed[row.group(1)] = (
+                {"*"}
+                if cell == "every layer"
+                else (set() if cell == "nothing" else {name.strip() for name in cell.split(",")})
+            )
     return allowed
 
 
@@ -82,11 +85,14 @@ def test_no_import_goes_against_the_layer_order():
     assert back_edges(package_sources(), layer_table()) == []
 
 
-@pytest.mark.parametrize("source", [
-    "from lit_gpt.training.checkpoint import load_model\n",
-    "def later():\n    import lit_gpt.reporting.table\n",
-    "def later():\n    from ..training import trainer\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from lit_gpt.training.checkpoint import load_model\n",
+        "def later():\n    import lit_gpt.reporting.table\n",
+        "def later():\n    from ..training import trainer\n",
+    ],
+)
 def test_a_planted_back_edge_is_found(source):
     sources = package_sources()
     sources["lit_gpt.measurement.planted"] = source

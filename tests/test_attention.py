@@ -2,15 +2,22 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from variants import SOFTMAX_VARIANTS, flex_computes, is_softmax, micro, tokens
 
-from lit_gpt.model.attention import AttentionProblem, AttentionRuntime, AttentionSpec, CausalSelfAttention, Eager, MaskSpec
+from lit_gpt.model.attention import (
+    AttentionProblem,
+    AttentionRuntime,
+    AttentionSpec,
+    CausalSelfAttention,
+    Eager,
+    MaskSpec,
+)
 from lit_gpt.model.attention.backends import FUSED, auto_chunk_size
 from lit_gpt.model.attention.weights import elu_plus_one
 from lit_gpt.model.config import CHOICES, ConfigError
 from lit_gpt.model.gpt import GPT
 from lit_gpt.model.positions import rope_cos_sin
 from lit_gpt.model.variants import ATTENTION_VARIANTS, VARIANTS
-from variants import SOFTMAX_VARIANTS, flex_computes, is_softmax, micro, tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
@@ -20,16 +27,20 @@ def grid(rows: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ masks
-@pytest.mark.parametrize("mask, expected", [
-    (MaskSpec(), "10000 11000 11100 11110 11111"),
-    (MaskSpec(window=2), "10000 11000 01100 00110 00011"),
-    (MaskSpec(window=3), "10000 11000 11100 01110 00111"),
-    (MaskSpec(prefix=2), "11000 11000 11100 11110 11111"),
-    # one sink token at position 0: outside every window, but still causal
-    (MaskSpec(window=2, n_sink=1), "10000 11000 11100 10110 10011"),
-    # the prefix counts real tokens, so it ends after the sink token
-    (MaskSpec(prefix=2, n_sink=1), "11100 11100 11100 11110 11111"),
-], ids=["causal", "window2", "window3", "prefix2", "window_sink", "prefix_sink"])
+@pytest.mark.parametrize(
+    "mask, expected",
+    [
+        (MaskSpec(), "10000 11000 11100 11110 11111"),
+        (MaskSpec(window=2), "10000 11000 01100 00110 00011"),
+        (MaskSpec(window=3), "10000 11000 11100 01110 00111"),
+        (MaskSpec(prefix=2), "11000 11000 11100 11110 11111"),
+        # one sink token at position 0: outside every window, but still causal
+        (MaskSpec(window=2, n_sink=1), "10000 11000 11100 10110 10011"),
+        # the prefix counts real tokens, so it ends after the sink token
+        (MaskSpec(prefix=2, n_sink=1), "11100 11100 11100 11110 11111"),
+    ],
+    ids=["causal", "window2", "window3", "prefix2", "window_sink", "prefix_sink"],
+)
 def test_masks_are_exact(mask, expected):
     positions = torch.arange(5)
     assert torch.equal(mask.matrix(positions, positions), grid(expected))
@@ -43,14 +54,20 @@ def random_problem(n_slots=0, seed=0, length=6, requires_grad=False):
     q, k, v = (torch.randn(2, 3, length, 4, generator=gen, requires_grad=requires_grad) for _ in range(3))
     slots = {}
     if n_slots:
-        slots = dict(slot_k=torch.randn(3, n_slots, 4, generator=gen), slot_v=torch.randn(3, n_slots, 4, generator=gen),
-                     slot_bias=torch.randn(3, n_slots, generator=gen))
+        slots = dict(
+            slot_k=torch.randn(3, n_slots, 4, generator=gen),
+            slot_v=torch.randn(3, n_slots, 4, generator=gen),
+            slot_bias=torch.randn(3, n_slots, generator=gen),
+        )
     positions = torch.arange(length)
     return AttentionProblem(q, k, v, positions, positions, aligned=True, **slots)
 
 
-WEIGHT_FORMULAS = [("sigmoid", torch.sigmoid), ("elu", lambda s: torch.nn.functional.elu(s) + 1),
-                   ("linear", lambda s: s)]
+WEIGHT_FORMULAS = [
+    ("sigmoid", torch.sigmoid),
+    ("elu", lambda s: torch.nn.functional.elu(s) + 1),
+    ("linear", lambda s: s),
+]
 
 
 def written_out_weights(problem, formula, normalize):
@@ -90,7 +107,9 @@ def test_eager_output_and_gradients_equal_the_written_out_formula(score_fn, form
 
 
 def test_elu_plus_one_equals_elu_plus_one_with_its_gradient_and_is_zero_at_minus_infinity():
-    x = torch.cat([torch.linspace(-30, 30, 601, dtype=torch.float64), torch.tensor([float("-inf")], dtype=torch.float64)])
+    x = torch.cat(
+        [torch.linspace(-30, 30, 601, dtype=torch.float64), torch.tensor([float("-inf")], dtype=torch.float64)]
+    )
     x.requires_grad_()
     y = elu_plus_one(x)
     torch.testing.assert_close(y, torch.nn.functional.elu(x) + 1)
@@ -179,8 +198,11 @@ def test_off_by_one_equals_a_zero_key_value_slot(backend):
     assert not torch.allclose(layer_output(off_by_one, x), layer_output(plain, x))
 
 
-@pytest.mark.parametrize("score", [dict(), dict(attn_score="sigmoid", attn_normalize="none"),
-                                   dict(attn_score="linear", attn_kernel="elu")], ids=["softmax", "sigmoid", "kernel"])
+@pytest.mark.parametrize(
+    "score",
+    [dict(), dict(attn_score="sigmoid", attn_normalize="none"), dict(attn_score="linear", attn_kernel="elu")],
+    ids=["softmax", "sigmoid", "kernel"],
+)
 @pytest.mark.parametrize("window", [9, 100])
 def test_window_at_least_the_sequence_equals_plain_causal(score, window):
     torch.manual_seed(0)
@@ -253,8 +275,13 @@ def test_sdpa_matches_eager_forward_and_backward(overrides):
 
 # FlexAttention without compile is slow on CPU; run it on the variants that change what it computes,
 # sigmoid and elu+1 (through log-weight scores and logsumexp) included.
-FLEX_VARIANTS = {name: o for name, o in VARIANTS.items() if flex_computes(micro(**o))
-                 and not name.startswith(("mlp_", "gate_")) and name not in ("post_norm", "absolute", "learnable", "nope")}
+FLEX_VARIANTS = {
+    name: o
+    for name, o in VARIANTS.items()
+    if flex_computes(micro(**o))
+    and not name.startswith(("mlp_", "gate_"))
+    and name not in ("post_norm", "absolute", "learnable", "nope")
+}
 
 
 @pytest.mark.parametrize("overrides", FLEX_VARIANTS.values(), ids=FLEX_VARIANTS.keys())
@@ -297,10 +324,29 @@ def test_runtime_settings_are_checked_when_made():
 
 # Variants a flash-attn / xformers kernel computes exactly: plain softmax with a causal or sliding-window
 # mask (anything outside the attention scores is fine: output bias v*, gates, MLPs, input positions).
-FLASH_EXACT = {"softmax", "window", "v_bias", "v_bias_head", "sink_tokens", "gate_headwise", "gate_elementwise",
-               "nope", "absolute", "learnable", "post_norm", "gqa",
-               "mlp_relu", "mlp_gelu", "mlp_gelu_tanh", "mlp_swish", "mlp_reglu", "mlp_geglu",
-               "layernorm_post_norm", "gpt2", "gpt2_sink_token"}
+FLASH_EXACT = {
+    "softmax",
+    "window",
+    "v_bias",
+    "v_bias_head",
+    "sink_tokens",
+    "gate_headwise",
+    "gate_elementwise",
+    "nope",
+    "absolute",
+    "learnable",
+    "post_norm",
+    "gqa",
+    "mlp_relu",
+    "mlp_gelu",
+    "mlp_gelu_tanh",
+    "mlp_swish",
+    "mlp_reglu",
+    "mlp_geglu",
+    "layernorm_post_norm",
+    "gpt2",
+    "gpt2_sink_token",
+}
 
 
 @pytest.mark.parametrize("backend", ["flash", "xformers"])
@@ -361,8 +407,9 @@ def test_a_mask_field_unknown_to_the_built_in_masks_is_never_taken_for_causal_or
     mask = FutureMask(window=4, stride=2)
     assert not mask.is_plain_causal and not FutureMask(stride=2).is_plain_causal
     for kernel in ("flash", "xformers"):
-        assert "not mask=FutureMask" in FUSED[kernel].supports(AttentionSpec(mask=mask), torch.device("cuda"),
-                                                               torch.bfloat16, True)
+        assert "not mask=FutureMask" in FUSED[kernel].supports(
+            AttentionSpec(mask=mask), torch.device("cuda"), torch.bfloat16, True
+        )
 
 
 def test_each_layer_chooses_its_backend_once_per_kind_of_call(monkeypatch):
@@ -397,8 +444,17 @@ def test_the_sink_logit_channel_is_padded_to_a_head_size_fused_kernels_take(head
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, head_size, generator=generator) for _ in range(3))
     positions = torch.arange(5)
-    problem = AttentionProblem(q, k, v, positions, positions, aligned=True, slot_k=torch.zeros(3, 1, head_size),
-                               slot_v=torch.zeros(3, 1, head_size), slot_bias=torch.randn(3, 1, generator=generator))
+    problem = AttentionProblem(
+        q,
+        k,
+        v,
+        positions,
+        positions,
+        aligned=True,
+        slot_k=torch.zeros(3, 1, head_size),
+        slot_v=torch.zeros(3, 1, head_size),
+        slot_bias=torch.randn(3, 1, generator=generator),
+    )
     wide = _slot_bias_channel(problem, *problem.full_keys())
     assert {x.shape[-1] for x in wide} == {-(-(head_size + 1) // HEAD_MULTIPLE) * HEAD_MULTIPLE}
     spec = AttentionSpec(n_slots=1, slot_logit=True)
@@ -427,9 +483,9 @@ def test_a_key_mask_restricts_each_query_to_its_keys_like_brute_force(score, nor
     problem = random_problem(n_slots=1, length=6)
     key_mask = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.5
     key_mask[..., 0] = True  # every query keeps at least one key
-    y, weights = Eager(chunk_size=4).attend(restricted(problem, key_mask),
-                                            AttentionSpec(score=score, normalize=normalize, key_mask=True),
-                                            need_weights=True)
+    y, weights = Eager(chunk_size=4).attend(
+        restricted(problem, key_mask), AttentionSpec(score=score, normalize=normalize, key_mask=True), need_weights=True
+    )
     keys, values = problem.full_keys()
     visible = torch.cat((torch.ones(2, 3, 6, 1, dtype=torch.bool), key_mask & torch.ones(6, 6).tril().bool()), dim=-1)
     scores = problem.q @ keys.transpose(-1, -2) / 2 + problem.score_bias(problem.q_pos)
@@ -464,8 +520,9 @@ def test_a_layer_key_selector_runs_on_eager_and_allowing_every_key_gives_the_sam
     reference = model(idx)
     seen = []
     for block in model.blocks:
-        block.attn.key_selector = lambda p: seen.append(p.q.shape) or torch.ones(*p.q.shape[:3], p.k.shape[2],
-                                                                                 dtype=torch.bool)
+        block.attn.key_selector = lambda p: (
+            seen.append(p.q.shape) or torch.ones(*p.q.shape[:3], p.k.shape[2], dtype=torch.bool)
+        )
     torch.testing.assert_close(model(idx), reference, atol=1e-5, rtol=0)
     assert len(seen) == model.config.n_layer
     assert {b.name for block in model.blocks for b in block.attn.backends.values()} == {"sdpa", "eager"}

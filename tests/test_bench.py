@@ -5,7 +5,6 @@ Only the mechanics are checked here -- timings belong in the benchmark's own tab
 import sys
 
 import pytest
-
 from script_modules import load_script
 from test_scripts import REPO
 
@@ -35,8 +34,9 @@ def test_the_race_against_litgpt_prints_one_row_per_contender(monkeypatch, capsy
     pytest.importorskip("litgpt.model", reason="litgpt is optional (pip install litgpt)")
     bench = load_bench()
     monkeypatch.setattr(bench, "RACED", ("softmax", "sigmoid"))
-    monkeypatch.setattr(sys, "argv", ["train.py", "--vs-litgpt", "--modes", "eager", "--rounds", "1",
-                                      "--steps", "1", "--warmup", "0"])
+    monkeypatch.setattr(
+        sys, "argv", ["train.py", "--vs-litgpt", "--modes", "eager", "--rounds", "1", "--steps", "1", "--warmup", "0"]
+    )
     bench.main()
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "eager" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["litgpt", "ours softmax", "ours sigmoid"]
@@ -44,8 +44,9 @@ def test_the_race_against_litgpt_prints_one_row_per_contender(monkeypatch, capsy
 
 def test_the_profile_splits_a_step_into_kinds_of_work_that_add_up(monkeypatch, capsys):
     bench = load_bench()
-    monkeypatch.setattr(sys, "argv", ["train.py", "--profile", "--variants", "softmax", "--steps", "1",
-                                      "--warmup", "0"])
+    monkeypatch.setattr(
+        sys, "argv", ["train.py", "--profile", "--variants", "softmax", "--steps", "1", "--warmup", "0"]
+    )
     bench.main()
     header, _, row = capsys.readouterr().out.strip().splitlines()
     assert header.count("|") == row.count("|") == len(bench.OP_KINDS) + 4

@@ -5,11 +5,20 @@ import pytest
 import torch
 
 import lit_gpt.training.checkpoint as checkpoint
-from lit_gpt.training.checkpoint import (CheckpointError, checkpoint_path, find_latest, first_readable, list_checkpoints, load_model,
-                                prune, read_checkpoint, save_atomic)
-from lit_gpt.model.config import GPT2_STRUCTURE, Config
 from lit_gpt.core.errors import UserError
+from lit_gpt.model.config import GPT2_STRUCTURE, Config
 from lit_gpt.model.gpt import GPT
+from lit_gpt.training.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    find_latest,
+    first_readable,
+    list_checkpoints,
+    load_model,
+    prune,
+    read_checkpoint,
+    save_atomic,
+)
 
 
 @pytest.fixture
@@ -21,8 +30,15 @@ def _state(step: int) -> dict:
     config = Config.from_name("micro", k_bias=True, v_bias=True)
     torch.manual_seed(step)
     model = GPT(config)
-    return {"model": model, "optimizer": torch.optim.AdamW(model.parameters()), "step_count": step,
-            "iter_num": 2 * step, "tokens_seen": 0, "config": config.asdict(), "train": {"ignore_loss": 0}}
+    return {
+        "model": model,
+        "optimizer": torch.optim.AdamW(model.parameters()),
+        "step_count": step,
+        "iter_num": 2 * step,
+        "tokens_seen": 0,
+        "config": config.asdict(),
+        "train": {"ignore_loss": 0},
+    }
 
 
 def test_checkpoints_are_found_by_step_not_by_name_and_pruned_oldest_first(tmp_path):
@@ -31,7 +47,11 @@ def test_checkpoints_are_found_by_step_not_by_name_and_pruned_oldest_first(tmp_p
     (tmp_path / "iter-000030-ckpt.pth.tmp").write_bytes(b"partial")
     (tmp_path / "metrics.csv").write_text("step,metric,value\n")
     assert [p.name for p in list_checkpoints(tmp_path)] == [
-        "iter-000005-ckpt.pth", "iter-000020-ckpt.pth", "iter-999999-ckpt.pth", "iter-1000000-ckpt.pth"]
+        "iter-000005-ckpt.pth",
+        "iter-000020-ckpt.pth",
+        "iter-999999-ckpt.pth",
+        "iter-1000000-ckpt.pth",
+    ]
     assert find_latest(tmp_path).name == "iter-1000000-ckpt.pth"
     assert [p.name for p in prune(tmp_path, keep_last=2)] == ["iter-000005-ckpt.pth", "iter-000020-ckpt.pth"]
     assert len(list_checkpoints(tmp_path)) == 2 and (tmp_path / "metrics.csv").exists()
@@ -102,8 +122,12 @@ def test_rename_happens_only_after_the_file_is_complete(fabric, tmp_path, monkey
 def corrupt_variants(good: Path, folder: Path) -> dict[str, Path]:
     """Damaged copies of a good checkpoint, one per way a file goes bad."""
     data = good.read_bytes()
-    variants = {"empty": b"", "truncated": data[: len(data) // 2], "random": bytes(range(256)) * 64,
-                "text": b"not a checkpoint\n"}
+    variants = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "random": bytes(range(256)) * 64,
+        "text": b"not a checkpoint\n",
+    }
     paths = {}
     for name, content in variants.items():
         paths[name] = folder / f"{name}.pth"
@@ -161,9 +185,12 @@ def test_a_full_disk_stops_the_save_in_one_line_and_keeps_the_earlier_checkpoint
     disk = small_disk(str(int(size * 1.5)))
     save_atomic(fabric, checkpoint_path(disk, 10), _state(10))
     for needed in (None, size):  # the write runs out of room midway; the room is checked before writing
-        with pytest.raises(CheckpointWriteError, match=rf"^no space left to save checkpoint {disk}/iter-000020-ckpt.pth: "
-                                                       r".*are free on that disk; .*--resume auto\. Earlier checkpoints "
-                                                       r"are intact; no partial file was left$"):
+        with pytest.raises(
+            CheckpointWriteError,
+            match=rf"^no space left to save checkpoint {disk}/iter-000020-ckpt.pth: "
+            r".*are free on that disk; .*--resume auto\. Earlier checkpoints "
+            r"are intact; no partial file was left$",
+        ):
             save_atomic(fabric, checkpoint_path(disk, 20), _state(20), needed=needed)
         assert sorted(p.name for p in disk.iterdir()) == ["iter-000010-ckpt.pth"]
         assert load_model(find_latest(disk))[1]["step_count"] == 10

@@ -18,11 +18,14 @@ LIGHT_COMMANDS = ("train", "eval_sink", "report", "eval_hf", "generate", "stream
 
 @pytest.mark.parametrize("module", LIGHT_COMMANDS)
 def test_help_documents_every_option_with_readable_types_and_imports_no_torch(module):
-    code = (f"import sys; from lit_gpt.cli.{module} import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+    code = (
+        f"import sys; from lit_gpt.cli.{module} import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"}
+    )
     text = done.stdout
     assert done.returncode == 0 and text.rstrip().endswith("NO TORCH"), done.stderr
     assert "<class" not in text
@@ -97,8 +100,10 @@ def test_the_trainer_prints_its_merged_config_as_a_run_yaml_it_accepts(tmp_path,
     assert (settings["learning_rate"], settings["max_step"], settings["model"]) == (0.002, 7, {"n_layer": 3})
     (tmp_path / "printed.yaml").write_text(printed)
     again = parse_args(["--config", str(tmp_path / "printed.yaml")], exit_on_error=False)
-    assert again.to_dict() == {**parse_args(["--config", str(run_yaml), "--max_step", "7"]).to_dict(),
-                               "data_yaml_file": str(tmp_path / "printed.yaml")}
+    assert again.to_dict() == {
+        **parse_args(["--config", str(run_yaml), "--max_step", "7"]).to_dict(),
+        "data_yaml_file": str(tmp_path / "printed.yaml"),
+    }
 
 
 def test_a_litgpt_flag_name_gets_a_did_you_mean(capsys):
@@ -107,15 +112,20 @@ def test_a_litgpt_flag_name_gets_a_did_you_mean(capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
     assert "--max_steps: did you mean --max_step?" in err
-    assert did_you_mean("unrecognized arguments: --learnig_rate 1", ["--learning_rate"]) == \
-        "--learnig_rate: did you mean --learning_rate?"
+    assert (
+        did_you_mean("unrecognized arguments: --learnig_rate 1", ["--learning_rate"])
+        == "--learnig_rate: did you mean --learning_rate?"
+    )
     assert did_you_mean("unrecognized arguments: --zzz 1", ["--learning_rate"]) == ""
 
 
-@pytest.mark.parametrize("argv0, shown", [
-    ("/home/me/.venv/bin/sink-train", "sink-train"),
-    ("pretrain/tinyllama.py", "pretrain/tinyllama.py"),
-    ("/abs/path/pretrain/tinyllama.py", "tinyllama.py"),
-])
+@pytest.mark.parametrize(
+    "argv0, shown",
+    [
+        ("/home/me/.venv/bin/sink-train", "sink-train"),
+        ("pretrain/tinyllama.py", "pretrain/tinyllama.py"),
+        ("/abs/path/pretrain/tinyllama.py", "tinyllama.py"),
+    ],
+)
 def test_the_usage_line_names_the_command_as_typed(argv0, shown):
     assert command_name(argv0) == shown

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
+from variants import micro, tokens
 
 from lit_gpt.model.attention import AttentionRuntime
 from lit_gpt.model.gpt import GPT
 from lit_gpt.model.variants import VARIANTS
-from variants import micro, tokens
 
 # One of each path: fused SDPA (with and without key slots or masks) and the eager chunked kernel.
 TRACED = ["softmax", "sigmoid", "kernel_elu_sum", "kv_bias", "window", "sink_logit", "sink_tokens", "gate_headwise"]
@@ -29,8 +29,9 @@ def test_the_model_traces_without_graph_breaks(name, backend):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, runtime", [("softmax", AttentionRuntime("sdpa")),
-                                           ("sigmoid", AttentionRuntime("eager", chunk_size=16))])
+@pytest.mark.parametrize(
+    "name, runtime", [("softmax", AttentionRuntime("sdpa")), ("sigmoid", AttentionRuntime("eager", chunk_size=16))]
+)
 def test_compiled_and_eager_give_the_same_loss_and_gradients(name, runtime):
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -49,9 +50,10 @@ def test_compiled_and_eager_give_the_same_loss_and_gradients(name, runtime):
 
 @pytest.mark.slow
 def test_a_compiled_training_run_logs_the_losses_of_an_eager_one(tmp_path):
+    from test_trainer import build_corpus, cli_args, metric_series
+
     from lit_gpt.training.run_config import parse_args
     from lit_gpt.training.trainer import setup
-    from test_trainer import build_corpus, cli_args, metric_series
 
     corpus = build_corpus(tmp_path / "corpus")
     common = ("--max_step", "4", "--eval_step_interval", "2", "--save_step_interval", "4")

@@ -1,10 +1,10 @@
 import pytest
+from variants import micro
 
 from lit_gpt.model.attention import AttentionRuntime
 from lit_gpt.model.config import CHOICES, GPT2_STRUCTURE, PRESETS, RUNTIME_KEYS, Config, ConfigError
-from lit_gpt.training.run_config import parse_args
 from lit_gpt.model.variants import VARIANTS
-from variants import micro
+from lit_gpt.training.run_config import parse_args
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -53,20 +53,26 @@ def test_unknown_choice_lists_the_allowed_values(key):
         micro(**{key: "bogus"})
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(attn_kernel="elu"), "set attn_score=linear"),
-    (dict(attn_normalize="none"), "use attn_normalize=sum"),
-    (dict(attn_score="sigmoid", attn_normalize="none", k_bias=True), "k_bias without v_bias adds a zero-value slot"),
-    (dict(attn_score="sigmoid", attn_normalize="max_abs", sink_logit=True), "sink_logit adds a zero-value slot"),
-    (dict(attn_score="sigmoid", softmax_off_by_one=True), "softmax_off_by_one needs attn_score=softmax"),
-    (dict(head_bias=True), "enable k_bias and/or v_bias"),
-    (dict(n_query_groups=3), "n_head=4 must be a multiple of n_query_groups=3"),
-    (dict(n_query_groups=0), "n_query_groups must be a positive number, got 0"),
-    (dict(n_embd=30), "not divisible by n_head"),
-    (dict(head_size=7), "rope needs an even head_size"),
-    (dict(window_size=-1), "window_size must be >= 0"),
-    (dict(padded_vocab_size=64), "smaller than vocab_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(attn_kernel="elu"), "set attn_score=linear"),
+        (dict(attn_normalize="none"), "use attn_normalize=sum"),
+        (
+            dict(attn_score="sigmoid", attn_normalize="none", k_bias=True),
+            "k_bias without v_bias adds a zero-value slot",
+        ),
+        (dict(attn_score="sigmoid", attn_normalize="max_abs", sink_logit=True), "sink_logit adds a zero-value slot"),
+        (dict(attn_score="sigmoid", softmax_off_by_one=True), "softmax_off_by_one needs attn_score=softmax"),
+        (dict(head_bias=True), "enable k_bias and/or v_bias"),
+        (dict(n_query_groups=3), "n_head=4 must be a multiple of n_query_groups=3"),
+        (dict(n_query_groups=0), "n_query_groups must be a positive number, got 0"),
+        (dict(n_embd=30), "not divisible by n_head"),
+        (dict(head_size=7), "rope needs an even head_size"),
+        (dict(window_size=-1), "window_size must be >= 0"),
+        (dict(padded_vocab_size=64), "smaller than vocab_size"),
+    ],
+)
 def test_invalid_combinations_say_how_to_fix_them(overrides, message):
     with pytest.raises(ConfigError, match=message):
         micro(**overrides)
@@ -93,8 +99,22 @@ def test_from_name_keeps_the_preset_name_and_upstream_aliases_resolve():
     assert Config.from_name("tiny_LLaMA_60M").n_embd == Config.from_name("tinyllama_60M").n_embd
 
 
-@pytest.mark.parametrize("field", ["vocab_size", "block_size", "n_layer", "n_head", "n_embd", "head_size",
-                                   "n_query_groups", "intermediate_size", "padding_multiple", "norm_eps", "rope_base"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "vocab_size",
+        "block_size",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "head_size",
+        "n_query_groups",
+        "intermediate_size",
+        "padding_multiple",
+        "norm_eps",
+        "rope_base",
+    ],
+)
 @pytest.mark.parametrize("value", [0, -5])
 def test_non_positive_sizes_are_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=rf"^{field} must be a positive number, got {value}$"):
@@ -116,14 +136,17 @@ def test_the_attention_backend_is_not_part_of_the_saved_config_and_old_checkpoin
         Config.from_name("micro", attn_backend="eager")
 
 
-@pytest.mark.parametrize("yaml_text", ["attn_backend: eager\nattn_chunk_size: 8\n",
-                                       "model: {attn_backend: eager, attn_chunk_size: 8, window_size: 4}\n"])
+@pytest.mark.parametrize(
+    "yaml_text",
+    ["attn_backend: eager\nattn_chunk_size: 8\n", "model: {attn_backend: eager, attn_chunk_size: 8, window_size: 4}\n"],
+)
 def test_the_former_model_spelling_still_sets_the_run_time_settings(tmp_path, yaml_text):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(yaml_text)
     from_yaml = parse_args(["--model_name", "micro", "--config", str(run_yaml)], exit_on_error=False)
-    from_flags = parse_args(["--model_name", "micro", "--model.attn_backend", "eager", "--model.attn_chunk_size=8"],
-                            exit_on_error=False)
+    from_flags = parse_args(
+        ["--model_name", "micro", "--model.attn_backend", "eager", "--model.attn_chunk_size=8"], exit_on_error=False
+    )
     for args in (from_yaml, from_flags):
         assert args.attention_runtime() == AttentionRuntime("eager", 8)
         assert not set(RUNTIME_KEYS) & set(args.model)

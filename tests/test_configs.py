@@ -74,21 +74,37 @@ SWEEPS = {
     "pos": [dict(pos_embedding=p) for p in ("rope", "nope", "absolute", "learnable", "alibi", "relative")],
     "ffn": [dict(mlp=m) for m in ("swiglu", "relu", "gelu", "swish", "reglu", "geglu")],
     "postln": [dict(norm_position="post")],
-    "kv_bias": [dict(k_bias=k, v_bias=v, head_bias=h) for k, v in ((True, False), (True, True), (False, True))
-                for h in (False, True)],
-    "attnsim": [dict(attn_score=s, attn_normalize=n, attn_kernel="none") for s in ("sigmoid", "elu")
-                for n in ("sum", "none")],
-    "attnkernel": [dict(attn_score="linear", attn_kernel=k, attn_normalize=n) for k, norm in
-                   (("linear", "max_abs"), ("elu", "sum"), ("mlp", "max_abs")) for n in (norm, "none")],
+    "kv_bias": [
+        dict(k_bias=k, v_bias=v, head_bias=h)
+        for k, v in ((True, False), (True, True), (False, True))
+        for h in (False, True)
+    ],
+    "attnsim": [
+        dict(attn_score=s, attn_normalize=n, attn_kernel="none") for s in ("sigmoid", "elu") for n in ("sum", "none")
+    ],
+    "attnkernel": [
+        dict(attn_score="linear", attn_kernel=k, attn_normalize=n)
+        for k, norm in (("linear", "max_abs"), ("elu", "sum"), ("mlp", "max_abs"))
+        for n in (norm, "none")
+    ],
     "data_amount": [dict(downsample_ratio=r) for r in (0.1, 0.5)],
     "random_token": [dict(random_token_start=0, random_token_end=1, fixed_token_pos=None)],
     "fix_token": [dict(fixed_token_pos=p) for p in (0, 1, 2)],
-    "1b": [dict(model_name="tinyllama_1_1b", attn_score="softmax", max_step=40000),
-           dict(model_name="tinyllama_1_1b", attn_score="sigmoid", attn_normalize="none", max_step=40000)],
-    "additions": [dict(softmax_off_by_one=True), dict(sink_logit=True), dict(sink_tokens=1),
-                  dict(attn_gate="headwise"), dict(attn_gate="elementwise")],
-    "gpt2": [dict(model_name="gpt2_small", sink_tokens=s, k_bias=k, v_bias=k, head_bias=k)
-             for s, k in ((0, False), (1, False), (0, True))],
+    "1b": [
+        dict(model_name="tinyllama_1_1b", attn_score="softmax", max_step=40000),
+        dict(model_name="tinyllama_1_1b", attn_score="sigmoid", attn_normalize="none", max_step=40000),
+    ],
+    "additions": [
+        dict(softmax_off_by_one=True),
+        dict(sink_logit=True),
+        dict(sink_tokens=1),
+        dict(attn_gate="headwise"),
+        dict(attn_gate="elementwise"),
+    ],
+    "gpt2": [
+        dict(model_name="gpt2_small", sink_tokens=s, k_bias=k, v_bias=k, head_bias=k)
+        for s, k in ((0, False), (1, False), (0, True))
+    ],
 }
 
 
@@ -124,8 +140,11 @@ def test_a_setup_names_its_own_model_at_the_cpu_scale_and_its_variants_follow(co
         assert (paper.name, cpu.name, cpu.block_size) == ("gpt2_small", "gpt2_tiny", 64)
         assert paper.variant_summary() == cpu.variant_summary()
     default, sink = (composed[f"gpt2/gpt2_small{suffix}.yaml", "cpu"] for suffix in ("", "_sink_token"))
-    assert vars(sink) == {**vars(default), "model": {**default.model, "sink_tokens": 1},
-                          "data_yaml_file": sink.data_yaml_file}
+    assert vars(sink) == {
+        **vars(default),
+        "model": {**default.model, "sink_tokens": 1},
+        "data_yaml_file": sink.data_yaml_file,
+    }
 
 
 def test_cpu_scale_puts_the_tokenizers_eos_first_except_where_a_sweep_moves_or_replaces_it():
@@ -140,19 +159,33 @@ def test_chain_order_scale_sections_and_errors(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "base.yaml").write_text("model_name: micro\nmax_step: 7\nlearning_rate: 0.01\n")
     (tmp_path / "root.yaml").write_text("model_name: tinyllama_60M\nmax_step: 100\nlearning_rate: 0.001\n")
-    (tmp_path / "sweep.yaml").write_text("base: root.yaml\nlearning_rate: 0.5\nattn_score: sigmoid\n"
-                                         "cpu:\n  global_batch_size: 8\n")
+    (tmp_path / "sweep.yaml").write_text(
+        "base: root.yaml\nlearning_rate: 0.5\nattn_score: sigmoid\ncpu:\n  global_batch_size: 8\n"
+    )
     assert chain(tmp_path / "sweep.yaml") == [tmp_path / "root.yaml", tmp_path / "sweep.yaml"]
     assert compose(tmp_path / "sweep.yaml", "paper", tmp_path) == {
-        "model_name": "tinyllama_60M", "max_step": 100, "learning_rate": 0.5, "model": {"attn_score": "sigmoid"}}
+        "model_name": "tinyllama_60M",
+        "max_step": 100,
+        "learning_rate": 0.5,
+        "model": {"attn_score": "sigmoid"},
+    }
     assert compose(tmp_path / "sweep.yaml", "cpu", tmp_path) == {
-        "model_name": "micro", "max_step": 7, "learning_rate": 0.5, "global_batch_size": 8,
-        "model": {"attn_score": "sigmoid"}}
-    (tmp_path / "other_setup.yaml").write_text("base: root.yaml\nmodel_name: gpt2_small\n"
-                                               "cpu:\n  model_name: gpt2_tiny\n")
+        "model_name": "micro",
+        "max_step": 7,
+        "learning_rate": 0.5,
+        "global_batch_size": 8,
+        "model": {"attn_score": "sigmoid"},
+    }
+    (tmp_path / "other_setup.yaml").write_text(
+        "base: root.yaml\nmodel_name: gpt2_small\ncpu:\n  model_name: gpt2_tiny\n"
+    )
     (tmp_path / "other_sweep.yaml").write_text("base: other_setup.yaml\nsink_tokens: 1\n")
     assert compose(tmp_path / "other_sweep.yaml", "cpu", tmp_path) == {  # a setup's section outranks the scale's base
-        "model_name": "gpt2_tiny", "max_step": 7, "learning_rate": 0.01, "model": {"sink_tokens": 1}}
+        "model_name": "gpt2_tiny",
+        "max_step": 7,
+        "learning_rate": 0.01,
+        "model": {"sink_tokens": 1},
+    }
     with pytest.raises(ArgsError, match="unknown scale 'gpu'"):
         compose(tmp_path / "sweep.yaml", "gpu", tmp_path)
     (tmp_path / "typo.yaml").write_text("base: root.yaml\nlearnig_rate: 0.1\n")
@@ -177,11 +210,14 @@ def test_missing_data_names_the_preprocess_command_with_the_models_vocabulary(tm
 
 def test_fill_results_replaces_only_its_block(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text("# T\n<!-- results: lr cpu -->\nold\n<!-- /results -->\n<!-- results: lr paper -->\nkeep\n"
-                   "<!-- /results -->\n")
+    doc.write_text(
+        "# T\n<!-- results: lr cpu -->\nold\n<!-- /results -->\n<!-- results: lr paper -->\nkeep\n<!-- /results -->\n"
+    )
     assert fill_results(doc, "lr cpu", "| a |\n|---|\n| 1 |\n")
-    assert doc.read_text() == ("# T\n<!-- results: lr cpu -->\n| a |\n|---|\n| 1 |\n<!-- /results -->\n"
-                               "<!-- results: lr paper -->\nkeep\n<!-- /results -->\n")
+    assert doc.read_text() == (
+        "# T\n<!-- results: lr cpu -->\n| a |\n|---|\n| 1 |\n<!-- /results -->\n"
+        "<!-- results: lr paper -->\nkeep\n<!-- /results -->\n"
+    )
     assert not fill_results(doc, "batch cpu", "x")
 
 

@@ -13,18 +13,27 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from lit_gpt.training.checkpoint import list_checkpoints
-from lit_gpt.cli.report import report
-from lit_gpt.model.config import Config
-from lit_gpt.core.errors import UserError
-from lit_gpt.training.loggers import (CSVMetrics, TensorBoardMetrics, WandbMetrics, dashboard_tags, layer_history,
-                                   layer_metric, log_images, log_summary, read_metrics)
-from lit_gpt.measurement.plots import layer_history_heatmap
-from lit_gpt.training.run_config import parse_args
-from lit_gpt.training.trainer import setup
 from test_scripts import build_small_embedded, offline_wandb_env, run_script, script_env
 from test_trainer import build_corpus, cli_args
+
+from lit_gpt.cli.report import report
+from lit_gpt.core.errors import UserError
+from lit_gpt.measurement.plots import layer_history_heatmap
+from lit_gpt.model.config import Config
+from lit_gpt.training.checkpoint import list_checkpoints
+from lit_gpt.training.loggers import (
+    CSVMetrics,
+    TensorBoardMetrics,
+    WandbMetrics,
+    dashboard_tags,
+    layer_history,
+    layer_metric,
+    log_images,
+    log_summary,
+    read_metrics,
+)
+from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.trainer import setup
 
 BLOCK = 32768
 N_LAYER = Config.from_name("micro").n_layer
@@ -45,11 +54,11 @@ def wandb_records(path: Path) -> list:
         if left < 7:
             pos += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:  # zeros to the end of the block (the writer pads a block when it flushes)
             pos += left
             continue
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -112,8 +121,11 @@ def offline_wandb(tmp_path, monkeypatch):
 
 def train(corpus: Path, root: Path, *extra: str) -> Path:
     """A 4-step run of the micro preset evaluated at steps 0, 2, 4 (checkpoints at 2 and 4); its folder."""
-    setup(parse_args(cli_args(corpus, root, "--max_step", "4", "--eval_step_interval", "2",
-                              "--save_step_interval", "2", *extra)))
+    setup(
+        parse_args(
+            cli_args(corpus, root, "--max_step", "4", "--eval_step_interval", "2", "--save_step_interval", "2", *extra)
+        )
+    )
     return root / "run"
 
 
@@ -126,7 +138,8 @@ def resume_after_losing_the_last_checkpoint(corpus: Path, root: Path, *extra: st
 # ------------------------------------------------------------------------------------------ wandb
 @pytest.mark.slow
 def test_a_wandb_run_has_group_tags_per_layer_series_figures_and_summary_and_a_resume_continues_it(
-        corpus, tmp_path, offline_wandb, monkeypatch):
+    corpus, tmp_path, offline_wandb, monkeypatch
+):
     monkeypatch.setenv("WANDB_RUN_GROUP", "kv_sweep")
     monkeypatch.setenv("WANDB_TAGS", "scale:test")
     kv_bias = ("--logger", "wandb", "--model.k_bias", "true", "--model.v_bias", "true")
@@ -209,8 +222,9 @@ def test_layer_history_is_the_per_layer_series_of_metrics_csv(tmp_path):
     log = CSVMetrics(tmp_path)
     log.log_metrics({"metric/sink_1": 5.0, layer_metric("sink_1", 0): 10.0, layer_metric("sink_1", 1): 20.0}, step=0)
     log.log_metrics({"metric/train_loss": 3.0}, step=1)
-    log.log_metrics({layer_metric("sink_1", 0): 30.0, layer_metric("sink_1", 1): 40.0,
-                     layer_metric("sink_star", 0): 90.0}, step=2)
+    log.log_metrics(
+        {layer_metric("sink_1", 0): 30.0, layer_metric("sink_1", 1): 40.0, layer_metric("sink_star", 0): 90.0}, step=2
+    )
     rows = read_metrics(log.path)
     assert layer_history(rows, "sink_1") == ([0, 2], [[10.0, 30.0], [20.0, 40.0]])
     assert layer_history(rows, "sink_star") == ([2], [[90.0]])
@@ -219,7 +233,10 @@ def test_layer_history_is_the_per_layer_series_of_metrics_csv(tmp_path):
 
 def test_tags_name_the_attention_variant_and_the_preset():
     assert dashboard_tags(Config.from_name("micro", attn_score="sigmoid", attn_normalize="none")) == [
-        "sigmoid", "norm:none", "model:micro"]
+        "sigmoid",
+        "norm:none",
+        "model:micro",
+    ]
     assert "gate:headwise" in dashboard_tags(Config.from_name("micro", attn_gate="headwise"))
 
 
@@ -257,8 +274,16 @@ def checkpoint_run(tmp_path, corpus) -> Path:
     from lit_gpt.model.gpt import GPT
 
     model = GPT(Config.from_name("micro", vocab_size=101))
-    torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": 4, "tokens_seen": 400,
-                "train": {"tokenizer": str(corpus / "tokenizer.json")}}, folder / "iter-000004-ckpt.pth")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": model.config.asdict(),
+            "step_count": 4,
+            "tokens_seen": 400,
+            "train": {"tokenizer": str(corpus / "tokenizer.json")},
+        },
+        folder / "iter-000004-ckpt.pth",
+    )
     return folder
 
 
@@ -291,8 +316,12 @@ def test_the_report_logs_its_table_and_chart_in_the_sweeps_group(checkpoint_run,
 def test_a_cpu_sweep_gives_one_offline_wandb_run_per_config_in_the_sweeps_group(tmp_path):
     data, probe = build_small_embedded(tmp_path / "data")
     checkpoints = tmp_path / "checkpoints"
-    run_script("sink_removal/run_sink_removal.sh", "off_by_one", "sink_logit",
-               env=script_env(data, probe, checkpoints, REPORT_WANDB="1"))
+    run_script(
+        "sink_removal/run_sink_removal.sh",
+        "off_by_one",
+        "sink_logit",
+        env=script_env(data, probe, checkpoints, REPORT_WANDB="1"),
+    )
     for variant, tag in (("off_by_one", "softmax_off_by_one"), ("sink_logit", "sink_logit")):
         (segment,) = wandb_segments(checkpoints / f"tinyllama_60M_{variant}_cpu")
         run = read_wandb_run(segment)

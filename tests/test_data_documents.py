@@ -4,11 +4,10 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 import zstandard
+from data_fixtures import refused, write_jsonl
 
 from lit_gpt.data.documents import document_files, domain_of, in_valid_split, iter_texts
 from lit_gpt.data.errors import DataError
-
-from data_fixtures import refused, write_jsonl
 
 
 def test_domain_from_file_name(tmp_path):
@@ -109,8 +108,12 @@ def _parquet(tmp_path, **columns) -> bytes:
         (lambda tmp: b"not parquet\n", "is not a valid parquet file"),
         (lambda tmp: b"", "is not a valid parquet file"),
         (lambda tmp: _parquet(tmp, text=[f"doc {i}" for i in range(1000)])[:3000], "is not a valid parquet file"),
-        (lambda tmp: (lambda data: data[:4] + bytes(2000) + data[2004:])(_parquet(tmp, text=[f"doc {i}" for i in range(1000)])),
-         "is a damaged parquet file"),
+        (
+            lambda tmp: (lambda data: data[:4] + bytes(2000) + data[2004:])(
+                _parquet(tmp, text=[f"doc {i}" for i in range(1000)])
+            ),
+            "is a damaged parquet file",
+        ),
         (lambda tmp: _parquet(tmp, body=["x"]), "no 'text' column"),
         (lambda tmp: _parquet(tmp, text=["x", None]), "'text' value that is not a string"),
         (lambda tmp: _parquet(tmp, text=[1, 2]), "'text' value that is not a string"),

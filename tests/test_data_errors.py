@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from data_fixtures import prepare_tiny, refused, write_packed
+
 from lit_gpt.data import build_train_loader, load_probe_windows
 from lit_gpt.data.prepare import prepare
 from lit_gpt.training.run_config import parse_args
@@ -40,8 +40,14 @@ SHARDS = {
     "meta.json corrupt": (lambda f: (f / "meta.json").write_text("{bad"), "meta.json"),
     "meta.json not UTF-8": (lambda f: (f / "meta.json").write_bytes(b"\xff\xfe{}"), "meta.json"),
     "meta.json without vocab size": (lambda f: (f / "meta.json").write_text('{"tokenizer": {}}'), "meta.json"),
-    "meta.json with vocab size -5": (lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": -5}}'), "meta.json"),
-    "meta.json with vocab size 1": (lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": 1}}'), "meta.json"),
+    "meta.json with vocab size -5": (
+        lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": -5}}'),
+        "meta.json",
+    ),
+    "meta.json with vocab size 1": (
+        lambda f: (f / "meta.json").write_text('{"tokenizer": {"vocab_size": 1}}'),
+        "meta.json",
+    ),
 }
 
 
@@ -56,8 +62,20 @@ def test_damaged_litdata_shards(built, tmp_path, damage):
 
 def check_a_run_on(folder, vocab_size):
     """The data check a training run makes before its first step, with a model of `vocab_size` entries."""
-    check_data_dirs(parse_args(["--model_name", "micro", "--train_data_dir", str(folder), "--eval_sink", "false",
-                                "--model.vocab_size", str(vocab_size)]))
+    check_data_dirs(
+        parse_args(
+            [
+                "--model_name",
+                "micro",
+                "--train_data_dir",
+                str(folder),
+                "--eval_sink",
+                "false",
+                "--model.vocab_size",
+                str(vocab_size),
+            ]
+        )
+    )
 
 
 @pytest.mark.parametrize("meta", ["deleted", '{"tokenizer": {"vocab_size": -5}}', '{"tokenizer": {"vocab_size": 1}}'])
@@ -75,30 +93,39 @@ def test_shards_beyond_the_model_vocabulary_are_refused_without_a_meta_json_to_t
             check_a_run_on(folder, 100)
 
 
-@pytest.mark.parametrize("header, match", [
-    (dict(code=99), "dtype code 99 is not an integer token type"),
-    (dict(cut=500), "header promises 1000 tokens"),
-    (dict(magic=b"NOTPKDS" + bytes(40)), "not a LITPKDS v1 shard"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        (dict(code=99), "dtype code 99 is not an integer token type"),
+        (dict(cut=500), "header promises 1000 tokens"),
+        (dict(magic=b"NOTPKDS" + bytes(40)), "not a LITPKDS v1 shard"),
+    ],
+)
 def test_damaged_litpkds_shards_are_refused_not_skipped(tmp_path, header, match):
     path = tmp_path / "train_alpha.bin"
     write_packed(path, np.arange(1000, dtype=np.uint16), code=header.get("code", 8))
     if "cut" in header:
-        path.write_bytes(path.read_bytes()[:header["cut"]])
+        path.write_bytes(path.read_bytes()[: header["cut"]])
     if "magic" in header:
         path.write_bytes(header["magic"])
     with refused(path, match):
         first_batch(tmp_path)
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"not json\n", "line 1 is not valid JSON"),
-    (b'{"txt": 1}\n', "line 1 has no string 'text'"),
-    (b"[1, 2]\n", "line 1 has no string 'text'"),
-    (b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
-    (b"", "no documents"),
-    (b'{"text": "a long enough text ' + b"word " * 200 + b'"}\n{"text": "short"}\n', r"probe texts \[1\] have fewer than 64 tokens"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"not json\n", "line 1 is not valid JSON"),
+        (b'{"txt": 1}\n', "line 1 has no string 'text'"),
+        (b"[1, 2]\n", "line 1 has no string 'text'"),
+        (b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
+        (b"", "no documents"),
+        (
+            b'{"text": "a long enough text ' + b"word " * 200 + b'"}\n{"text": "short"}\n',
+            r"probe texts \[1\] have fewer than 64 tokens",
+        ),
+    ],
+)
 def test_damaged_probe_files(built, tmp_path, content, match):
     probe = tmp_path / "probe.jsonl"
     probe.write_bytes(content)
@@ -121,10 +148,13 @@ def test_probe_windows_longer_than_the_texts_or_none_requested(built):
         load_probe_windows(probe, built[1], count=0)
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("tokenizer.json", b'{"model": ', "is not a valid HF tokenizer.json"),
-    ("tokenizer.model", b"\x00\x01garbage", "is not a valid SentencePiece model"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("tokenizer.json", b'{"model": ', "is not a valid HF tokenizer.json"),
+        ("tokenizer.model", b"\x00\x01garbage", "is not a valid SentencePiece model"),
+    ],
+)
 def test_damaged_tokenizers(built, tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
     with refused(tmp_path / name, match):
@@ -136,20 +166,29 @@ def test_a_folder_without_a_tokenizer(built, tmp_path):
         load_probe_windows(built[0] / "probe.jsonl", tmp_path)
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("a.jsonl", b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
-    ("a.jsonl", b"not json\n", "line 1 is not valid JSON"),
-    ("a.jsonl", b'{"text": ["not", "a string"]}\n', "line 1 has no string 'text'"),
-    ("a.jsonl.zst", b"not zstd\n", "is not a valid zstd file"),
-    ("a.parquet", b"not parquet\n", "is not a valid parquet file"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("a.jsonl", b'{"text": "caf\xe9"}\n', "line 1 is not valid UTF-8"),
+        ("a.jsonl", b"not json\n", "line 1 is not valid JSON"),
+        ("a.jsonl", b'{"text": ["not", "a string"]}\n', "line 1 has no string 'text'"),
+        ("a.jsonl.zst", b"not zstd\n", "is not a valid zstd file"),
+        ("a.parquet", b"not parquet\n", "is not a valid parquet file"),
+    ],
+)
 def test_damaged_documents_are_refused_before_anything_is_written(tmp_path, name, content, match):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / name).write_bytes(content)
     with refused(docs / name, match):
-        prepare(source="jsonl", input_dir=docs, output_dir=tmp_path / "out", vocab_size=300, probe_count=0,
-                probe_path=tmp_path / "probe.jsonl")
+        prepare(
+            source="jsonl",
+            input_dir=docs,
+            output_dir=tmp_path / "out",
+            vocab_size=300,
+            probe_count=0,
+            probe_path=tmp_path / "probe.jsonl",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
 
 
@@ -158,6 +197,12 @@ def test_a_damaged_document_met_while_tokenizing_in_a_worker(built, tmp_path):
     docs = copy_of(built[0] / "docs", tmp_path / "docs")
     (docs / "beta-9.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
     with refused(docs / "beta-9.jsonl", "line 2 is not valid UTF-8"):
-        prepare(source="jsonl", input_dir=docs, output_dir=tmp_path / "out", tokenizer=str(built[1] / "tokenizer.json"),
-                probe_count=0, probe_path=tmp_path / "probe.jsonl")
+        prepare(
+            source="jsonl",
+            input_dir=docs,
+            output_dir=tmp_path / "out",
+            tokenizer=str(built[1] / "tokenizer.json"),
+            probe_count=0,
+            probe_path=tmp_path / "probe.jsonl",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]

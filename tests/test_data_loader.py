@@ -4,14 +4,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from data_fixtures import prepare_tiny, write_packed
 
-from lit_gpt.data import InputTransforms, build_train_loader, build_valid_loaders, load_probe_windows, mask_ignored_prefix
+from lit_gpt.data import (
+    InputTransforms,
+    build_train_loader,
+    build_valid_loaders,
+    load_probe_windows,
+    mask_ignored_prefix,
+)
 from lit_gpt.data.documents import in_valid_split
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import open_stream
 from lit_gpt.data.tokenizer import load_tokenizer
-
-from data_fixtures import prepare_tiny, write_packed
 
 BLOCK = 15
 
@@ -31,7 +36,9 @@ def test_round_trip_text_to_loader(data_dir):
     texts = []
     for path in sorted((data_dir.parent / "docs").glob("alpha-*.jsonl")):
         texts += [json.loads(line)["text"] for line in path.read_text().splitlines()]
-    expected = np.concatenate([tokenizer.encode(text) + [tokenizer.eos_id] for text in texts if not in_valid_split(text, 0.2)])
+    expected = np.concatenate(
+        [tokenizer.encode(text) + [tokenizer.eos_id] for text in texts if not in_valid_split(text, 0.2)]
+    )
     stream = open_stream(data_dir, "train_alpha")
     assert np.array_equal(stream.read(0, stream.n_tokens), expected)
     (loader,) = build_valid_loaders(data_dir, ["train_alpha"], BLOCK, micro_batch_size=4).values()
@@ -67,8 +74,15 @@ def test_mixture_follows_weights(data_dir):
 
 def test_resume_mid_epoch_gives_the_same_batches(data_dir):
     def make():
-        return build_train_loader(data_dir, {"train_alpha": 1, "train_gamma": 2}, BLOCK, micro_batch_size=3, seed=7,
-                                  transforms=InputTransforms(random_token_range=(2, 4)), num_workers=1)
+        return build_train_loader(
+            data_dir,
+            {"train_alpha": 1, "train_gamma": 2},
+            BLOCK,
+            micro_batch_size=3,
+            seed=7,
+            transforms=InputTransforms(random_token_range=(2, 4)),
+            num_workers=1,
+        )
 
     straight = take(make(), 12)
     first = make()
@@ -84,7 +98,9 @@ def test_resume_mid_epoch_gives_the_same_batches(data_dir):
 
 def test_ranks_split_the_global_sample_sequence(data_dir):
     def rows(rank, world, batch):
-        loader = build_train_loader(data_dir, {"train_alpha": 1, "train_beta": 1}, BLOCK, micro_batch_size=batch, rank=rank, world_size=world)
+        loader = build_train_loader(
+            data_dir, {"train_alpha": 1, "train_beta": 1}, BLOCK, micro_batch_size=batch, rank=rank, world_size=world
+        )
         return take(loader, 2)
 
     single = rows(0, 1, 4)
@@ -94,7 +110,9 @@ def test_ranks_split_the_global_sample_sequence(data_dir):
 
 def test_random_and_fixed_tokens_change_exactly_the_requested_positions(data_dir):
     def make(**options):
-        return take(build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=16, vocab_size=300, **options), 4)
+        return take(
+            build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=16, vocab_size=300, **options), 4
+        )
 
     plain = make()
     randomized = make(transforms=InputTransforms(random_token_range=(3, 7)))
@@ -112,7 +130,9 @@ def test_downsample_keeps_a_prefix_of_each_dataset(data_dir):
     stream = open_stream(data_dir, "train_alpha")
     total = stream.n_tokens // (BLOCK + 1)
     kept = int(total * 0.25)
-    rows = take(build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=kept, downsample_ratio=0.25), 2)
+    rows = take(
+        build_train_loader(data_dir, {"train_alpha": 1}, BLOCK, micro_batch_size=kept, downsample_ratio=0.25), 2
+    )
     allowed = {tuple(stream.read(i * (BLOCK + 1), BLOCK + 1)) for i in range(kept)}
     assert {tuple(row.tolist()) for row in rows.flatten(0, 1)} == allowed  # two epochs of the subset
 
@@ -123,7 +143,10 @@ def test_valid_loaders_are_unshuffled_and_sharded(data_dir):
     stream = open_stream(data_dir, "valid_alpha")
     first = next(iter(loaders["alpha"]))
     assert torch.equal(first[1], torch.from_numpy(stream.read(BLOCK + 1, BLOCK + 1)))
-    halves = [torch.cat(list(build_valid_loaders(data_dir, ["valid_alpha"], BLOCK, 2, rank=r, world_size=2)["alpha"])) for r in (0, 1)]
+    halves = [
+        torch.cat(list(build_valid_loaders(data_dir, ["valid_alpha"], BLOCK, 2, rank=r, world_size=2)["alpha"]))
+        for r in (0, 1)
+    ]
     assert len(halves[0]) + len(halves[1]) == len(torch.cat(list(loaders["alpha"])))
     assert torch.equal(halves[1][0], first[1])
 

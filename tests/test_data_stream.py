@@ -2,12 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from data_fixtures import refused, write_packed
 from litdata import StreamingDataset, TokensLoader, optimize
 
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import open_stream
-
-from data_fixtures import refused, write_packed
 
 
 def _tokens(i):
@@ -17,8 +16,17 @@ def _tokens(i):
 @pytest.fixture(scope="module")
 def litdata_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("litdata")
-    optimize(fn=_tokens, inputs=list(range(5)), output_dir=str(root / "train_x"), chunk_bytes="2KB",
-             item_loader=TokensLoader(), num_workers=2, reorder_files=False, keep_data_ordered=True, verbose=False)
+    optimize(
+        fn=_tokens,
+        inputs=list(range(5)),
+        output_dir=str(root / "train_x"),
+        chunk_bytes="2KB",
+        item_loader=TokensLoader(),
+        num_workers=2,
+        reorder_files=False,
+        keep_data_ordered=True,
+        verbose=False,
+    )
     return root
 
 
@@ -98,12 +106,18 @@ INDEX_DAMAGE = {
     "not UTF-8": (lambda f: (f / "index.json").write_bytes(b"\xff\xfe{}"), "not a litdata token index"),
     "no chunks": (lambda f: _edit_index(f, lambda i: i.pop("chunks")), "not a litdata token index"),
     "chunk without dim": (lambda f: _edit_index(f, lambda i: i["chunks"][0].pop("dim")), "not a litdata token index"),
-    "float tokens": (lambda f: _edit_index(f, lambda i: i["config"].update(data_format=["no_header_numpy:9"])),
-                     "not integer tokens"),
-    "unknown dtype code": (lambda f: _edit_index(f, lambda i: i["config"].update(data_format=["no_header_numpy:x"])),
-                           "not integer tokens"),
-    "other item loader": (lambda f: _edit_index(f, lambda i: i["config"].update(item_loader="PyTreeLoader")),
-                          "not integer tokens written with TokensLoader"),
+    "float tokens": (
+        lambda f: _edit_index(f, lambda i: i["config"].update(data_format=["no_header_numpy:9"])),
+        "not integer tokens",
+    ),
+    "unknown dtype code": (
+        lambda f: _edit_index(f, lambda i: i["config"].update(data_format=["no_header_numpy:x"])),
+        "not integer tokens",
+    ),
+    "other item loader": (
+        lambda f: _edit_index(f, lambda i: i["config"].update(item_loader="PyTreeLoader")),
+        "not integer tokens written with TokensLoader",
+    ),
 }
 
 
@@ -126,9 +140,16 @@ def test_a_litdata_folder_without_its_index(litdata_dir, tmp_path):
 CHUNK_DAMAGE = {
     "missing": (lambda chunk: chunk.unlink(), "missing, yet index.json lists it"),
     "truncated": (lambda chunk: chunk.write_bytes(chunk.read_bytes()[:-7]), "truncated, or written with another dtype"),
-    "another dtype": (lambda chunk: chunk.write_bytes(chunk.read_bytes()[:12] + np.frombuffer(chunk.read_bytes()[12:], np.uint16)
-                                                      .astype(np.uint32).tobytes()), "written with another dtype"),
-    "another header": (lambda chunk: chunk.write_bytes(b"\xff\xff\xff\xff" + chunk.read_bytes()[4:]), "chunk header disagrees"),
+    "another dtype": (
+        lambda chunk: chunk.write_bytes(
+            chunk.read_bytes()[:12] + np.frombuffer(chunk.read_bytes()[12:], np.uint16).astype(np.uint32).tobytes()
+        ),
+        "written with another dtype",
+    ),
+    "another header": (
+        lambda chunk: chunk.write_bytes(b"\xff\xff\xff\xff" + chunk.read_bytes()[4:]),
+        "chunk header disagrees",
+    ),
 }
 
 

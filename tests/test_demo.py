@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_scripts import REPO, SCRIPTS, build_small_embedded, script_env
 
 
@@ -17,8 +16,9 @@ def run_demo(tmp_path: Path, **extra: str) -> tuple[subprocess.CompletedProcess,
     checkpoints = tmp_path / "checkpoints"
     env = script_env(data, probe, checkpoints, DEMO_SMOKE="1", **extra)
     del env["MAX_STEPS"]  # the smoke mode picks its own handful of steps
-    result = subprocess.run(["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result, checkpoints
 
@@ -56,8 +56,9 @@ def test_the_runs_train_concurrently_with_threads_from_the_core_count(demo_run):
 
 def test_a_bad_core_count_is_one_line(tmp_path):
     env = script_env(tmp_path, tmp_path / "probe.jsonl", tmp_path / "checkpoints", DEMO_SMOKE="1", DEMO_CORES="two")
-    result = subprocess.run(["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: DEMO_CORES must be a positive number of cores, got 'two'"
 
@@ -67,8 +68,14 @@ def test_stopping_the_demo_stops_every_training_run(tmp_path):
     data, probe = build_small_embedded(tmp_path / "data")
     checkpoints = tmp_path / "checkpoints"
     env = script_env(data, probe, checkpoints, DEMO_SMOKE="1", MAX_STEPS="100000")
-    demo = subprocess.Popen(["bash", str(SCRIPTS / "demo.sh")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        ["bash", str(SCRIPTS / "demo.sh")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in demo.stdout:  # wait until the runs have started
             if line.startswith("[softmax] eval step 0"):

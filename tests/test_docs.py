@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def layout_table() -> str:
     text = (ROOT / "README.md").read_text()
-    return text[text.index("## Layout"):text.index("## Attention variants")]
+    return text[text.index("## Layout") : text.index("## Attention variants")]
 
 
 def test_every_layer_and_top_level_folder_is_in_the_readme_layout():
@@ -17,17 +17,25 @@ def test_every_layer_and_top_level_folder_is_in_the_readme_layout():
     named = set(re.findall(r"`([\w./]+)`", table))
     packages = [p for p in (ROOT / "lit_gpt").iterdir() if (p / "__init__.py").is_file()]
     missing = [f"lit_gpt/{p.name}/" for p in packages if f"lit_gpt/{p.name}/" not in named]
-    missing += [f"{d}/" for d in ("pretrain", "preprocess", "configs", "scripts", "bench", "docs") if f"{d}/" not in named]
+    missing += [
+        f"{d}/" for d in ("pretrain", "preprocess", "configs", "scripts", "bench", "docs") if f"{d}/" not in named
+    ]
     assert not missing, f"README.md layout table misses {missing}"
 
 
 def test_every_module_of_a_layer_is_named_in_its_row_of_the_architecture_doc():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     rows = dict(re.findall(r"^\| `lit_gpt/(\w+)/` \|(.*)$", doc, flags=re.M))
-    missing = [f"{layer.name}/{module.name}" for layer in sorted((ROOT / "lit_gpt").iterdir()) if layer.name in rows
-               for module in sorted(layer.iterdir())
-               if module.name != "__init__.py" and module.name != "__pycache__"
-               and f"`{module.stem}`" not in rows[layer.name] and f"`{module.name}/`" not in rows[layer.name]]
+    missing = [
+        f"{layer.name}/{module.name}"
+        for layer in sorted((ROOT / "lit_gpt").iterdir())
+        if layer.name in rows
+        for module in sorted(layer.iterdir())
+        if module.name != "__init__.py"
+        and module.name != "__pycache__"
+        and f"`{module.stem}`" not in rows[layer.name]
+        and f"`{module.name}/`" not in rows[layer.name]
+    ]
     assert not missing, f"docs/architecture.md's layer table misses {missing}"
 
 

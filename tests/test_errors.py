@@ -4,21 +4,27 @@ import os
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
-
-from lit_gpt.model.config import Config
-from lit_gpt.core.errors import UserError, run_cli
-from lit_gpt.model.gpt import GPT
-from lit_gpt.training.run_config import parse_args
 from test_trainer import build_corpus, cli_args
 
+from lit_gpt.core.errors import UserError, run_cli
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.run_config import parse_args
+
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = sorted([*ROOT.glob("pretrain/*.py"), ROOT / "eval_sink_open_source.py", ROOT / "preprocess/prepare.py",
-                       ROOT / "scripts/sweep.py"])
+ENTRY_POINTS = sorted(
+    [
+        *ROOT.glob("pretrain/*.py"),
+        ROOT / "eval_sink_open_source.py",
+        ROOT / "preprocess/prepare.py",
+        ROOT / "scripts/sweep.py",
+    ]
+)
 
 
 def command_module(script: Path) -> Path:
@@ -40,8 +46,9 @@ def one_error_line(completed: subprocess.CompletedProcess) -> str:
 
 def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
 
 
 def test_every_command_reports_user_errors_through_run_cli():
@@ -65,8 +72,9 @@ def damaged(tmp_path_factory):
     corpus = build_corpus(root / "corpus")
     config = Config.from_name("micro", vocab_size=101)
     good = root / "good.pth"
-    torch.save({"model": GPT(config).state_dict(), "config": config.asdict(),
-                "train": {"train_data_dir": str(corpus)}}, good)
+    torch.save(
+        {"model": GPT(config).state_dict(), "config": config.asdict(), "train": {"train_data_dir": str(corpus)}}, good
+    )
     truncated = root / "run" / "iter-000004-ckpt.pth"
     truncated.parent.mkdir()
     truncated.write_bytes(good.read_bytes()[:5000])
@@ -101,11 +109,14 @@ def test_a_truncated_checkpoint_is_one_line_at_every_entry_point_that_reads_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, expected", [
-    (["--model.vocab_size", "-5"], "error: vocab_size must be a positive number, got -5"),
-    (["--model.block_size", "-1"], "error: block_size must be a positive number, got -1"),
-    (["--max_step", "0"], f"error: max_step must be positive, got 0; the range is 1..{2**63 - 1}"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model.vocab_size", "-5"], "error: vocab_size must be a positive number, got -5"),
+        (["--model.block_size", "-1"], "error: block_size must be a positive number, got -1"),
+        (["--max_step", "0"], f"error: max_step must be positive, got 0; the range is 1..{2**63 - 1}"),
+    ],
+)
 def test_training_command_line_refusals_are_one_line(args, expected):
     line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", "--model_name", "micro", *args))
     assert line == expected
@@ -119,11 +130,13 @@ def test_bad_yaml_values_tokenizer_and_generation_settings_are_one_line(damaged,
     assert line == f"error: {run_yaml}: learning_rate must be float, got 'abc'; fix the value in the YAML"
     broken = tmp_path / "tokenizer.json"
     broken.write_text('{"model": ')
-    line = one_error_line(run_script(ROOT / "pretrain/tinyllama.py", *cli_args(damaged["corpus"], tmp_path, "--tokenizer",
-                                                                             str(broken))))
+    line = one_error_line(
+        run_script(ROOT / "pretrain/tinyllama.py", *cli_args(damaged["corpus"], tmp_path, "--tokenizer", str(broken)))
+    )
     assert str(broken) in line
-    line = one_error_line(run_script(ROOT / "pretrain/generate.py", "--load_from", str(damaged["ckpt"]),
-                                     "--prompt", "w1", "--top_k", "0"))
+    line = one_error_line(
+        run_script(ROOT / "pretrain/generate.py", "--load_from", str(damaged["ckpt"]), "--prompt", "w1", "--top_k", "0")
+    )
     assert line.startswith("error: top_k must be >= 1")
 
 
@@ -168,8 +181,9 @@ def test_a_signal_during_training_start_up_exits_cleanly(damaged, tmp_path, monk
 @pytest.mark.slow
 def test_the_open_model_evaluation_refuses_a_damaged_folder_in_one_line(tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2)
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])

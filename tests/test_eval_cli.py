@@ -15,17 +15,20 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from jsonargparse import CLI  # noqa: E402
 
-from lit_gpt.training.checkpoint import load_model  # noqa: E402
 from lit_gpt.cli.eval_sink import evaluate_checkpoint  # noqa: E402
 from lit_gpt.cli.generate import sample  # noqa: E402
-from lit_gpt.cli.report import parse as parse_report_args, report  # noqa: E402
+from lit_gpt.cli.report import parse as parse_report_args  # noqa: E402
+from lit_gpt.cli.report import report
 from lit_gpt.cli.streaming import compare_caches  # noqa: E402
-from lit_gpt.model.config import Config  # noqa: E402
-from lit_gpt.data.transforms import InputTransforms  # noqa: E402
-from lit_gpt.measurement.evaluation import (example_maps,  # noqa: E402
-                                probe_loss_mask)
-from lit_gpt.model.gpt import GPT  # noqa: E402
 from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
+from lit_gpt.data.transforms import InputTransforms  # noqa: E402
+from lit_gpt.measurement.evaluation import (
+    example_maps,  # noqa: E402
+    probe_loss_mask,
+)
+from lit_gpt.model.config import Config  # noqa: E402
+from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.training.checkpoint import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then quickly slowly".split()
@@ -44,18 +47,35 @@ def train_checkpoint(path, tokenizer, texts, train_extra=None, steps=20, **overr
     stream = torch.tensor([t for ids in tokenizer.encode_batch(texts) for t in ids + [tokenizer.eos_id]])
     windows = stream[: len(stream) // 65 * 65].view(-1, 65)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(steps):
+    for _ in range(steps):
         batch = windows[torch.randint(0, len(windows), (8,))]
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    train = {"fixed_token_pos": None, "fixed_token_id": 1, "random_token_start": None, "random_token_end": None,
-             "ignore_loss": 0, "train_data_dir": str(path.parent), "tokenizer": str(tokenizer.path)}
+    train = {
+        "fixed_token_pos": None,
+        "fixed_token_id": 1,
+        "random_token_start": None,
+        "random_token_end": None,
+        "ignore_loss": 0,
+        "train_data_dir": str(path.parent),
+        "tokenizer": str(tokenizer.path),
+    }
     train.update(train_extra or {})
-    torch.save({"model": model.state_dict(), "config": config.asdict(), "train": train, "iter_num": steps,
-                "step_count": steps, "tokens_seen": steps * 8 * 64, "optimizer": optimizer.state_dict()}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": config.asdict(),
+            "train": train,
+            "iter_num": steps,
+            "step_count": steps,
+            "tokens_seen": steps * 8 * 64,
+            "optimizer": optimizer.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -74,10 +94,26 @@ def run(tmp_path_factory):
 def test_eval_writes_every_field_and_pngs_that_open(run, tmp_path):
     out = tmp_path / "sink.json"
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "pretrain/eval_sink_pretrain.py"), "--load_from", str(run["ckpt"]),
-         "--probe", str(run["probe"]), "--json", str(out), "--plots", str(tmp_path / "plots"),
-         "--layers", "[0, 1]", "--heads", "[0, 2]"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "pretrain/eval_sink_pretrain.py"),
+            "--load_from",
+            str(run["ckpt"]),
+            "--probe",
+            str(run["probe"]),
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--layers",
+            "[0, 1]",
+            "--heads",
+            "[0, 2]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "Sink_1" in completed.stdout
     result = json.loads(out.read_text())
@@ -96,11 +132,15 @@ def test_eval_writes_every_field_and_pngs_that_open(run, tmp_path):
 
 
 def test_slot_variant_reports_sink_star(run, tmp_path):
-    ckpt = train_checkpoint(tmp_path / "kv.pth", run["tokenizer"], synthetic_texts(20, seed=3), steps=3,
-                            k_bias=True, v_bias=True)
+    ckpt = train_checkpoint(
+        tmp_path / "kv.pth", run["tokenizer"], synthetic_texts(20, seed=3), steps=3, k_bias=True, v_bias=True
+    )
     out = tmp_path / "kv.json"
-    CLI(evaluate_checkpoint, as_positional=False,
-        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out)])
+    CLI(
+        evaluate_checkpoint,
+        as_positional=False,
+        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out)],
+    )
     rates = json.loads(out.read_text())["sink_rates"]
     assert "sink_star" in rates and "sink_1" in rates
 
@@ -115,8 +155,20 @@ def test_eval_takes_a_run_folder_as_the_report_does_and_the_trainers_flag_names(
     newest = folder / "iter-000020-ckpt.pth"
     newest.write_bytes(run["ckpt"].read_bytes())
     out = tmp_path / "sink.json"
-    main(["--load_from", str(folder), "--probe_file", str(run["probe"]), "--sink_eps", "0.3", "--sink_k", "3",
-          "--json", str(out)])
+    main(
+        [
+            "--load_from",
+            str(folder),
+            "--probe_file",
+            str(run["probe"]),
+            "--sink_eps",
+            "0.3",
+            "--sink_k",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert result["checkpoint"] == str(newest) and list(result["sink_rates"])[:3] == ["sink_1", "sink_2", "sink_3"]
 
@@ -136,11 +188,19 @@ def test_training_input_transforms_are_applied_to_the_probe(run, tmp_path):
     assert probe_loss_mask(prefix, {"ignore_loss": 4}, 10).tolist() == [False] * 4 + [True] * 5
     assert probe_loss_mask(Config.from_name("micro"), {"ignore_loss": 0}, 10) is None
 
-    ckpt = train_checkpoint(tmp_path / "fixed.pth", run["tokenizer"], synthetic_texts(20, seed=4), steps=3,
-                            train_extra={"fixed_token_pos": 3, "fixed_token_id": 7})
+    ckpt = train_checkpoint(
+        tmp_path / "fixed.pth",
+        run["tokenizer"],
+        synthetic_texts(20, seed=4),
+        steps=3,
+        train_extra={"fixed_token_pos": 3, "fixed_token_id": 7},
+    )
     out_json = tmp_path / "fixed.json"
-    CLI(evaluate_checkpoint, as_positional=False,
-        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out_json)])
+    CLI(
+        evaluate_checkpoint,
+        as_positional=False,
+        args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--json", str(out_json)],
+    )
     assert json.loads(out_json.read_text())["input_transforms"]["fixed_token"] == [3, 7]
     model, loaded = load_model(ckpt)
     maps = example_maps(model, loaded, torch.zeros(1, 8, dtype=torch.long))
@@ -159,13 +219,16 @@ def test_generate_cli_continues_the_prompt_identically_with_and_without_cache(ru
     assert len(sampled) == 2
 
 
-@pytest.mark.parametrize("extra, status, message", [
-    (["--temperature", "nan"], 2, "error: --temperature: expected a finite float, got 'nan'"),
-    (["--temperature", "inf"], 2, "error: --temperature: expected a finite float, got 'inf'"),
-    (["--temperature", "-1"], 1, "error: temperature must be a finite number >= 0 (0 is greedy), got -1"),
-    (["--top_k", "0"], 1, "error: top_k must be >= 1"),
-    (["--seed", str(2**64)], 1, f"error: seed must be in 0..{2**64 - 1}"),
-])
+@pytest.mark.parametrize(
+    "extra, status, message",
+    [
+        (["--temperature", "nan"], 2, "error: --temperature: expected a finite float, got 'nan'"),
+        (["--temperature", "inf"], 2, "error: --temperature: expected a finite float, got 'inf'"),
+        (["--temperature", "-1"], 1, "error: temperature must be a finite number >= 0 (0 is greedy), got -1"),
+        (["--top_k", "0"], 1, "error: top_k must be >= 1"),
+        (["--seed", str(2**64)], 1, f"error: seed must be in 0..{2**64 - 1}"),
+    ],
+)
 def test_generate_cli_refuses_degenerate_sampling_in_one_line(run, capsys, extra, status, message):
     """Non-finite floats are refused by the flag parser (exit 2); values it accepts but sampling cannot use
     are refused by the sampler's own check (exit 1)."""
@@ -186,13 +249,41 @@ def test_generate_cli_samples_greedily_at_a_vanishing_temperature_and_top_k_beyo
 
 def test_streaming_cli_reports_three_perplexities(run, tmp_path):
     out = tmp_path / "stream.json"
-    results = CLI(compare_caches, as_positional=False,
-                  args=["--load_from", f"[{run['ckpt']}]", "--text", str(run["probe"]), "--length", "100",
-                        "--window", "16", "--n_sink", "2", "--json", str(out)])
+    results = CLI(
+        compare_caches,
+        as_positional=False,
+        args=[
+            "--load_from",
+            f"[{run['ckpt']}]",
+            "--text",
+            str(run["probe"]),
+            "--length",
+            "100",
+            "--window",
+            "16",
+            "--n_sink",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert json.loads(out.read_text()) == results
-    single = CLI(compare_caches, as_positional=False,
-                 args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]), "--length", "100",
-                       "--window", "16", "--n_sink", "2"])
+    single = CLI(
+        compare_caches,
+        as_positional=False,
+        args=[
+            "--load_from",
+            str(run["ckpt"]),
+            "--text",
+            str(run["probe"]),
+            "--length",
+            "100",
+            "--window",
+            "16",
+            "--n_sink",
+            "2",
+        ],
+    )
     assert single == results
     perplexity = results[0]["perplexity"]
     assert set(perplexity) == {"full", "window", "sink"}
@@ -202,11 +293,20 @@ def test_streaming_cli_reports_three_perplexities(run, tmp_path):
 def test_report_cli_tabulates_runs(run, tmp_path):
     second = tmp_path / "kv_bias"
     second.mkdir()
-    train_checkpoint(second / "iter-000003-ckpt.pth", run["tokenizer"], synthetic_texts(20, seed=5), steps=3,
-                     k_bias=True, v_bias=True)
+    train_checkpoint(
+        second / "iter-000003-ckpt.pth",
+        run["tokenizer"],
+        synthetic_texts(20, seed=5),
+        steps=3,
+        k_bias=True,
+        v_bias=True,
+    )
     (second / "metrics.csv").write_text("step,metric,value\n3,metric/a_val_loss,4.0\n3,metric/b_val_loss,5.0\n")
-    table = report(**parse_report_args([str(run["ckpt"]), str(second), "--probe", str(run["probe"]),
-                                        "--out", str(tmp_path / "report")]))
+    table = report(
+        **parse_report_args(
+            [str(run["ckpt"]), str(second), "--probe", str(run["probe"]), "--out", str(tmp_path / "report")]
+        )
+    )
     assert "| run | variant | Sink_1 (%) | Sink* (%) |" in table
     assert "| kv_bias | softmax norm:sum k_bias v_bias |" in table and "| 4.500 |" in table
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.csv", "report.md", "report.png"]
@@ -216,9 +316,9 @@ def test_report_cli_tabulates_runs(run, tmp_path):
 
 def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run, tmp_path):
     from lit_gpt.data import load_probe_windows
-    from lit_gpt.measurement.evaluation import evaluate_run
     from lit_gpt.hf.io import export_hf
     from lit_gpt.hf.probe import evaluate_hf, load_hf_causal_lm
+    from lit_gpt.measurement.evaluation import evaluate_run
 
     folder = export_hf(run["ckpt"], tmp_path / "hf", tokenizer=run["tokenizer"].path)
     assert (folder / "tokenizer.json").is_file()
@@ -233,64 +333,123 @@ def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run,
 def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, tmp_path):
     """cpu-scale runs write BOS over position 0; the prompt must follow it, not lose its first token to it."""
     eos = run["tokenizer"].eos_id
-    ckpt = train_checkpoint(tmp_path / "bos.pth", run["tokenizer"], synthetic_texts(20, seed=6), steps=3,
-                            train_extra={"fixed_token_pos": 0, "fixed_token_id": eos})
+    ckpt = train_checkpoint(
+        tmp_path / "bos.pth",
+        run["tokenizer"],
+        synthetic_texts(20, seed=6),
+        steps=3,
+        train_extra={"fixed_token_pos": 0, "fixed_token_id": eos},
+    )
     main = sample
     for use_cache in ("true", "false"):
-        outputs = CLI(main, as_positional=False, args=["--load_from", str(ckpt), "--prompt", "the cat sat",
-                                                       "--max_new_tokens", "5", "--use_cache", use_cache])
+        outputs = CLI(
+            main,
+            as_positional=False,
+            args=[
+                "--load_from",
+                str(ckpt),
+                "--prompt",
+                "the cat sat",
+                "--max_new_tokens",
+                "5",
+                "--use_cache",
+                use_cache,
+            ],
+        )
         assert outputs[0].startswith("the cat sat"), outputs[0]
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["--batch_size", "0"], "--batch_size must be >= 1"),
-    (["--positions", "-3"], "--positions must be >= 1"),
-    (["--positions", "40"], "--positions 40 exceeds the 32-token probe windows"),
-    (["--eps", "2"], r"--eps must be in \(0, 1\)"),
-    (["--n_sequences", "0"], "--n_sequences must be >= 1"),
-    (["--layers", "[5]"], r"--layers \[5\] must pick from 0..1"),
-    (["--heads", "[]"], r"--heads \[\] must pick from 0..3"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--positions", "-3"], "--positions must be >= 1"),
+        (["--positions", "40"], "--positions 40 exceeds the 32-token probe windows"),
+        (["--eps", "2"], r"--eps must be in \(0, 1\)"),
+        (["--n_sequences", "0"], "--n_sequences must be >= 1"),
+        (["--layers", "[5]"], r"--layers \[5\] must pick from 0..1"),
+        (["--heads", "[]"], r"--heads \[\] must pick from 0..3"),
+    ],
+)
 def test_evaluation_settings_without_a_meaning_are_refused_before_any_output(run, tmp_path, extra, match):
     from lit_gpt.measurement.evaluation import EvalError
 
-    args = ["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--length", "32",
-            "--json", str(tmp_path / "out.json"), "--plots", str(tmp_path / "plots"), *extra]
+    args = [
+        "--load_from",
+        str(run["ckpt"]),
+        "--probe",
+        str(run["probe"]),
+        "--length",
+        "32",
+        "--json",
+        str(tmp_path / "out.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+        *extra,
+    ]
     with pytest.raises(EvalError, match=match):
         CLI(evaluate_checkpoint, as_positional=False, args=args)
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "plots").exists()
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["--n_sink", "-1"], "--n_sink >= 0"),
-    (["--length", "-5"], "--length >= 2"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--n_sink", "-1"], "--n_sink >= 0"),
+        (["--length", "-5"], "--length >= 2"),
+    ],
+)
 def test_streaming_settings_without_a_meaning_are_refused(run, extra, match):
     from lit_gpt.measurement.streaming import StreamingError
 
     with pytest.raises(StreamingError, match=match):
-        CLI(compare_caches, as_positional=False, args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]),
-                                                       *extra])
+        CLI(
+            compare_caches,
+            as_positional=False,
+            args=["--load_from", str(run["ckpt"]), "--text", str(run["probe"]), *extra],
+        )
     with pytest.raises(StreamingError, match="names no checkpoint"):
         CLI(compare_caches, as_positional=False, args=["--load_from", "[]", "--text", str(run["probe"])])
 
 
 def test_a_moved_run_tokenizer_names_where_it_came_from(run, tmp_path):
-    ckpt = train_checkpoint(tmp_path / "moved.pth", run["tokenizer"], synthetic_texts(20, seed=7), steps=1,
-                            train_extra={"tokenizer": str(tmp_path / "gone" / "tokenizer.json")})
+    ckpt = train_checkpoint(
+        tmp_path / "moved.pth",
+        run["tokenizer"],
+        synthetic_texts(20, seed=7),
+        steps=1,
+        train_extra={"tokenizer": str(tmp_path / "gone" / "tokenizer.json")},
+    )
     from lit_gpt.measurement.evaluation import EvalError
 
     with pytest.raises(EvalError, match=r"recorded in the checkpoint\) cannot be loaded .*pass --tokenizer PATH"):
         CLI(evaluate_checkpoint, as_positional=False, args=["--load_from", str(ckpt), "--probe", str(run["probe"])])
-    assert CLI(evaluate_checkpoint, as_positional=False,
-               args=["--load_from", str(ckpt), "--probe", str(run["probe"]), "--tokenizer", str(run["tokenizer"].path),
-                     "--length", "32"]) is None
+    assert (
+        CLI(
+            evaluate_checkpoint,
+            as_positional=False,
+            args=[
+                "--load_from",
+                str(ckpt),
+                "--probe",
+                str(run["probe"]),
+                "--tokenizer",
+                str(run["tokenizer"].path),
+                "--length",
+                "32",
+            ],
+        )
+        is None
+    )
 
 
 def test_costs_flag_adds_the_sink_cost_columns_to_the_json_and_the_printout(run, tmp_path, capsys):
     out = tmp_path / "costs.json"
-    CLI(evaluate_checkpoint, as_positional=False,
-        args=["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--json", str(out), "--costs", "true"])
+    CLI(
+        evaluate_checkpoint,
+        as_positional=False,
+        args=["--load_from", str(run["ckpt"]), "--probe", str(run["probe"]), "--json", str(out), "--costs", "true"],
+    )
     costs = json.loads(out.read_text())["costs"]
     block_size = load_model(run["ckpt"])[0].config.block_size
     assert costs["streaming"]["window"] == block_size // 2 and costs["streaming"]["n_tokens"] == 4 * block_size

@@ -44,13 +44,15 @@ def test_paths_that_cannot_take_the_output_are_refused(tmp_path):
     plt.close(fig)
 
 
-
 def test_a_folder_that_cannot_be_made_or_written_into_is_refused_in_one_line(tmp_path, monkeypatch):
-    with pytest.raises(OutputError, match=r"cannot create .*/" + "x" * 300 + r" \(File name too long\); choose another"):
+    with pytest.raises(
+        OutputError, match=r"cannot create .*/" + "x" * 300 + r" \(File name too long\); choose another"
+    ):
         output_folder(tmp_path / ("x" * 300))
     monkeypatch.setattr(files.os, "access", lambda path, mode: False)  # root may write anywhere: pretend not
     with pytest.raises(OutputError, match=f"no permission to write into {tmp_path}; choose another output folder"):
         output_folder(tmp_path)
+
 
 def test_outputs_get_the_permissions_of_an_ordinary_file_under_the_umask(tmp_path):
     import os
@@ -73,13 +75,18 @@ def _only_file(folder):
 def test_a_full_disk_is_one_line_naming_the_path_and_the_space_and_keeps_the_old_file(small_disk):
     disk = small_disk("64k")
     path = write_atomic(disk / "report.md", "complete\n")
-    with pytest.raises(files.DiskFullError, match=rf"^no space left on the disk of {path}: it needs about 1\.0 MB and "
-                                                  r"[\d.]+ kB are free; free some space or write elsewhere"):
+    with pytest.raises(
+        files.DiskFullError,
+        match=rf"^no space left on the disk of {path}: it needs about 1\.0 MB and "
+        r"[\d.]+ kB are free; free some space or write elsewhere",
+    ):
         write_atomic(path, "x" * 1_000_000)
     assert path.read_text() == "complete\n" and _only_file(disk) == ["report.md"]
     big = plt.figure(figsize=(40, 40))
     big.gca().imshow(__import__("numpy").random.default_rng(0).random((400, 400)))
-    with pytest.raises(files.DiskFullError, match=rf"^no space left on the disk of {disk}/plot.png: [\d.]+ kB are free"):
+    with pytest.raises(
+        files.DiskFullError, match=rf"^no space left on the disk of {disk}/plot.png: [\d.]+ kB are free"
+    ):
         save_figure(big, disk / "plot.png")
     plt.close(big)
     assert _only_file(disk) == ["report.md"]

@@ -1,13 +1,13 @@
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from variants import micro, tokens
 
 from lit_gpt.model.attention import AttentionRuntime
 from lit_gpt.model.config import GPT2_STRUCTURE, Config
 from lit_gpt.model.flops import estimated_flops_per_step, flops_per_token, num_parameters
 from lit_gpt.model.gpt import GPT
 from lit_gpt.model.variants import VARIANTS
-from variants import micro, tokens
 
 
 def test_tiny_preset_matches_the_reference_figures():
@@ -39,10 +39,16 @@ def test_parameter_count_matches_the_built_model(overrides):
     assert num_parameters(config)["total"] == sum(p.numel() for p in GPT(config).parameters())
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(sink_tokens=2, k_bias=True, v_bias=True, n_query_groups=2,
-                                                attn_gate="elementwise", mlp="gelu"),
-                                       dict(GPT2_STRUCTURE, sink_tokens=1), dict(mlp="none", attn_gate="headwise")],
-                         ids=["llama", "everything", "gpt2", "attention_only"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(sink_tokens=2, k_bias=True, v_bias=True, n_query_groups=2, attn_gate="elementwise", mlp="gelu"),
+        dict(GPT2_STRUCTURE, sink_tokens=1),
+        dict(mlp="none", attn_gate="headwise"),
+    ],
+    ids=["llama", "everything", "gpt2", "attention_only"],
+)
 def test_formula_matches_torch_flop_counter(overrides):
     """The analytic count equals torch's count of matmul FLOPs for a real forward + backward.
 
@@ -56,8 +62,10 @@ def test_formula_matches_torch_flop_counter(overrides):
     assert counter.get_total_flops() == pytest.approx(estimated_flops_per_step(config, 2, 16), rel=1e-9)
 
 
-@pytest.mark.parametrize("overrides", [dict(mlp="none"), dict(GPT2_STRUCTURE, mlp="none"),
-                                       dict(mlp="none", norm_position="post", attn_gate="headwise")])
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(mlp="none"), dict(GPT2_STRUCTURE, mlp="none"), dict(mlp="none", norm_position="post", attn_gate="headwise")],
+)
 def test_attention_only_blocks_count_no_mlp_and_one_norm(overrides):
     config = micro(**overrides)
     assert num_parameters(config)["total"] == sum(p.numel() for p in GPT(config).parameters())

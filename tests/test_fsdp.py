@@ -13,20 +13,39 @@ import sys
 
 import pytest
 import torch
+from test_scripts import NODE_SETTINGS
+from test_trainer import ROOT, build_corpus, cli_args, metric_series, run_cli
 
 from lit_gpt.training.checkpoint import list_checkpoints, load_model
 from lit_gpt.training.fsdp import optimizer_state_by_name, optimizer_state_by_position
 from lit_gpt.training.run_config import parse_args
 from lit_gpt.training.train_args import ArgsError
 from lit_gpt.training.trainer import setup
-from test_scripts import NODE_SETTINGS
-from test_trainer import ROOT, build_corpus, cli_args, metric_series, run_cli
 
-MODEL = ("--model.tie_embeddings", "true", "--model.sink_tokens", "1", "--model.k_bias", "true",
-         "--model.v_bias", "true")
+MODEL = (
+    "--model.tie_embeddings",
+    "true",
+    "--model.sink_tokens",
+    "1",
+    "--model.k_bias",
+    "true",
+    "--model.v_bias",
+    "true",
+)
 # Six steps, checkpoints at 3 and 6; 32-true so that a GPU machine compares at fp32 tolerance too.
-COMMON = (*MODEL, "--max_step", "6", "--save_step_interval", "3", "--eval_step_interval", "3", "--eval_iters", "1",
-          "--precision", "32-true")
+COMMON = (
+    *MODEL,
+    "--max_step",
+    "6",
+    "--save_step_interval",
+    "3",
+    "--eval_step_interval",
+    "3",
+    "--eval_iters",
+    "1",
+    "--precision",
+    "32-true",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +58,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_optimizer_state_is_saved_keyed_by_position_as_an_unsharded_optimizer_keys_it():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
-    optimizer = torch.optim.AdamW([{"params": [model[0].weight, model[1].weight]},
-                                   {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [model[0].weight, model[1].weight]},
+            {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0},
+        ]
+    )
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
     plain = optimizer.state_dict()
@@ -53,12 +76,16 @@ def test_optimizer_state_is_saved_keyed_by_position_as_an_unsharded_optimizer_ke
         optimizer_state_by_name(plain, names[:3])
 
 
-@pytest.mark.parametrize("flags, match", [
-    (("--devices", "1"), r"strategy=fsdp shards the model over processes but this run has one \(devices=1"),
-    (("--devices", "2", "--precision", "16-mixed"), r"precision='16-mixed' does not work with strategy=fsdp"),
-])
-def test_fsdp_refuses_one_process_and_precisions_it_cannot_run_before_anything_is_written(corpus, tmp_path, flags,
-                                                                                          match):
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (("--devices", "1"), r"strategy=fsdp shards the model over processes but this run has one \(devices=1"),
+        (("--devices", "2", "--precision", "16-mixed"), r"precision='16-mixed' does not work with strategy=fsdp"),
+    ],
+)
+def test_fsdp_refuses_one_process_and_precisions_it_cannot_run_before_anything_is_written(
+    corpus, tmp_path, flags, match
+):
     with pytest.raises(ArgsError, match=match):
         setup(parse_args(cli_args(corpus, tmp_path, "--strategy", "fsdp", *flags), exit_on_error=False))
     assert not (tmp_path / "run").exists()
@@ -73,11 +100,23 @@ def free_port() -> int:
 def launch_through_scripts(args: list[str]) -> subprocess.CompletedProcess:
     """The trainer as scripts/lib.sh's `launch` starts it for two devices: `fabric run`, torchrun underneath."""
     env = {key: value for key, value in os.environ.items() if key not in NODE_SETTINGS}
-    env.update(SCALE="cpu", NUMBER_OF_GPUS="2", MAIN_PORT=str(free_port()), PYTHON=sys.executable,
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(["bash", "-c", 'source scripts/lib.sh && launch "$@"', "launch", *args], cwd=ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    env.update(
+        SCALE="cpu",
+        NUMBER_OF_GPUS="2",
+        MAIN_PORT=str(free_port()),
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        ["bash", "-c", 'source scripts/lib.sh && launch "$@"', "launch", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=300)
     finally:
@@ -113,8 +152,9 @@ def test_fsdp_on_two_cpu_processes_matches_one_process_and_resumes(corpus, tmp_p
     first = run_cli(cli_args(corpus, tmp_path / "fsdp", *sharded_args, "--max_step", "3"))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "2 process(es), gradient accumulation 1" in first.stdout
-    resumed = launch_through_scripts(cli_args(corpus, tmp_path / "fsdp", *sharded_args, "--resume", "auto",
-                                              "--activation_checkpointing", "true"))
+    resumed = launch_through_scripts(
+        cli_args(corpus, tmp_path / "fsdp", *sharded_args, "--resume", "auto", "--activation_checkpointing", "true")
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout and "iter-000003-ckpt.pth" in resumed.stdout
     sharded = tmp_path / "fsdp" / "run"

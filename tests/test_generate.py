@@ -93,13 +93,16 @@ def test_fixed_token_is_inserted_so_the_prompt_is_kept_whole():
     assert insert_tokens(prompt, {9: 1}).tolist() == [[5, 6, 7]]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
-    ({"max_new_tokens": 2, "top_k": 0}, "top_k must be >= 1"),
-    ({"max_new_tokens": 2, "temperature": -0.5}, "temperature must be a finite number >= 0"),
-    ({"max_new_tokens": 2, "temperature": float("nan")}, "temperature must be a finite number >= 0 .*got nan"),
-    ({"max_new_tokens": 2, "temperature": float("inf")}, "temperature must be a finite number >= 0 .*got inf"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+        ({"max_new_tokens": 2, "top_k": 0}, "top_k must be >= 1"),
+        ({"max_new_tokens": 2, "temperature": -0.5}, "temperature must be a finite number >= 0"),
+        ({"max_new_tokens": 2, "temperature": float("nan")}, "temperature must be a finite number >= 0 .*got nan"),
+        ({"max_new_tokens": 2, "temperature": float("inf")}, "temperature must be a finite number >= 0 .*got inf"),
+    ],
+)
 def test_sampling_settings_without_a_meaning_are_refused(kwargs, match):
     with pytest.raises(GenerationError, match=match):
         generate(sharp_model(), torch.tensor([1, 2]), **kwargs)
@@ -115,8 +118,9 @@ def test_zero_new_tokens_returns_the_prompt_and_foreign_ids_are_refused():
 @pytest.mark.parametrize("temperature", [1e-30, 1e-300, 5e-324])
 def test_a_vanishing_temperature_samples_as_greedy_does(temperature):
     logits = torch.tensor([[1.0, 3.0, 2.0, 3.0 - 1e-3]])  # logits / 1e-300 overflow to inf without the shift
-    draws = {next_token(logits, 4, temperature, generator=torch.Generator().manual_seed(seed)).item()
-             for seed in range(20)}
+    draws = {
+        next_token(logits, 4, temperature, generator=torch.Generator().manual_seed(seed)).item() for seed in range(20)
+    }
     assert draws == {1}
     model = sharp_model()
     prompt = torch.tensor([1, 2, 3])

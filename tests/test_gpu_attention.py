@@ -75,7 +75,9 @@ CASES = {
 # Every case at the paper's head size; on CUDA the cases with a trap of their own also at 32 and 64 (the CPU
 # rehearsal keeps to 96: there FlexAttention runs uncompiled, a second or so a case).
 TRAPPED_HEAD_SIZES = (32, 64, 96) if torch.cuda.is_available() else (96,)
-HEAD_SIZES = {name: (96,) for name in CASES} | {name: TRAPPED_HEAD_SIZES for name in ("softmax", "sigmoid", "sink_logit")}
+HEAD_SIZES = {name: (96,) for name in CASES} | {
+    name: TRAPPED_HEAD_SIZES for name in ("softmax", "sigmoid", "sink_logit")
+}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -86,13 +88,19 @@ def computes(backend: str, case: Case) -> bool:
     return reason is None or reason == kernel.device_reason(cuda, torch.bfloat16, training=True)
 
 
-PARAMS = [pytest.param(backend, name, head_size, dtype, id=f"{backend}-{name}-d{head_size}-{dtype}")
-          for backend in FUSED for name, case in CASES.items() if computes(backend, case)
-          for head_size in HEAD_SIZES[name] for dtype in DTYPES]
+PARAMS = [
+    pytest.param(backend, name, head_size, dtype, id=f"{backend}-{name}-d{head_size}-{dtype}")
+    for backend in FUSED
+    for name, case in CASES.items()
+    if computes(backend, case)
+    for head_size in HEAD_SIZES[name]
+    for dtype in DTYPES
+]
 
 
-def make_leaves(case: Case, shape: Shape, head_size: int, dtype: torch.dtype,
-                device: torch.device) -> dict[str, torch.Tensor]:
+def make_leaves(
+    case: Case, shape: Shape, head_size: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, torch.Tensor]:
     """The tensors gradients are checked for: q, k, v in `dtype`, the learned slots in fp32 (parameters are
     fp32 under bf16-mixed training)."""
     generator = torch.Generator().manual_seed(head_size)
@@ -186,10 +194,13 @@ def test_flex_returns_the_natural_log_sum_exp(gpu_device):
 
     shape, head_size = SHAPES[gpu_device.type], 96
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(shape.batch, shape.heads, shape.length, head_size, generator=generator).to(gpu_device)
-               for _ in range(3))
-    block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: kv_idx <= q_idx, None, None, shape.length,
-                                   shape.length, device=gpu_device)
+    q, k, v = (
+        torch.randn(shape.batch, shape.heads, shape.length, head_size, generator=generator).to(gpu_device)
+        for _ in range(3)
+    )
+    block_mask = create_block_mask(
+        lambda b, h, q_idx, kv_idx: kv_idx <= q_idx, None, None, shape.length, shape.length, device=gpu_device
+    )
     attend = torch.compile(flex_attention) if gpu_device.type == "cuda" else flex_attention
     with torch.no_grad():
         _, lse = attend(q, k, v, block_mask=block_mask, return_lse=True)

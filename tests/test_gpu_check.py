@@ -10,14 +10,22 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from script_modules import load_script
 
 # Not imported from test_scripts: the rehearsal collects this module too, where litdata is missing.
 REPO = Path(__file__).resolve().parents[1]
 
-EXPECTED_CHECKS = ["kernels", "throughput softmax", "throughput sigmoid, no norm", "throughput KV-bias",
-                   "throughput sink logit", "goal softmax MFU", "goal sigmoid speed", "big step", "resume"]
+EXPECTED_CHECKS = [
+    "kernels",
+    "throughput softmax",
+    "throughput sigmoid, no norm",
+    "throughput KV-bias",
+    "throughput sink logit",
+    "goal softmax MFU",
+    "goal sigmoid speed",
+    "big step",
+    "resume",
+]
 
 
 def packages_that_fail_to_import(folder, names):
@@ -33,8 +41,14 @@ def test_the_cpu_rehearsal_runs_every_check_without_the_packages_the_gpu_machine
     missing = packages_that_fail_to_import(tmp_path / "missing", ("jsonargparse", "litdata", "wandb"))
     out_dir = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(missing))
-    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out_dir", str(out_dir)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--dry-run", "--out_dir", str(out_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out_dir / "gpu_check.json").read_text())
     verdicts = {check["check"]: check["verdict"] for check in report["checks"]}

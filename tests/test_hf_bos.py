@@ -4,15 +4,16 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer as HFTokenizer, processors
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import processors
 
 from lit_gpt.cli.eval_hf import evaluate_hf_model
 from lit_gpt.cli.eval_sink import evaluate_checkpoint
 from lit_gpt.cli.generate import sample
-from lit_gpt.model.config import Config
-from lit_gpt.hf.io import HFError, export_hf
-from lit_gpt.model.gpt import GPT
 from lit_gpt.data.tokenizer import train_bpe
+from lit_gpt.hf.io import HFError, export_hf
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
 
 transformers = pytest.importorskip("transformers")
 
@@ -28,8 +29,9 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bos")
     train_bpe(TEXTS, 300, root / "tokenizer.json")
     templated = HFTokenizer.from_file(str(root / "tokenizer.json"))
-    templated.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
-                                                             special_tokens=[("<|endoftext|>", 0)])
+    templated.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
     (root / "with_bos").mkdir()
     templated.save(str(root / "with_bos" / "tokenizer.json"))
     (root / "probe.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in TEXTS))
@@ -46,8 +48,14 @@ def bos_run(folder, files):
             if param.dim() == 2:
                 param.normal_(std=0.3)
     ckpt = folder / "iter-000001-ckpt.pth"
-    torch.save({"model": model.state_dict(), "config": model.config.asdict(),
-                "train": {**BOS_RUN, "tokenizer": str(files / "tokenizer.json")}}, ckpt)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": model.config.asdict(),
+            "train": {**BOS_RUN, "tokenizer": str(files / "tokenizer.json")},
+        },
+        ckpt,
+    )
     return ckpt
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.model.config import Config, ConfigError
 from lit_gpt.core.errors import UserError
 from lit_gpt.core.files import DiskFullError
 from lit_gpt.hf.io import HFError, export_hf, import_hf, resolve_model_dir
 from lit_gpt.hf.probe import load_hf_causal_lm
+from lit_gpt.model.config import Config, ConfigError
 from lit_gpt.model.gpt import GPT
 
 transformers = pytest.importorskip("transformers")
@@ -21,9 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_hf_llama(folder, tie=False, rope_parameters=None):
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      tie_word_embeddings=tie, rope_parameters=rope_parameters)
+    config = transformers.LlamaConfig(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+        rope_parameters=rope_parameters,
+    )
     return save_with_structure(transformers.LlamaForCausalLM(config).eval(), folder)
 
 
@@ -60,8 +68,14 @@ def test_import_of_a_hf_llama_gives_the_same_logits(hf_dir):
 
 def test_llamas_with_biases_are_refused(tmp_path):
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, attention_bias=True)
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_bias=True,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="bias"):
         import_hf(tmp_path)
@@ -96,8 +110,16 @@ def test_export_loads_in_hf_with_the_same_logits_and_imports_back(tmp_path):
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("overrides", [dict(attn_score="sigmoid", attn_normalize="none"), dict(window_size=8),
-                                       dict(k_bias=True, v_bias=True), dict(sink_tokens=1), dict(prefix_tokens=2)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(attn_score="sigmoid", attn_normalize="none"),
+        dict(window_size=8),
+        dict(k_bias=True, v_bias=True),
+        dict(sink_tokens=1),
+        dict(prefix_tokens=2),
+    ],
+)
 def test_variants_hf_cannot_express_are_refused_without_writing(tmp_path, overrides):
     model = GPT(Config.from_name("micro", **overrides))
     with pytest.raises(ConfigError, match="is not a LLaMA"):
@@ -119,8 +141,13 @@ def test_hub_ids_fail_fast_offline(tmp_path, monkeypatch):
 ROPE_SCALINGS = {
     "linear": {"rope_type": "linear", "factor": 2.0},
     # original_max_position_embeddings 16 puts the 64-token probe's wavelengths in all three llama3 bands.
-    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 16},
+    "llama3": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
 }
 
 
@@ -183,15 +210,18 @@ def test_scaled_rope_round_trips_through_export(tmp_path, kind):
     torch.testing.assert_close(load_hf_causal_lm(tmp_path / "out")(idx).logits, model(idx), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("rope, match", [
-    ({"rope_type": "yarn", "factor": 4.0}, "rope_type='yarn' is not supported"),
-    ({"type": "dynamic", "factor": 2.0}, "rope_type='dynamic' is not supported"),
-    ({"rope_type": "linear"}, "needs factor"),
-    ({"rope_type": "linear", "factor": 2.0, "beta": 3}, "RoPE parameters beta"),
-    ({"rope_type": "linear", "factor": "2"}, "factor must be a number, got '2'"),
-    ({"rope_type": "default", "partial_rotary_factor": 0.5}, "partial_rotary_factor != 1"),
-    ("linear", "RoPE parameters must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "rope, match",
+    [
+        ({"rope_type": "yarn", "factor": 4.0}, "rope_type='yarn' is not supported"),
+        ({"type": "dynamic", "factor": 2.0}, "rope_type='dynamic' is not supported"),
+        ({"rope_type": "linear"}, "needs factor"),
+        ({"rope_type": "linear", "factor": 2.0, "beta": 3}, "RoPE parameters beta"),
+        ({"rope_type": "linear", "factor": "2"}, "factor must be a number, got '2'"),
+        ({"rope_type": "default", "partial_rotary_factor": 0.5}, "partial_rotary_factor != 1"),
+        ("linear", "RoPE parameters must be a mapping"),
+    ],
+)
 def test_rope_scalings_we_cannot_compute_exactly_are_refused(hf_dir, tmp_path, rope, match):
     hf = json.loads((hf_dir / "config.json").read_text())
     hf.pop("rope_parameters", None)
@@ -229,30 +259,66 @@ def _as_shards(folder, index):
 
 # name: (damage, the file the message must name besides the folder, what the import error says)
 DAMAGES = {
-    "config truncated": (lambda f: (f / "config.json").write_text('{"model_type": "lla'), "config.json",
-                         r"config.json is not valid JSON \(.*\); re-save the model's config"),
-    "config not text": (lambda f: (f / "config.json").write_bytes(b"\xff\xfe\x00"), "config.json",
-                        r"config.json is not valid JSON"),
-    "config a list": (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json",
-                      r"config.json holds a list, not a mapping; re-save"),
-    "config incomplete": (lambda f: _rewrite_config(f, hidden_size=None), "config.json",
-                          r"config.json lacks hidden_size; it is not a complete LLaMA config: re-save"),
-    "config size not an integer": (lambda f: _rewrite_config(f, num_attention_heads="4"), "config.json",
-                                   r"config.json: num_attention_heads must be a positive integer, got '4'; fix"),
-    "weights truncated": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-99]),
-                          "model.safetensors", r"model.safetensors cannot be read .* save the model again"),
-    "weights random": (lambda f: (f / "model.safetensors").write_bytes(bytes(range(256)) * 8), "model.safetensors",
-                       r"model.safetensors cannot be read .* save the model again"),
-    "index names a missing shard": (lambda f: _as_shards(f, {"weight_map": {"a": "part-2.safetensors"}}),
-                                    "part-2.safetensors", r"part-2.safetensors is missing; .* save it again"),
-    "index without weight_map": (lambda f: _as_shards(f, {"weight_map": {"a": 3}}), "model.safetensors.index.json",
-                                 r"index.json has no weight_map of tensor name -> shard file; re-save"),
-    "shapes disagree": (lambda f: _rewrite_config(f, intermediate_size=48), "config.json",
-                        r"do not fit its config.json \(.*gate_proj.weight \[64, 32\] \(config: \[48, 32\]\).*re-save"),
-    "weights lack a layer": (lambda f: _rewrite_config(f, num_hidden_layers=3), "config.json",
-                             r"do not fit its config.json \(HF weights lack 9 tensors .*model.layers.2"),
-    "weights have an extra layer": (lambda f: _rewrite_config(f, num_hidden_layers=1), "config.json",
-                                    r"do not fit its config.json \(HF weights our model has no place for: model"),
+    "config truncated": (
+        lambda f: (f / "config.json").write_text('{"model_type": "lla'),
+        "config.json",
+        r"config.json is not valid JSON \(.*\); re-save the model's config",
+    ),
+    "config not text": (
+        lambda f: (f / "config.json").write_bytes(b"\xff\xfe\x00"),
+        "config.json",
+        r"config.json is not valid JSON",
+    ),
+    "config a list": (
+        lambda f: (f / "config.json").write_text("[1, 2]"),
+        "config.json",
+        r"config.json holds a list, not a mapping; re-save",
+    ),
+    "config incomplete": (
+        lambda f: _rewrite_config(f, hidden_size=None),
+        "config.json",
+        r"config.json lacks hidden_size; it is not a complete LLaMA config: re-save",
+    ),
+    "config size not an integer": (
+        lambda f: _rewrite_config(f, num_attention_heads="4"),
+        "config.json",
+        r"config.json: num_attention_heads must be a positive integer, got '4'; fix",
+    ),
+    "weights truncated": (
+        lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-99]),
+        "model.safetensors",
+        r"model.safetensors cannot be read .* save the model again",
+    ),
+    "weights random": (
+        lambda f: (f / "model.safetensors").write_bytes(bytes(range(256)) * 8),
+        "model.safetensors",
+        r"model.safetensors cannot be read .* save the model again",
+    ),
+    "index names a missing shard": (
+        lambda f: _as_shards(f, {"weight_map": {"a": "part-2.safetensors"}}),
+        "part-2.safetensors",
+        r"part-2.safetensors is missing; .* save it again",
+    ),
+    "index without weight_map": (
+        lambda f: _as_shards(f, {"weight_map": {"a": 3}}),
+        "model.safetensors.index.json",
+        r"index.json has no weight_map of tensor name -> shard file; re-save",
+    ),
+    "shapes disagree": (
+        lambda f: _rewrite_config(f, intermediate_size=48),
+        "config.json",
+        r"do not fit its config.json \(.*gate_proj.weight \[64, 32\] \(config: \[48, 32\]\).*re-save",
+    ),
+    "weights lack a layer": (
+        lambda f: _rewrite_config(f, num_hidden_layers=3),
+        "config.json",
+        r"do not fit its config.json \(HF weights lack 9 tensors .*model.layers.2",
+    ),
+    "weights have an extra layer": (
+        lambda f: _rewrite_config(f, num_hidden_layers=1),
+        "config.json",
+        r"do not fit its config.json \(HF weights our model has no place for: model",
+    ),
 }
 
 
@@ -274,9 +340,14 @@ def test_a_damaged_hf_folder_is_one_clear_error_on_import_and_evaluation(hf_dir,
 def test_the_open_model_evaluation_command_prints_exactly_one_error_line(hf_dir, tmp_path, name):
     damage, culprit, _ = DAMAGES[name]
     folder = damaged_copy(hf_dir, tmp_path / "model", damage)
-    done = subprocess.run([sys.executable, str(ROOT / "eval_sink_open_source.py"), "--model", str(folder)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "eval_sink_open_source.py"), "--model", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], done.stderr
@@ -293,8 +364,12 @@ def test_export_refuses_a_file_in_the_way_and_keeps_other_files(tmp_path):
     (out / "README.md").write_text("my model card")
     export_hf(model, out)
     assert (out / "README.md").read_text() == "my model card"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
-                                                     "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
 
 
 def test_an_interrupted_export_leaves_the_previous_export_whole(tmp_path, monkeypatch):
@@ -322,11 +397,25 @@ def checkpoint(tmp_path, config):
 def test_the_export_script_refuses_an_output_path_that_is_a_file_in_one_line(tmp_path):
     _, ckpt = checkpoint(tmp_path, Config.from_name("micro"))
     (tmp_path / "taken").write_text("notes")
-    done = subprocess.run([sys.executable, str(ROOT / "pretrain/export_hf.py"), "--load_from", str(ckpt), "--out_dir",
-                           str(tmp_path / "taken")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pretrain/export_hf.py"),
+            "--load_from",
+            str(ckpt),
+            "--out_dir",
+            str(tmp_path / "taken"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 1 and (tmp_path / "taken").read_text() == "notes"
-    assert done.stderr == f"error: {tmp_path / 'taken'} (or a parent of it) is a file, not a folder; choose another " \
-                          f"output folder\n"
+    assert (
+        done.stderr == f"error: {tmp_path / 'taken'} (or a parent of it) is a file, not a folder; choose another "
+        f"output folder\n"
+    )
 
 
 @torch.no_grad()
@@ -339,14 +428,33 @@ def test_the_export_command_writes_a_folder_transformers_loads(tmp_path):
     config = Config.from_name("micro", vocab_size=300)
     model, ckpt = checkpoint(tmp_path, config)
     train_bpe(["alpha beta gamma delta"] * 4, 300, tmp_path / "tokenizer.json")
-    CLI(export, as_positional=False, args=["--load_from", str(ckpt), "--out_dir", str(tmp_path / "hf"),
-                                           "--tokenizer", str(tmp_path / "tokenizer.json")])
+    CLI(
+        export,
+        as_positional=False,
+        args=[
+            "--load_from",
+            str(ckpt),
+            "--out_dir",
+            str(tmp_path / "hf"),
+            "--tokenizer",
+            str(tmp_path / "tokenizer.json"),
+        ],
+    )
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (tmp_path / "tokenizer.json").read_bytes()
     idx = probe(2, 16) % config.vocab_size
-    torch.testing.assert_close(load_hf_causal_lm(tmp_path / "hf")(idx).logits[..., :config.vocab_size],
-                               model(idx)[..., :config.vocab_size], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        load_hf_causal_lm(tmp_path / "hf")(idx).logits[..., : config.vocab_size],
+        model(idx)[..., : config.vocab_size],
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_export_never_replaces_another_models_files(tmp_path):
@@ -361,7 +469,9 @@ def test_export_never_replaces_another_models_files(tmp_path):
     other = train_bpe(["x y z"] * 20, 259, tmp_path / "other.json")
     with pytest.raises(OutputError, match=r"already holds tokenizer.json of another model"):
         export_hf(model, data, tokenizer=other.path)
-    assert (data / "tokenizer.json").read_bytes() == before and sorted(p.name for p in data.iterdir()) == ["tokenizer.json"]
+    assert (data / "tokenizer.json").read_bytes() == before and sorted(p.name for p in data.iterdir()) == [
+        "tokenizer.json"
+    ]
     tiny_hf_llama(tmp_path / "hf_model")
     with pytest.raises(OutputError, match=r"holds config.json, generation_config.json, model.safetensors of another"):
         export_hf(model, tmp_path / "hf_model")

@@ -22,8 +22,11 @@ with exclusive(sys.argv[1], "folder", "wait"):
 def test_a_second_holder_is_refused_naming_the_first_and_the_lock_file_goes_with_the_holder(tmp_path):
     lock = tmp_path / ".lock"
     with exclusive(lock, f"run folder {tmp_path}", "wait for it"):
-        with pytest.raises(FolderBusyError, match=rf"run folder {tmp_path} is in use by process {os.getpid()} on .* "
-                                                  r"since .*; wait for it"):
+        with pytest.raises(
+            FolderBusyError,
+            match=rf"run folder {tmp_path} is in use by process {os.getpid()} on .* "
+            r"since .*; wait for it",
+        ):
             with exclusive(lock, f"run folder {tmp_path}", "wait for it"):
                 pass
         assert lock.is_file()

@@ -24,13 +24,16 @@ def test_a_line_torn_by_a_kill_is_dropped_and_the_resume_rewrites_the_file(tmp_p
     assert log.path.read_text().endswith("\n") and read_metrics(log.path) == [(1, "metric/train_loss", 2.5)]
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"", "does not start with the header"),
-    (b"a,b\n1,2\n", "does not start with the header"),
-    (b"step,metric,value\n1,loss,abc\n2,loss,1.0\n", "line 2 is not step,metric,value"),
-    (b"step,metric,value\n1,loss\n", "line 2 is not step,metric,value"),
-    (b"\xff\xfe\x00garbage", "is not a text file"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "does not start with the header"),
+        (b"a,b\n1,2\n", "does not start with the header"),
+        (b"step,metric,value\n1,loss,abc\n2,loss,1.0\n", "line 2 is not step,metric,value"),
+        (b"step,metric,value\n1,loss\n", "line 2 is not step,metric,value"),
+        (b"\xff\xfe\x00garbage", "is not a text file"),
+    ],
+)
 def test_a_damaged_file_is_refused_naming_the_line(tmp_path, content, match):
     path = tmp_path / "metrics.csv"
     path.write_bytes(content)

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 import lit_gpt.training.trainer as trainer
-from lit_gpt.model.config import Config
 from lit_gpt.measurement.evaluation import probe_loss_mask
 from lit_gpt.measurement.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
+from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 from lit_gpt.training.run_config import parse_args
 from lit_gpt.training.train_args import ArgsError
@@ -56,8 +56,9 @@ def test_trainer_losses_follow_the_model_rule_without_ignore_loss():
     with torch.no_grad():
         probe_logits = model(probe)
     probe_expected = F.cross_entropy(probe_logits[:, 3:-1].flatten(0, 1), probe[:, 4:].flatten())
-    sink = trainer.sink_metrics(trainer.sink_evaluation(fabric, model, probe, 0.3, 2, batch_size=4,
-                                                        n_ignored=ignored_predictions(config)))
+    sink = trainer.sink_metrics(
+        trainer.sink_evaluation(fabric, model, probe, 0.3, 2, batch_size=4, n_ignored=ignored_predictions(config))
+    )
     assert sink["metric/probe_loss"] == pytest.approx(float(probe_expected), rel=1e-5)
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lit_gpt.model.config import Config
 from lit_gpt.measurement.metrics import SinkAccumulator, alphas, layer_sink_rates, normalize_rows, sink_rates
+from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
 

@@ -4,16 +4,24 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from variants import micro, tokens
 
 from lit_gpt.model.attention import AttentionRuntime
 from lit_gpt.model.attention.layer import KV_BIAS_STD, KeySlots
 from lit_gpt.model.config import GPT2_STRUCTURE, ConfigError
-from lit_gpt.model.mlp import MLP
 from lit_gpt.model.gpt import GPT
-from lit_gpt.model.positions import (ALiBi, RelativeBias, RopeScaling, alibi_slopes, apply_rope, relative_bucket,
-                               rope_cos_sin, sinusoidal)
+from lit_gpt.model.mlp import MLP
+from lit_gpt.model.positions import (
+    ALiBi,
+    RelativeBias,
+    RopeScaling,
+    alibi_slopes,
+    apply_rope,
+    relative_bucket,
+    rope_cos_sin,
+    sinusoidal,
+)
 from lit_gpt.model.variants import VARIANTS
-from variants import micro, tokens
 
 ALL = pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 
@@ -73,7 +81,7 @@ def test_incremental_decoding_equals_the_full_forward(overrides):
     idx = tokens(length=12)
     full = model(idx)
     cache = model.new_cache()
-    steps = [model(idx[:, :5], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(5, 12)]
+    steps = [model(idx[:, :5], cache=cache)] + [model(idx[:, t : t + 1], cache=cache) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     assert len(cache) == 12 + model.config.sink_tokens
 
@@ -94,7 +102,7 @@ def test_attention_maps_have_the_documented_layout(overrides):
         assert weights.shape == (2, config.n_head, 10, extra + 10)
         real = weights[..., extra:]
         future = torch.ones(10, 10, dtype=torch.bool).triu(1)
-        future[:, :config.prefix_tokens] = False
+        future[:, : config.prefix_tokens] = False
         assert torch.all(real[..., future] == 0)
         if config.attn_normalize == "sum":
             torch.testing.assert_close(weights.sum(-1), torch.ones(2, config.n_head, 10))
@@ -111,8 +119,19 @@ def test_slot_and_sink_token_columns_come_first():
 
 
 # ------------------------------------------------------------------------------------------ init
-INIT_CONFIG = dict(n_embd=64, n_head=4, n_layer=3, intermediate_size=256, k_bias=True, v_bias=True,
-                   head_bias=True, sink_tokens=4, sink_logit=True, attn_gate="elementwise", pos_embedding="relative")
+INIT_CONFIG = dict(
+    n_embd=64,
+    n_head=4,
+    n_layer=3,
+    intermediate_size=256,
+    k_bias=True,
+    v_bias=True,
+    head_bias=True,
+    sink_tokens=4,
+    sink_logit=True,
+    attn_gate="elementwise",
+    pos_embedding="relative",
+)
 INIT_CONFIGS = {"llama": INIT_CONFIG, "gpt2": {**INIT_CONFIG, **GPT2_STRUCTURE}}
 INITS = pytest.mark.parametrize("init_config", INIT_CONFIGS.values(), ids=INIT_CONFIGS.keys())
 
@@ -192,12 +211,15 @@ def test_llama3_rope_scaling_keeps_short_wavelengths_and_stretches_long_ones():
     assert (ratio[~short & ~long] < 1).all() and (ratio[~short & ~long] > 1 / 8).all()
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (dict(rope_scaling="yarn"), "rope_scaling='yarn' is not one of default, linear, llama3"),
-    (dict(rope_scaling="linear", rope_scaling_factor=0.0), "rope_scaling_factor must be a positive number"),
-    (dict(rope_scaling="llama3", rope_low_freq_factor=4.0), "rope_high_freq_factor > rope_low_freq_factor"),
-    (dict(rope_scaling="linear", pos_embedding="alibi"), "needs pos_embedding=rope"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(rope_scaling="yarn"), "rope_scaling='yarn' is not one of default, linear, llama3"),
+        (dict(rope_scaling="linear", rope_scaling_factor=0.0), "rope_scaling_factor must be a positive number"),
+        (dict(rope_scaling="llama3", rope_low_freq_factor=4.0), "rope_high_freq_factor > rope_low_freq_factor"),
+        (dict(rope_scaling="linear", pos_embedding="alibi"), "needs pos_embedding=rope"),
+    ],
+)
 def test_rope_scaling_settings_that_cannot_work_are_refused(overrides, match):
     with pytest.raises(ConfigError, match=match):
         micro(**overrides)
@@ -210,9 +232,9 @@ def test_rope_scaling_shows_in_the_variant_summary_only_when_used():
 
 def test_alibi_slopes_and_bias():
     assert alibi_slopes(8).tolist() == [2.0 ** -(i + 1) for i in range(8)]
-    assert alibi_slopes(6).tolist() == pytest.approx([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3])
+    assert alibi_slopes(6).tolist() == pytest.approx([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
     bias = ALiBi(2)(torch.arange(4), torch.arange(4))
-    assert bias[0, 3, 0] == -3 * 2 ** -4 and bias[1, 2, 1] == -1 * 2 ** -8
+    assert bias[0, 3, 0] == -3 * 2**-4 and bias[1, 2, 1] == -1 * 2**-8
 
 
 def test_relative_bias_is_a_learned_table_over_saturating_buckets():
@@ -251,12 +273,21 @@ def test_relative_encodings_are_shift_invariant_and_absolute_ones_are_not(pos):
 
 # ---------------------------------------------------------------------------------------- MLP, norms, GQA
 def gelu_tanh(x):
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
-@pytest.mark.parametrize("kind, act, gated", [("swiglu", F.silu, True), ("reglu", F.relu, True), ("geglu", F.gelu, True),
-                                              ("relu", F.relu, False), ("gelu", F.gelu, False),
-                                              ("gelu_tanh", gelu_tanh, False), ("swish", F.silu, False)])
+@pytest.mark.parametrize(
+    "kind, act, gated",
+    [
+        ("swiglu", F.silu, True),
+        ("reglu", F.relu, True),
+        ("geglu", F.gelu, True),
+        ("relu", F.relu, False),
+        ("gelu", F.gelu, False),
+        ("gelu_tanh", gelu_tanh, False),
+        ("swish", F.silu, False),
+    ],
+)
 @pytest.mark.parametrize("bias", [False, True])
 def test_mlp_kinds(kind, act, gated, bias):
     mlp = MLP(8, 12, kind, bias)
@@ -344,7 +375,10 @@ def test_grouped_query_attention_equals_multi_head_with_repeated_key_value_heads
     hs, n_head = 8, 4
     for i in range(gqa.config.n_layer):
         q, k, v = state[f"blocks.{i}.attn.qkv.weight"].split((n_head * hs, 2 * hs, 2 * hs))
-        repeat = lambda w: w.view(2, hs, -1).repeat_interleave(2, dim=0).reshape(n_head * hs, -1)
+
+        def repeat(w):
+            return w.view(2, hs, -1).repeat_interleave(2, dim=0).reshape(n_head * hs, -1)
+
         state[f"blocks.{i}.attn.qkv.weight"] = torch.cat((q, repeat(k), repeat(v)))
     mha.load_state_dict(state)
     idx = tokens(length=8)

@@ -6,9 +6,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lit_gpt.measurement.analysis import evaluate_gpt  # noqa: E402
+from lit_gpt.measurement.plots import norms_by_position, write_plots  # noqa: E402
 from lit_gpt.model.config import Config  # noqa: E402
 from lit_gpt.model.gpt import GPT  # noqa: E402
-from lit_gpt.measurement.plots import norms_by_position, write_plots  # noqa: E402
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(k_bias=True, v_bias=True, sink_tokens=2)])

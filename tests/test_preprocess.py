@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl, write_packed
 
 import lit_gpt.data.prepare
 from lit_gpt.data.errors import DataError
@@ -14,14 +15,13 @@ from lit_gpt.data.prepare import prepare
 from lit_gpt.data.probe import select_probe_texts
 from lit_gpt.data.tokenizer import TokenizerError
 
-from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl, write_packed
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if tokenizing, training or loading a tokenizer starts: refusals must come first."""
+
     def work(*args, **kwargs):
         raise AssertionError("expensive work started before the refusal")
 
@@ -48,8 +48,15 @@ def test_outputs_and_identical_reruns(tmp_path):
 def test_train_valid_subfolders_and_prefix(tmp_path):
     write_jsonl(tmp_path / "in" / "train" / "pile_cc-24-0.jsonl", sentences(0, 30))
     write_jsonl(tmp_path / "in" / "valid" / "pile_cc-24-0.jsonl", sentences(1, 10))
-    out = prepare(source="jsonl", input_dir=tmp_path / "in", output_dir=tmp_path / "out", vocab_size=300,
-                  name_prefix="the_pile_", probe_count=2, probe_path=tmp_path / "probe.jsonl")
+    out = prepare(
+        source="jsonl",
+        input_dir=tmp_path / "in",
+        output_dir=tmp_path / "out",
+        vocab_size=300,
+        name_prefix="the_pile_",
+        probe_count=2,
+        probe_path=tmp_path / "probe.jsonl",
+    )
     assert (out / "train_the_pile_pile_cc" / "index.json").is_file() and (out / "valid_the_pile_pile_cc").is_dir()
 
 
@@ -131,9 +138,24 @@ def test_cli_prints_one_error_line_and_no_traceback(tmp_path, case):
     extra, culprit = CLI_CASES[case](tmp_path)
     before = _snapshot(tmp_path)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "preprocess" / "prepare.py"), "--source", "jsonl", "--input_dir", str(tmp_path / "docs"),
-         "--output_dir", str(tmp_path / "out"), "--vocab_size", "300", "--probe_path", str(tmp_path / "probe.jsonl"), *extra],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "preprocess" / "prepare.py"),
+            "--source",
+            "jsonl",
+            "--input_dir",
+            str(tmp_path / "docs"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--vocab_size",
+            "300",
+            "--probe_path",
+            str(tmp_path / "probe.jsonl"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -144,7 +166,9 @@ def test_cli_prints_one_error_line_and_no_traceback(tmp_path, case):
 
 @pytest.mark.slow
 def test_embedded_build(tmp_path):
-    out = prepare(source="embedded", output_dir=tmp_path / "embedded", vocab_size=512, probe_path=tmp_path / "probe.jsonl")
+    out = prepare(
+        source="embedded", output_dir=tmp_path / "embedded", vocab_size=512, probe_path=tmp_path / "probe.jsonl"
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert {"train_code", "valid_code", "train_docs", "valid_docs"} <= set(meta["datasets"])
     assert sum(info["tokens"] for info in meta["datasets"].values()) > 10_000_000
@@ -191,13 +215,16 @@ def test_a_folder_at_the_probe_path_is_refused(tmp_path, no_work):
     assert not (tmp_path / "out").exists() and (tmp_path / "probe").is_dir()
 
 
-@pytest.mark.parametrize("option, value, culprit", [
-    ("dtype", "float32", "--dtype float32"),
-    ("dtype", "no_such_type", "--dtype no_such_type"),
-    ("vocab_size", 256, "--vocab_size 256"),
-    ("valid_fraction", 1.0, "--valid_fraction 1.0"),
-    ("probe_count", -1, "--probe_count -1"),
-])
+@pytest.mark.parametrize(
+    "option, value, culprit",
+    [
+        ("dtype", "float32", "--dtype float32"),
+        ("dtype", "no_such_type", "--dtype no_such_type"),
+        ("vocab_size", 256, "--vocab_size 256"),
+        ("valid_fraction", 1.0, "--valid_fraction 1.0"),
+        ("probe_count", -1, "--probe_count -1"),
+    ],
+)
 def test_bad_options_are_refused_before_any_work(tmp_path, no_work, option, value, culprit):
     with refused(culprit, error=DataError):
         prepare_tiny(tmp_path, **{option: value})

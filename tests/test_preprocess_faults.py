@@ -14,16 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
 import lit_gpt.data.prepare
-from lit_gpt.data import shards
-from lit_gpt.data.process_group import run_in_own_group
 from lit_gpt.core.errors import Interrupted
 from lit_gpt.core.files import DiskFullError, OutputError
-
-from data_fixtures import corpus_folder, prepare_tiny, refused, sentences, write_jsonl
+from lit_gpt.data import shards
+from lit_gpt.data.process_group import run_in_own_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = [sys.executable, str(ROOT / "preprocess" / "prepare.py"), "--source", "jsonl", "--vocab_size", "300"]
@@ -54,9 +53,22 @@ def session_processes(session: int) -> list[int]:
 
 def run_prepare(tmp_path: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """The command line on `tmp_path/docs`, in a session of its own; fails the test if a process of it outlives it."""
-    process = subprocess.Popen([*PREPARE, "--input_dir", str(tmp_path / "docs"), "--output_dir", str(tmp_path / "out"),
-                                "--probe_path", str(tmp_path / "probe.jsonl"), *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            *PREPARE,
+            "--input_dir",
+            str(tmp_path / "docs"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--probe_path",
+            str(tmp_path / "probe.jsonl"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     stdout, stderr = process.communicate(timeout=timeout)
     assert_no_process_left(process.pid)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
@@ -98,9 +110,23 @@ def test_a_stop_mid_build_ends_the_whole_command_at_once_leaving_nothing(tmp_pat
     for domain in range(12):  # many datasets: tokenizing lasts long after the first one starts
         write_jsonl(tmp_path / "docs" / f"d{domain:02d}-0.jsonl", sentences(domain, 300))
     (tmp_path / "out").mkdir()
-    process = subprocess.Popen([*PREPARE, "--input_dir", str(tmp_path / "docs"), "--output_dir", str(tmp_path / "out"),
-                                "--probe_path", str(tmp_path / "probe.jsonl"), "--num_workers", "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            *PREPARE,
+            "--input_dir",
+            str(tmp_path / "docs"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--probe_path",
+            str(tmp_path / "probe.jsonl"),
+            "--num_workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.*.partial/train_*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -120,7 +146,9 @@ def test_a_stop_mid_build_ends_the_whole_command_at_once_leaving_nothing(tmp_pat
     assert_no_process_left(process.pid)
     assert process.returncode == 128 + sig and "Traceback" not in stderr, stderr
     assert stderr.splitlines() == [f"error: interrupted by {sig.name}; nothing of the interrupted work was written"]
-    assert hidden(tmp_path) == [] and list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "probe.jsonl").exists()
+    assert (
+        hidden(tmp_path) == [] and list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "probe.jsonl").exists()
+    )
 
 
 def test_a_successful_run_prints_no_traceback_and_says_where_it_wrote(tmp_path, docs):
@@ -129,7 +157,9 @@ def test_a_successful_run_prints_no_traceback_and_says_where_it_wrote(tmp_path, 
     assert "Traceback" not in result.stderr and "Interrupted" not in result.stderr, result.stderr
     out = (tmp_path / "out").resolve()
     lines = result.stdout.splitlines()
-    assert any(line.startswith("wrote 6 datasets (") and line.endswith(f"tokenizer and meta.json to {out}") for line in lines), lines
+    assert any(
+        line.startswith("wrote 6 datasets (") and line.endswith(f"tokenizer and meta.json to {out}") for line in lines
+    ), lines
     assert f"wrote 5 probe texts to {tmp_path / 'probe.jsonl'}" in lines and lines[-1].startswith("wrote 5 probe texts")
 
 
@@ -141,6 +171,7 @@ def _pool_work() -> list[int]:
 
 def test_pool_workers_of_the_build_end_quietly_under_the_commands_signal_handler(capfd):
     """The command's SIGTERM handler raises `Interrupted`; the build's pool workers must not inherit it."""
+
     def raise_interrupted(signum, frame):
         raise Interrupted(signum)
 
@@ -199,7 +230,9 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_the_room_needed(tmp_path,
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    target = (shards, "pack_documents") if where == "tokenizing worker" else (lit_gpt.data.prepare, "select_probe_texts")
+    target = (
+        (shards, "pack_documents") if where == "tokenizing worker" else (lit_gpt.data.prepare, "select_probe_texts")
+    )
     monkeypatch.setattr(*target, full)
     start = time.monotonic()
     with refused(out, r"no space left on the disk of .*: it needs about [\d.]+ [kM]?B and .* are free", DiskFullError):
@@ -212,10 +245,14 @@ def tmpfs(folder: Path, size: str, read_only: bool = False):
     """A small tmpfs at `folder`; skips the test where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
     folder.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}); the simulated "
-                    f"ENOSPC tests cover the same paths")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}); the simulated "
+            f"ENOSPC tests cover the same paths"
+        )
     try:
         yield folder
     finally:
@@ -292,9 +329,11 @@ def _no_work(monkeypatch):
 def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, docs, monkeypatch, what):
     with tmpfs(tmp_path / "ro", "64k", read_only=True) as read_only:
         _no_work(monkeypatch)
-        paths = {"probe file": ("probe_path", read_only / "probe.jsonl"),
-                 "probe folder": ("probe_path", read_only / "new" / "probe.jsonl"),
-                 "output parent": ("output_dir", read_only / "out")}
+        paths = {
+            "probe file": ("probe_path", read_only / "probe.jsonl"),
+            "probe folder": ("probe_path", read_only / "new" / "probe.jsonl"),
+            "output parent": ("output_dir", read_only / "out"),
+        }
         option, path = paths[what]
         with refused(path, "cannot be written: no permission to write into", OutputError):
             prepare_tiny(tmp_path, input_dir=docs, **{option: path})

@@ -4,13 +4,21 @@ import json
 import pytest
 import torch
 
-from lit_gpt.measurement.analysis import embedding_activation_ratio, peak_activation_ratio
-from lit_gpt.model.config import Config
-from lit_gpt.measurement.evaluation import EvalError
-from lit_gpt.model.gpt import GPT
-from lit_gpt.reporting.table import (cached_evaluation, massive_activation_tables, report_markdown,
-                            report_row, run_checkpoint, to_markdown, valid_loss, write_csv)
 from lit_gpt.data.tokenizer import train_bpe
+from lit_gpt.measurement.analysis import embedding_activation_ratio, peak_activation_ratio
+from lit_gpt.measurement.evaluation import EvalError
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.reporting.table import (
+    cached_evaluation,
+    massive_activation_tables,
+    report_markdown,
+    report_row,
+    run_checkpoint,
+    to_markdown,
+    valid_loss,
+    write_csv,
+)
 
 TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
 
@@ -23,9 +31,16 @@ def run_dir(tmp_path):
     torch.manual_seed(0)
     model = GPT(Config.from_name("micro", vocab_size=tokenizer.vocab_size))
     for step in (2, 10):
-        torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": step,
-                    "tokens_seen": step * 100, "train": {"tokenizer": str(tokenizer.path)}},
-                   folder / f"iter-{step:06d}-ckpt.pth")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "config": model.config.asdict(),
+                "step_count": step,
+                "tokens_seen": step * 100,
+                "train": {"tokenizer": str(tokenizer.path)},
+            },
+            folder / f"iter-{step:06d}-ckpt.pth",
+        )
     probe = tmp_path / "probe.jsonl"
     probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     return folder, probe
@@ -43,7 +58,8 @@ def test_valid_loss_is_the_domain_mean_at_the_last_eval_before_the_checkpoint(tm
     assert valid_loss(tmp_path, 10) is None
     (tmp_path / "metrics.csv").write_text(
         "step,metric,value\n5,metric/a_val_loss,6.0\n5,metric/b_val_loss,4.0\n5,metric/sink_1,30.0\n"
-        "10,metric/a_val_loss,3.0\n20,metric/a_val_loss,1.0\n")
+        "10,metric/a_val_loss,3.0\n20,metric/a_val_loss,1.0\n"
+    )
     assert valid_loss(tmp_path, 9) == 5.0
     assert valid_loss(tmp_path, 10) == 3.0
     assert valid_loss(tmp_path, None) == 1.0
@@ -76,8 +92,13 @@ def test_the_cache_is_not_reused_when_the_probe_texts_or_the_tokenizer_change(ru
 def test_row_markdown_and_csv(run_dir, tmp_path):
     folder, probe = run_dir
     row = report_row(folder, probe)
-    assert (row["run"], row["step"], row["tokens_seen"], row["sink_star"], row["valid_loss"]) == ("run", 10, 1000,
-                                                                                                  None, None)
+    assert (row["run"], row["step"], row["tokens_seen"], row["sink_star"], row["valid_loss"]) == (
+        "run",
+        10,
+        1000,
+        None,
+        None,
+    )
     table = to_markdown([row])
     assert table.splitlines()[2].startswith("| run | softmax norm:sum | ")
     assert "| -- | -- |" in table and "| 1,000 | 10 |" in table
@@ -114,6 +135,24 @@ def test_the_peak_is_over_block_outputs_and_tolerates_missing_statistics():
     assert peak_activation_ratio(None) == (None, None) and embedding_activation_ratio(None) is None
     row = {"run": "old", "variant": "softmax", "massive_activations": None}
     assert "*old*: no activation statistics" in massive_activation_tables([row])
-    table = to_markdown([{**row, **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio",
-                                                  "massive_layer", "embed_ratio", "tokens_seen", "step"))}])
+    table = to_markdown(
+        [
+            {
+                **row,
+                **dict.fromkeys(
+                    (
+                        "sink_1",
+                        "sink_star",
+                        "valid_loss",
+                        "probe_loss",
+                        "massive_ratio",
+                        "massive_layer",
+                        "embed_ratio",
+                        "tokens_seen",
+                        "step",
+                    )
+                ),
+            }
+        ]
+    )
     assert table.splitlines()[2] == "| old | softmax |" + " -- |" * 9

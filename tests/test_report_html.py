@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from lit_gpt.cli.eval_sink import evaluate_checkpoint
-from lit_gpt.cli.report import parse as parse_report_args, report
-from lit_gpt.model.config import Config
+from lit_gpt.cli.report import parse as parse_report_args
+from lit_gpt.cli.report import report
 from lit_gpt.core.errors import UserError
+from lit_gpt.data.tokenizer import train_bpe
+from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 from lit_gpt.reporting.html import read_evaluation, report_html
-from lit_gpt.data.tokenizer import train_bpe
 
 TEXTS = [" ".join(f"word{(i * j) % 13}" for j in range(90)) for i in range(1, 5)]
 ODD_NAME = "<script>&'x'"
@@ -29,8 +30,16 @@ def save_checkpoint(folder, tokenizer, step, **overrides):
     torch.manual_seed(0)
     model = GPT(Config.from_name("micro", vocab_size=tokenizer.vocab_size, **overrides))
     path = folder / f"iter-{step:06d}-ckpt.pth"
-    torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": step,
-                "tokens_seen": step * 100, "train": {"tokenizer": str(tokenizer.path)}}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": model.config.asdict(),
+            "step_count": step,
+            "tokens_seen": step * 100,
+            "train": {"tokenizer": str(tokenizer.path)},
+        },
+        path,
+    )
     return path
 
 
@@ -44,16 +53,29 @@ def sweep(tmp_path_factory):
     probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     full = root / "kv_bias"
     ckpt = save_checkpoint(full, tokenizer, 10, k_bias=True, v_bias=True)
-    metrics = {"sink_1": 2.0, "sink_star": 5.0, "probe_loss": -0.2, "a_val_loss": -0.25, "b_val_loss": -0.2,
-               "train_loss": -0.3}  # value at step s: 6 + slope * s
-    (full / "metrics.csv").write_text("step,metric,value\n" + "".join(
-        f"{step},metric/{name},{6 + slope * step}\n" for step in (0, 5, 10) for name, slope in metrics.items()))
+    metrics = {
+        "sink_1": 2.0,
+        "sink_star": 5.0,
+        "probe_loss": -0.2,
+        "a_val_loss": -0.25,
+        "b_val_loss": -0.2,
+        "train_loss": -0.3,
+    }  # value at step s: 6 + slope * s
+    (full / "metrics.csv").write_text(
+        "step,metric,value\n"
+        + "".join(
+            f"{step},metric/{name},{6 + slope * step}\n" for step in (0, 5, 10) for name, slope in metrics.items()
+        )
+    )
     evaluate_checkpoint(ckpt, probe, json=full / "sink_eval.json", plots=full / "plots", n_sequences=4, length=32)
     bare = root / ODD_NAME
     save_checkpoint(bare, tokenizer, 4)
     out = root / "report"
-    report(**parse_report_args([str(full), str(bare / "iter-000004-ckpt.pth"), "--probe", str(probe),
-                                "--out", str(out), "--html"]))
+    report(
+        **parse_report_args(
+            [str(full), str(bare / "iter-000004-ckpt.pth"), "--probe", str(probe), "--out", str(out), "--html"]
+        )
+    )
     return {"page": out / "report.html", "full": full, "bare": bare}
 
 
@@ -128,9 +150,15 @@ def test_the_page_holds_the_report_table_embedded_figures_and_links_to_the_run_f
         assert src.startswith("data:image/svg+xml;base64,")
         assert b"<svg" in base64.b64decode(src.split(",", 1)[1])
     files = [href for href in parts.links if not href.startswith("#")]
-    assert {Path(unquote(href)).name for href in files} == {"metrics.csv", "sink_eval.json", "attention.png",
-                                                            "layer_sink_rates.png", "massive_activations.png",
-                                                            "norms.png", "sink_by_position.png"}
+    assert {Path(unquote(href)).name for href in files} == {
+        "metrics.csv",
+        "sink_eval.json",
+        "attention.png",
+        "layer_sink_rates.png",
+        "massive_activations.png",
+        "norms.png",
+        "sink_by_position.png",
+    }
     assert all((page.parent / unquote(href)).resolve().is_file() for href in files)
     assert "http" not in "".join(parts.links + parts.images)  # nothing off the machine
     notes = " ".join(parts.notes)
@@ -142,13 +170,22 @@ def test_missing_or_stale_pieces_are_notes_on_the_page(tmp_path):
     run = tmp_path / "run"
     (run / "plots").mkdir(parents=True)
     (run / "metrics.csv").write_text("step,metric,value\n1,metric/train_loss,5.0\n")
-    row = {"run": "run", "run_dir": run, "variant": "softmax", "step": 20, "tokens_seen": 2000, "massive_activations": None,
-           **dict.fromkeys(("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
-                                "embed_ratio"))}
+    row = {
+        "run": "run",
+        "run_dir": run,
+        "variant": "softmax",
+        "step": 20,
+        "tokens_seen": 2000,
+        "massive_activations": None,
+        **dict.fromkeys(
+            ("sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer", "embed_ratio")
+        ),
+    }
     (run / "sink_eval.json").write_text("{not json")
     assert read_evaluation(run)[0] is None and "not readable JSON" in read_evaluation(run)[1]
-    (run / "sink_eval.json").write_text(json.dumps({"layer_sink_rates": {"sink_1": [1.0, 40.0]}, "step_count": 10,
-                                                    "eps": 0.3}))
+    (run / "sink_eval.json").write_text(
+        json.dumps({"layer_sink_rates": {"sink_1": [1.0, 40.0]}, "step_count": 10, "eps": 0.3})
+    )
     parts = page_parts(report_html([row], tmp_path / "out" / "report.html"))
     notes = " ".join(parts.notes)
     assert "no sink metrics" in notes and "sink_eval.json is from step 10, the table from step 20" in notes
@@ -168,10 +205,12 @@ def browser():
     """A headless Chromium of the system's packages, driven by Playwright; skipped when either is missing."""
     executable = next(filter(None, map(shutil.which, BROWSERS)), None)
     if executable is None:
-        pytest.skip(f"no Chromium installed (none of {', '.join(BROWSERS)} on PATH); "
-                    "on Debian: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: "
-                                   "pip install -e '.[test]'")
+        pytest.skip(
+            f"no Chromium installed (none of {', '.join(BROWSERS)} on PATH); on Debian: apt-get install chromium"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'"
+    )
     with sync_api.sync_playwright() as playwright:
         try:
             launched = playwright.chromium.launch(executable_path=executable)

@@ -10,21 +10,31 @@ import yaml
 from test_scripts import REPO, SCRIPTS, build_small_embedded, script_env
 
 from lit_gpt.cli.reproduce import main
-from lit_gpt.reporting.sweeps import results_block
 from lit_gpt.reporting.reproduction import EFFECTS, GRID, NOT_RUN, load_results, plan, render
+from lit_gpt.reporting.sweeps import results_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def costs() -> dict:
-    return {"kurtosis": {"value": 42.0, "layer": 1}, "max_abs": {"value": 90.0, "layer": 2},
-            "w8a8": {"perplexity_fp32": 20.0, "perplexity_w8a8": 25.0, "ratio": 1.25},
-            "streaming": {"window": 32, "n_tokens": 256, "n_sink": 4, "perplexity_full": 20.0,
-                          "perplexity_keep_0": 80.0, "perplexity_keep_4": 21.0}}
+    return {
+        "kurtosis": {"value": 42.0, "layer": 1},
+        "max_abs": {"value": 90.0, "layer": 2},
+        "w8a8": {"perplexity_fp32": 20.0, "perplexity_w8a8": 25.0, "ratio": 1.25},
+        "streaming": {
+            "window": 32,
+            "n_tokens": 256,
+            "n_sink": 4,
+            "perplexity_full": 20.0,
+            "perplexity_keep_0": 80.0,
+            "perplexity_keep_4": 21.0,
+        },
+    }
 
 
-def fake_run(root: Path, run: str, sink_1: float, step: int = 2, evaluated_step: int = 2, with_costs: bool = True,
-             **rates: float) -> Path:
+def fake_run(
+    root: Path, run: str, sink_1: float, step: int = 2, evaluated_step: int = 2, with_costs: bool = True, **rates: float
+) -> Path:
     """A cpu-scale run folder as scripts/reproduce.sh leaves it: checkpoints up to `step`, the one of
     `evaluated_step` evaluated into sink_eval.json, one training piece of 90 s."""
     folder = root / f"{run}_cpu"
@@ -32,11 +42,20 @@ def fake_run(root: Path, run: str, sink_1: float, step: int = 2, evaluated_step:
     for saved in range(1, step + 1):
         (folder / f"iter-{saved:06d}-ckpt.pth").write_bytes(b"")
     (folder / "run.yaml").write_text(yaml.safe_dump({"max_step": step}))
-    result = {"checkpoint": str(folder / f"iter-{evaluated_step:06d}-ckpt.pth"), "step_count": evaluated_step,
-              "tokens_seen": 16384, "loss": 3.5, "sink_rates": {"sink_1": sink_1, **rates},
-              "config": {"n_layer": 6, "n_head": 4},
-              "massive_activations": {"top1": [5.0, 300.0, 40.0], "top2": [4.0, 3.0, 2.0], "top3": [3.0, 2.0, 1.0],
-                                      "median": [1.0, 2.0, 1.0]}}
+    result = {
+        "checkpoint": str(folder / f"iter-{evaluated_step:06d}-ckpt.pth"),
+        "step_count": evaluated_step,
+        "tokens_seen": 16384,
+        "loss": 3.5,
+        "sink_rates": {"sink_1": sink_1, **rates},
+        "config": {"n_layer": 6, "n_head": 4},
+        "massive_activations": {
+            "top1": [5.0, 300.0, 40.0],
+            "top2": [4.0, 3.0, 2.0],
+            "top3": [3.0, 2.0, 1.0],
+            "median": [1.0, 2.0, 1.0],
+        },
+    }
     if with_costs:
         result["costs"] = costs()
     (folder / "sink_eval.json").write_text(json.dumps(result))
@@ -58,8 +77,10 @@ def test_plan_skips_only_runs_evaluated_with_costs_at_their_last_step(tmp_path):
     assert states["repro_softmax_seed43"] == "todo" and states["repro_kv_bias_seed42"] == "todo"
     assert states["repro_decay5_seed42"] == "todo"
     # A smoke run asked to go further than its checkpoints is not finished: it resumes.
-    assert plan_states(tmp_path, names=["softmax"], max_step=4) == {"repro_softmax_seed42": "todo",
-                                                                    "repro_softmax_seed43": "todo"}
+    assert plan_states(tmp_path, names=["softmax"], max_step=4) == {
+        "repro_softmax_seed42": "todo",
+        "repro_softmax_seed43": "todo",
+    }
 
 
 def test_each_effect_is_judged_against_the_default_with_the_one_head_band(tmp_path):
@@ -72,7 +93,9 @@ def test_each_effect_is_judged_against_the_default_with_the_one_head_band(tmp_pa
     lines = doc.splitlines()
 
     def line(label: str, metric: str) -> list[str]:
-        return [cell.strip() for cell in next(l for l in lines if l.startswith(f"| {label} | {metric} |")).split("|")]
+        return [
+            cell.strip() for cell in next(row for row in lines if row.startswith(f"| {label} | {metric} |")).split("|")
+        ]
 
     assert line("softmax, sum (the default)", "Sink_1")[5] == "19.00 (18.00-20.00)"
     assert line("sigmoid, none", "Sink_1")[5:8] == ["0.50, 1 of 2 seeds", "down", "yes"]
@@ -86,7 +109,7 @@ def test_each_effect_is_judged_against_the_default_with_the_one_head_band(tmp_pa
     # The costs of a run: its peak activation ratio (150 on the output of layer 0), kurtosis, W8A8, streaming.
     cost = line("repro_softmax_seed42", "150.0 (0)")
     assert cost[3:8] == ["42.0 (1)", "90.0 (2)", "1.250", "20.00 / 80.00 / 21.00 (window 32)", "3.500"]
-    run = next(l for l in lines if l.startswith("| repro_softmax_seed42 | `"))
+    run = next(row for row in lines if row.startswith("| repro_softmax_seed42 | `"))
     assert "iter-000002-ckpt.pth" in run and "| 1.5 |" in run and "2 cores" in run
 
 
@@ -97,7 +120,7 @@ def test_without_runs_every_row_is_not_yet_run_and_holds_no_number():
     for line in rows:
         cells = [cell.strip() for cell in line.split("|")]
         assert cells[5 if cells[2].startswith("Sink") else 2] == NOT_RUN
-    assert doc.startswith(f"**Effects that agree with the paper: 0 of 0 measured")
+    assert doc.startswith("**Effects that agree with the paper: 0 of 0 measured")
 
 
 def test_the_doc_command_fills_the_results_block_of_the_doc(tmp_path, capsys):
@@ -105,8 +128,19 @@ def test_the_doc_command_fills_the_results_block_of_the_doc(tmp_path, capsys):
     start, end = results_block("reproduction cpu")
     doc = tmp_path / "reproduction.md"
     doc.write_text(f"# Reproduction\n\n{start}\nold\n{end}\n\nDiscussion stays.\n")
-    main(["doc", "--checkpoint_root", str(tmp_path), "--scale", "cpu", "--doc", str(doc),
-          "--out", str(tmp_path / "tables.md")])
+    main(
+        [
+            "doc",
+            "--checkpoint_root",
+            str(tmp_path),
+            "--scale",
+            "cpu",
+            "--doc",
+            str(doc),
+            "--out",
+            str(tmp_path / "tables.md"),
+        ]
+    )
     text = doc.read_text()
     assert "old" not in text and text.endswith(f"{end}\n\nDiscussion stays.\n")
     assert render(load_results(tmp_path, "cpu"), "cpu") in text
@@ -134,8 +168,9 @@ def test_docs_reproduction_holds_every_row_and_the_paper_values():
 
 
 def run_reproduce(env: dict[str, str]) -> str:
-    result = subprocess.run(["bash", str(SCRIPTS / "reproduce.sh")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "reproduce.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

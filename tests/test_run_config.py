@@ -6,15 +6,18 @@ from lit_gpt.training.run_config import parse_args
 from lit_gpt.training.train_args import ArgsError
 
 
-@pytest.mark.parametrize("line, key, expected", [
-    ("learning_rate: abc", "learning_rate", "float"),
-    ("max_step: ten", "max_step", "int"),
-    ("weight_decay: [0.1]", "weight_decay", "float"),
-    ("n_layer: three", "model.n_layer", "int"),
-    ("model: {n_head: many}", "model.n_head", "int"),
-    ("train: 3", "train", "dict"),
-    ("tokenizer: 5", "tokenizer", "Path or null"),
-])
+@pytest.mark.parametrize(
+    "line, key, expected",
+    [
+        ("learning_rate: abc", "learning_rate", "float"),
+        ("max_step: ten", "max_step", "int"),
+        ("weight_decay: [0.1]", "weight_decay", "float"),
+        ("n_layer: three", "model.n_layer", "int"),
+        ("model: {n_head: many}", "model.n_head", "int"),
+        ("train: 3", "train", "dict"),
+        ("tokenizer: 5", "tokenizer", "Path or null"),
+    ],
+)
 def test_wrong_yaml_types_name_the_file_and_key(tmp_path, line, key, expected):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(f"model_name: micro\n{line}\n")
@@ -61,15 +64,18 @@ def test_run_arguments_do_not_depend_on_how_they_are_read():
     assert not imported & {"lit_gpt.training.run_config", "lit_gpt.reporting.sweeps"}
 
 
-@pytest.mark.parametrize("line, message", [
-    ("learning_rate: .nan", "learning_rate is nan, not a finite number"),
-    ("weight_decay: .inf", "weight_decay is inf, not a finite number"),
-    ("beta2: -.inf", "beta2 is -inf, not a finite number"),
-    ("train: {wiki: .nan, books: 1.0}", "train.wiki is nan, not a finite number"),
-    ("seed: 4294967296", "seed must be >= 0, got 4294967296; the range is 0..4294967295"),
-    ("micro_batch_size: 0", "micro_batch_size must be positive, got 0"),
-    ("global_batch_size: 9223372036854775808", "global_batch_size must be positive, got 9223372036854775808"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("learning_rate: .nan", "learning_rate is nan, not a finite number"),
+        ("weight_decay: .inf", "weight_decay is inf, not a finite number"),
+        ("beta2: -.inf", "beta2 is -inf, not a finite number"),
+        ("train: {wiki: .nan, books: 1.0}", "train.wiki is nan, not a finite number"),
+        ("seed: 4294967296", "seed must be >= 0, got 4294967296; the range is 0..4294967295"),
+        ("micro_batch_size: 0", "micro_batch_size must be positive, got 0"),
+        ("global_batch_size: 9223372036854775808", "global_batch_size must be positive, got 9223372036854775808"),
+    ],
+)
 def test_yaml_numbers_nothing_can_use_are_refused_when_the_file_is_read(tmp_path, line, message):
     """NaN passes every `<` check and would surface steps later inside the optimizer or numpy; an integer beyond
     what consumes it (numpy's 32-bit seed, int64 indices) would be replaced or overflow."""
@@ -80,12 +86,17 @@ def test_yaml_numbers_nothing_can_use_are_refused_when_the_file_is_read(tmp_path
     assert refused.value.exit_status == 2
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "seed must be >= 0, got -1"),
-    (["--eval_iters", "0"], "eval_iters must be positive, got 0"),
-    (["--max_step", str(2**62), "--global_batch_size", "4", "--micro_batch_size", "4"],
-     "max_step * global_batch_size"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "seed must be >= 0, got -1"),
+        (["--eval_iters", "0"], "eval_iters must be positive, got 0"),
+        (
+            ["--max_step", str(2**62), "--global_batch_size", "4", "--micro_batch_size", "4"],
+            "max_step * global_batch_size",
+        ),
+    ],
+)
 def test_flag_numbers_out_of_range_are_refused_in_one_line(capsys, flags, message):
     with pytest.raises(SystemExit) as stop:
         parse_args(["--model_name", "micro", *flags])
@@ -93,10 +104,13 @@ def test_flag_numbers_out_of_range_are_refused_in_one_line(capsys, flags, messag
     assert stop.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("mixture, message", [
-    ("train: {wiki: -1.0, books: 2.0}", "train weights must be >= 0, got {'wiki': -1.0}"),
-    ("train: {wiki: 0.0, books: 0.0}", "need at least one positive weight"),
-])
+@pytest.mark.parametrize(
+    "mixture, message",
+    [
+        ("train: {wiki: -1.0, books: 2.0}", "train weights must be >= 0, got {'wiki': -1.0}"),
+        ("train: {wiki: 0.0, books: 0.0}", "need at least one positive weight"),
+    ],
+)
 def test_mixture_weights_are_shares(tmp_path, mixture, message):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(f"model_name: micro\n{mixture}\n")

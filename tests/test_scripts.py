@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from data_fixtures import sentences, write_jsonl
+
 from lit_gpt.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +28,16 @@ def build_small_embedded(root: Path) -> tuple[Path, Path]:
     for index, domain in enumerate(("code", "tests", "docs")):
         write_jsonl(docs / f"{domain}-0.jsonl", sentences(index, 80))
     probe = root / "probe.jsonl"
-    out = prepare(source="jsonl", input_dir=docs, output_dir=root / "shards", vocab_size=300, valid_fraction=0.2,
-                  probe_count=10, probe_path=probe, num_workers=1)
+    out = prepare(
+        source="jsonl",
+        input_dir=docs,
+        output_dir=root / "shards",
+        vocab_size=300,
+        valid_fraction=0.2,
+        probe_count=10,
+        probe_path=probe,
+        num_workers=1,
+    )
     return out, probe
 
 
@@ -40,26 +48,42 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
 
 def offline_wandb_env(home: Path) -> dict[str, str]:
     """wandb (the cpu scale's dashboard) offline and silent, with its caches and settings under `home`."""
-    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CACHE_DIR": str(home / "cache"),
-            "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_DATA_DIR": str(home / "data")}
+    return {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_DATA_DIR": str(home / "data"),
+    }
 
 
 def script_env(data: Path, probe: Path, checkpoints: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SCALE", "MAX_STEPS", "NUMBER_OF_GPUS", "WANDB_", "REPORT_WANDB"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SCALE", "MAX_STEPS", "NUMBER_OF_GPUS", "WANDB_", "REPORT_WANDB"))
+    }
     env.update(offline_wandb_env(checkpoints.parent / "wandb_home"))
     # Two-step runs test the scripts' plumbing; compiling each (the cpu scale's default) would dominate the
     # suite, and tests/test_compile.py covers compiled training.
-    env.update(SCALE="cpu", MAX_STEPS="2", DATA_DIR=str(data), PROBE_FILE=str(probe),
-               CHECKPOINT_ROOT=str(checkpoints), TRAIN_ARGS="--eval_iters 1 --progress_bar false --compile false",
-               FILL_DOCS="0", PYTHON=sys.executable)
+    env.update(
+        SCALE="cpu",
+        MAX_STEPS="2",
+        DATA_DIR=str(data),
+        PROBE_FILE=str(probe),
+        CHECKPOINT_ROOT=str(checkpoints),
+        TRAIN_ARGS="--eval_iters 1 --progress_bar false --compile false",
+        FILL_DOCS="0",
+        PYTHON=sys.executable,
+    )
     env.update(extra)
     return env
 
 
 def run_script(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -82,8 +106,13 @@ FAMILIES = [
     ("data_distribution/run_fix_token.sh", "1", "tinyllama_60M_fix_position1_cpu", "fix_token", "softmax"),
     ("loss_function/run_prefix.sh", "2", "tinyllama_60M_prefix2_cpu", "prefix", "prefix:2"),
     ("model_architecture/run_kv_bias.sh", "kv_bias", "tinyllama_60M_kv_bias_cpu", "kv_bias", "k_bias"),
-    ("sink_removal/run_sink_removal.sh", "gate_headwise", "tinyllama_60M_gate_headwise_cpu", "sink_removal",
-     "gate:headwise"),
+    (
+        "sink_removal/run_sink_removal.sh",
+        "gate_headwise",
+        "tinyllama_60M_gate_headwise_cpu",
+        "sink_removal",
+        "gate:headwise",
+    ),
     ("gpt2/run_gpt2.sh", "kv_bias", "gpt2_small_kv_bias_cpu", "gpt2", "k_bias/head v_bias/head pos:learnable"),
 ]
 # The model a sweep trains at the cpu scale, where it is not the tiny preset.
@@ -103,8 +132,14 @@ def test_family_script_trains_evaluates_and_reports(small_data, tmp_path, script
 
 def test_missing_dataset_names_the_preprocess_command(tmp_path):
     env = script_env(tmp_path / "nothing", tmp_path / "probe.jsonl", tmp_path / "checkpoints")
-    result = subprocess.run(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "bash preprocess/run_preprocess.sh --source embedded --vocab_size 512" in result.stderr
     assert not list((tmp_path / "checkpoints").glob("*/iter-*"))
@@ -115,9 +150,14 @@ def test_shards_built_for_a_larger_vocabulary_are_refused_before_training(small_
     subprocess.run(["cp", "-r", str(small_data[0]), str(data)], check=True)
     meta = data / "meta.json"
     meta.write_text(meta.read_text().replace('"vocab_size": 300', '"vocab_size": 8192'))
-    result = subprocess.run(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO,
-                            env=script_env(data, small_data[1], tmp_path / "checkpoints"), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"],
+        cwd=REPO,
+        env=script_env(data, small_data[1], tmp_path / "checkpoints"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "8192-entry tokenizer, more than the model's vocab_size=512" in result.stderr
     assert "--vocab_size 512" in result.stderr
@@ -134,12 +174,12 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("script,args,message", REFUSED, ids=[f"{r[0]} {' '.join(r[1])}" for r in REFUSED])
-def test_arguments_a_script_does_not_take_are_refused_in_one_line_before_anything_runs(tmp_path, script, args,
-                                                                                        message):
+def test_arguments_a_script_does_not_take_are_refused_in_one_line_before_anything_runs(tmp_path, script, args, message):
     checkpoints = tmp_path / "checkpoints"
     env = script_env(tmp_path / "nothing", tmp_path / "probe.jsonl", checkpoints, NUMBER_OF_GPUS="1")
-    result = subprocess.run(["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "TRAIN_ARGS=" in result.stderr  # says where trainer flags go
@@ -148,8 +188,10 @@ def test_arguments_a_script_does_not_take_are_refused_in_one_line_before_anythin
 
 def test_a_finished_sweep_writes_into_its_tracked_doc_only_when_asked(tmp_path):
     """FILL_DOCS=1 fills scripts/<family>.md; by default, and in smoke runs, the tracked docs are left alone."""
-    evaluate = ('PYTHON=echo; run_child() { echo "ran $*"; }; RESULTS_DOC=scripts/defaults.md; '
-                "evaluate_experiment tinyllama_60M defaults")
+    evaluate = (
+        'PYTHON=echo; run_child() { echo "ran $*"; }; RESULTS_DOC=scripts/defaults.md; '
+        "evaluate_experiment tinyllama_60M defaults"
+    )
 
     def fills(**settings: str) -> bool:
         result = source_lib(evaluate, NUMBER_OF_GPUS="1", CHECKPOINT_ROOT=str(tmp_path), **settings)
@@ -183,8 +225,15 @@ def process_tree(pid: int) -> set[str]:
 def test_sigterm_stops_a_sweep_script_and_every_process_it_started(small_data, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     env = script_env(*small_data, checkpoints, MAX_STEPS="100000", NUMBER_OF_GPUS="1", PEAK_FLOPS="1e11")
-    script = subprocess.Popen(["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    script = subprocess.Popen(
+        ["bash", str(SCRIPTS / "optimization" / "run_lr.sh"), "1e-3"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         for line in script.stdout:  # wait until the trainer trains
             if line.startswith("eval step 0"):
@@ -248,8 +297,14 @@ def source_lib(commands: str, *args: str, **settings: str) -> subprocess.Complet
     settings and no others."""
     env = {key: value for key, value in os.environ.items() if key not in NODE_SETTINGS}
     env.update(SCALE="cpu", PYTHON="python3", **settings)
-    return subprocess.run(["bash", "-c", f"source scripts/lib.sh && {commands}", "lib.sh", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", "-c", f"source scripts/lib.sh && {commands}", "lib.sh", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def launch_words(*flags: str, **settings: str) -> list[str]:
@@ -262,30 +317,61 @@ def test_each_node_of_a_two_node_run_gets_its_fabric_run_command():
     node = {"NUMBER_OF_GPUS": "8", "NUM_NODES": "2", "MAIN_ADDRESS": "10.0.0.1", "MAIN_PORT": "29500"}
     for rank in ("0", "1"):
         # The trainer's own flags follow `--`, so `fabric run` passes on those that share its option names.
-        assert launch_words("--config", "run 1.yaml", "--devices", "8", "--strategy", "fsdp",
-                            NODE_RANK=rank, **node) == [
-            "python3", "-m", "lightning.fabric.cli", "--devices=8", "--num-nodes=2", f"--node-rank={rank}",
-            "--main-address=10.0.0.1", "--main-port=29500", "--", "pretrain/tinyllama.py",
-            "--config", "run 1.yaml", "--devices", "8", "--strategy", "fsdp"]
+        assert launch_words(
+            "--config", "run 1.yaml", "--devices", "8", "--strategy", "fsdp", NODE_RANK=rank, **node
+        ) == [
+            "python3",
+            "-m",
+            "lightning.fabric.cli",
+            "--devices=8",
+            "--num-nodes=2",
+            f"--node-rank={rank}",
+            "--main-address=10.0.0.1",
+            "--main-port=29500",
+            "--",
+            "pretrain/tinyllama.py",
+            "--config",
+            "run 1.yaml",
+            "--devices",
+            "8",
+            "--strategy",
+            "fsdp",
+        ]
 
 
 def test_one_node_runs_one_process_per_device_and_one_device_runs_the_trainer_directly():
     assert launch_words("--max_step", "2", NUMBER_OF_GPUS="2") == [
-        "python3", "-m", "lightning.fabric.cli", "--devices=2", "--num-nodes=1", "--node-rank=0",
-        "--main-address=127.0.0.1", "--main-port=29400", "--", "pretrain/tinyllama.py", "--max_step", "2"]
+        "python3",
+        "-m",
+        "lightning.fabric.cli",
+        "--devices=2",
+        "--num-nodes=1",
+        "--node-rank=0",
+        "--main-address=127.0.0.1",
+        "--main-port=29400",
+        "--",
+        "pretrain/tinyllama.py",
+        "--max_step",
+        "2",
+    ]
     one_device = launch_words("--max_step", "2", NUMBER_OF_GPUS="1")
     assert one_device == ["python3", "pretrain/tinyllama.py", "--max_step", "2"]
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"NUM_NODES": "2", "NODE_RANK": "2", "MAIN_ADDRESS": "10.0.0.1"},
-     "error: NODE_RANK must be in 0 .. 1 with NUM_NODES=2, got '2'"),
-    ({"NODE_RANK": "-1"}, "error: NODE_RANK must be in 0 .. 0 with NUM_NODES=1, got '-1'"),
-    ({"NUM_NODES": "2"}, "error: NUM_NODES=2 needs MAIN_ADDRESS, the address of node 0"),
-    ({"NUM_NODES": "0"}, "error: NUM_NODES must be a positive number, got '0'"),
-    ({"NUMBER_OF_GPUS": "two"}, "error: NUMBER_OF_GPUS must be a positive number, got 'two'"),
-    ({"MAIN_PORT": "http"}, "error: MAIN_PORT must be a positive number, got 'http'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"NUM_NODES": "2", "NODE_RANK": "2", "MAIN_ADDRESS": "10.0.0.1"},
+            "error: NODE_RANK must be in 0 .. 1 with NUM_NODES=2, got '2'",
+        ),
+        ({"NODE_RANK": "-1"}, "error: NODE_RANK must be in 0 .. 0 with NUM_NODES=1, got '-1'"),
+        ({"NUM_NODES": "2"}, "error: NUM_NODES=2 needs MAIN_ADDRESS, the address of node 0"),
+        ({"NUM_NODES": "0"}, "error: NUM_NODES must be a positive number, got '0'"),
+        ({"NUMBER_OF_GPUS": "two"}, "error: NUMBER_OF_GPUS must be a positive number, got 'two'"),
+        ({"MAIN_PORT": "http"}, "error: MAIN_PORT must be a positive number, got 'http'"),
+    ],
+)
 def test_bad_node_settings_are_refused_in_one_line_before_anything_runs(settings, message):
     result = source_lib("echo started", **{"NUMBER_OF_GPUS": "1", **settings})
     assert result.returncode == 2 and result.stdout == ""
@@ -293,8 +379,10 @@ def test_bad_node_settings_are_refused_in_one_line_before_anything_runs(settings
 
 
 def test_only_node_0_evaluates_and_reports():
-    stubs = ('train_experiment() { echo "trained $1"; }; evaluate_experiment() { echo "evaluated $1"; }; '
-             "run_experiment run sweep config.yaml")
+    stubs = (
+        'train_experiment() { echo "trained $1"; }; evaluate_experiment() { echo "evaluated $1"; }; '
+        "run_experiment run sweep config.yaml"
+    )
     two_nodes = {"NUMBER_OF_GPUS": "8", "NUM_NODES": "2", "MAIN_ADDRESS": "10.0.0.1"}
     assert source_lib(stubs, NODE_RANK="0", **two_nodes).stdout.splitlines() == ["trained run", "evaluated run"]
     assert source_lib(stubs, NODE_RANK="1", **two_nodes).stdout.splitlines() == ["trained run"]

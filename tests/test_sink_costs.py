@@ -5,10 +5,18 @@ import torch
 from torch import nn
 
 from lit_gpt.measurement.analysis import gpt_probe_forward
+from lit_gpt.measurement.sink_costs import (
+    block_output_statistics,
+    kurtosis,
+    quantize_activation,
+    quantize_weight,
+    sink_costs,
+    streaming_costs,
+    w8a8,
+    w8a8_perplexity,
+)
 from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
-from lit_gpt.measurement.sink_costs import (block_output_statistics, kurtosis, quantize_activation, quantize_weight, sink_costs,
-                                streaming_costs, w8a8, w8a8_perplexity)
 
 
 def micro(**overrides):
@@ -83,17 +91,18 @@ def test_streaming_with_4_sinks_sees_the_first_4_tokens_and_the_window_and_0_sin
     assert result["window"] == window
 
     def nll(context_of) -> float:
-        losses = [-torch.log_softmax(last_logits(model, context_of(p))[:128], -1)[text[p + 1]]
-                  for p in range(len(text) - 1)]
+        losses = [
+            -torch.log_softmax(last_logits(model, context_of(p))[:128], -1)[text[p + 1]] for p in range(len(text) - 1)
+        ]
         return float(torch.stack(losses).mean())
 
     def recent(p):
-        return text[max(0, p - window + 1):p + 1]
+        return text[max(0, p - window + 1) : p + 1]
 
     def with_sinks(p):
-        return text[:p + 1] if p < 4 + window else torch.cat((text[:4], recent(p)))
+        return text[: p + 1] if p < 4 + window else torch.cat((text[:4], recent(p)))
 
-    full = nll(lambda p: text[:p + 1])
+    full = nll(lambda p: text[: p + 1])
     assert result["perplexity_full"] == pytest.approx(math.exp(full), rel=1e-4)
     assert result["perplexity_keep_0"] == pytest.approx(math.exp(nll(recent)), rel=1e-4)
     assert result["perplexity_keep_4"] == pytest.approx(math.exp(nll(with_sinks)), rel=1e-4)

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_gpt.measurement.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
 from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
-from lit_gpt.measurement.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
 
 
 def micro(**overrides):
@@ -19,7 +19,7 @@ def text(n, seed=0):
 def full_forward_nlls(model, tokens):
     with torch.no_grad():
         logits = model(tokens[None])[0]
-    return F.cross_entropy(logits[:-1, :model.config.vocab_size], tokens[1:], reduction="none")
+    return F.cross_entropy(logits[:-1, : model.config.vocab_size], tokens[1:], reduction="none")
 
 
 def test_kept_indices_hold_model_sinks_first_tokens_and_the_recent_window():

@@ -15,17 +15,34 @@ import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from script_modules import load_script  # noqa: E402
 
+from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
 from lit_gpt.model.config import Config  # noqa: E402
 from lit_gpt.model.gpt import GPT  # noqa: E402
-from lit_gpt.studies.retrieval.search import (ExactTopK, Favor, KMeansBuckets, dense_cost,  # noqa: E402
-                                              favor_scores, kmeans, mass_captured, nearest, orthogonal_gaussian,
-                                              positive_features, recall_at_k)
-from lit_gpt.studies.retrieval.study import (LayerRecord, StudyError, StudySettings,  # noqa: E402
-                                             key_selection, record_problems, restricted_loss, retrieval,
-                                             sequence_loss)
-from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
-from script_modules import load_script  # noqa: E402
+from lit_gpt.studies.retrieval.search import (
+    ExactTopK,
+    Favor,
+    KMeansBuckets,
+    dense_cost,  # noqa: E402
+    favor_scores,
+    kmeans,
+    mass_captured,
+    nearest,
+    orthogonal_gaussian,
+    positive_features,
+    recall_at_k,
+)
+from lit_gpt.studies.retrieval.study import (
+    LayerRecord,
+    StudyError,
+    StudySettings,  # noqa: E402
+    key_selection,
+    record_problems,
+    restricted_loss,
+    retrieval,
+    sequence_loss,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments/approximate_attention/run.py"
@@ -112,12 +129,12 @@ def test_favor_scores_rank_keys_as_the_unstabilised_estimate_does():
     q, k = q * 3, k * 3  # large scores, where the stabilisation matters
     favor = Favor(16)
     omega = favor.omega(0, heads=3, size=8)
-    stable = favor_scores(q, k, omega, 8 ** -0.5)
-    root = 8 ** -0.25
+    stable = favor_scores(q, k, omega, 8**-0.5)
+    root = 8**-0.25
     plain = positive_features(q.double() * root, omega) @ positive_features(k.double() * root, omega).transpose(-1, -2)
     ratio = stable / plain  # one positive factor per query
     torch.testing.assert_close(ratio, ratio[..., :1].expand_as(ratio))
-    selection = favor.select(0, q, k, causal(9), 8 ** -0.5, 3)
+    selection = favor.select(0, q, k, causal(9), 8**-0.5, 3)
     assert torch.equal(selection.keys, brute_top(plain, causal(9), 3))
 
 
@@ -156,7 +173,7 @@ def test_bucket_candidates_are_the_visible_keys_of_the_best_buckets_until_they_s
         order = sorted(range(4), key=lambda c: -float(q[b, h, i] @ centroids[h, c]))
         visited = order[:probes]
         while sum(bucket.count(c) for c in visited) < min(top, i + 1):
-            visited = order[:len(visited) + 1]
+            visited = order[: len(visited) + 1]
         expected = [j <= i and bucket[j] in visited for j in range(10)]
         assert found[b, h, i].tolist() == expected
     chosen = buckets.select(0, q, k, causal(10), 0.5, top).keys  # the best exact scores among the candidates
@@ -191,8 +208,12 @@ def micro_model(**overrides):
     return GPT(Config.from_name("micro", **overrides)).eval()
 
 
-VARIANTS = {"softmax": {}, "sigmoid_no_norm": dict(attn_score="sigmoid", attn_normalize="none"),
-            "kv_bias": dict(k_bias=True, v_bias=True), "sink_token": dict(sink_tokens=1)}
+VARIANTS = {
+    "softmax": {},
+    "sigmoid_no_norm": dict(attn_score="sigmoid", attn_normalize="none"),
+    "kv_bias": dict(k_bias=True, v_bias=True),
+    "sink_token": dict(sink_tokens=1),
+}
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
@@ -225,7 +246,8 @@ def test_restricted_loss_is_the_loss_of_brute_force_top_k_attention():
         x = model.wte(tokens) + block.attn.proj(y)
         logits = model.head(model.norm(x + block.mlp(block.norm_2(x))))
     assert restricted_loss(model, tokens, None, ExactTopK(), 2, n_first=1) == pytest.approx(
-        sequence_loss(logits, tokens, None), abs=1e-5)
+        sequence_loss(logits, tokens, None), abs=1e-5
+    )
 
 
 def test_retrieval_measures_of_the_exact_search_and_the_loss_mask():
@@ -251,9 +273,14 @@ def test_key_selection_hands_each_layer_its_index_and_spec():
 
 
 def test_settings_without_a_meaning_are_refused():
-    for settings, match in ((StudySettings(k=[0]), "--k"), (StudySettings(methods=["lsh"]), "choose from"),
-                            (StudySettings(probes=[]), "--probes"), (StudySettings(n_calibration=100), "calibration"),
-                            (StudySettings(k=[8, 64]), "below --length"), (StudySettings(probes=[9]), "8 buckets")):
+    for settings, match in (
+        (StudySettings(k=[0]), "--k"),
+        (StudySettings(methods=["lsh"]), "choose from"),
+        (StudySettings(probes=[]), "--probes"),
+        (StudySettings(n_calibration=100), "calibration"),
+        (StudySettings(k=[8, 64]), "below --length"),
+        (StudySettings(probes=[9]), "8 buckets"),
+    ):
         with pytest.raises(StudyError, match=match):
             settings.check()
 
@@ -264,8 +291,10 @@ WORDS = "the a cat dog sat ran on under mat log big small red blue and then".spl
 
 def texts(n, seed):
     generator = torch.Generator().manual_seed(seed)
-    return [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (80,), generator=generator)) + "."
-            for _ in range(n)]
+    return [
+        " ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (80,), generator=generator)) + "."
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +317,15 @@ def runs(tmp_path_factory):
             optimizer.step()
         folder = root / name
         folder.mkdir()
-        torch.save({"model": model.state_dict(), "config": model.config.asdict(), "step_count": 10,
-                    "train": {"tokenizer": str(tokenizer.path), "fixed_token_pos": 0, "fixed_token_id": 0}},
-                   folder / "iter-000010-ckpt.pth")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "config": model.config.asdict(),
+                "step_count": 10,
+                "train": {"tokenizer": str(tokenizer.path), "fixed_token_pos": 0, "fixed_token_id": 0},
+            },
+            folder / "iter-000010-ckpt.pth",
+        )
         folders.append(folder)
     probe = root / "probe.jsonl"
     probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts(8, 2)))
@@ -304,16 +339,36 @@ def command(*args):
 @pytest.mark.slow
 def test_the_command_writes_tables_json_and_plots(runs, tmp_path):
     folders, probe = runs
-    done = command("--runs", json.dumps([str(f) for f in folders]), "--probe", str(probe), "--out", str(tmp_path),
-                   "--k", "[2, 4]", "--features", "[4]", "--probes", "[1]", "--clusters", "3", "--n_sequences", "8",
-                   "--n_calibration", "3", "--length", "32")
+    done = command(
+        "--runs",
+        json.dumps([str(f) for f in folders]),
+        "--probe",
+        str(probe),
+        "--out",
+        str(tmp_path),
+        "--k",
+        "[2, 4]",
+        "--features",
+        "[4]",
+        "--probes",
+        "[1]",
+        "--clusters",
+        "3",
+        "--n_sequences",
+        "8",
+        "--n_calibration",
+        "3",
+        "--length",
+        "32",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "results.json").read_text())
     assert [run["run"] for run in result["runs"]] == ["softmax", "sigmoid"]
     for run in result["runs"]:
         assert run["n_measured"] == 5 and run["n_calibration"] == 3
         assert [(row["method"], row["k"]) for row in run["rows"]] == [
-            (m, k) for m in ("exact top-k", "FAVOR+ m=4", "k-means C=3 b=1") for k in (2, 4)]
+            (m, k) for m in ("exact top-k", "FAVOR+ m=4", "k-means C=3 b=1") for k in (2, 4)
+        ]
         exact = run["rows"][0]
         assert exact["recall"] == 1.0 and math.isfinite(exact["perplexity"]) and 0 < exact["compute"] < 1
     table = (tmp_path / "results.md").read_text()
@@ -326,11 +381,14 @@ def load_command():
     return load_script(SCRIPT, "approximate_attention_run")
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--runs", "[nowhere]"], "nowhere is not a checkpoint file or a run folder .* run `make demo` first"),
-    (["--k", "[0]"], "--k \\[0\\] must be a non-empty list of integers >= 1"),
-    (["--methods", "[exact, lsh]"], "--methods \\['exact', 'lsh'\\]: choose from exact, favor, kmeans"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--runs", "[nowhere]"], "nowhere is not a checkpoint file or a run folder .* run `make demo` first"),
+        (["--k", "[0]"], "--k \\[0\\] must be a non-empty list of integers >= 1"),
+        (["--methods", "[exact, lsh]"], "--methods \\['exact', 'lsh'\\]: choose from exact, favor, kmeans"),
+    ],
+)
 @pytest.mark.usefixtures("one_thread")  # restores the thread count the command sets for its process
 def test_bad_input_is_one_error_line(args, match, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -7,13 +7,29 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from script_modules import load_script
 
 from lit_gpt.model.gpt import GPT
-from lit_gpt.studies.superposition import (EVAL_SEED, Study, StudyError, ablation_matrix, analyse,
-                                           effective_tasks_per_head, gate_by_task, head_ablated, heads_per_task,
-                                           last_logits, latin_rows, recorded_gates, served, summarise, task_losses,
-                                           tasks_per_head, train_and_analyse, train_model)
-from script_modules import load_script
+from lit_gpt.studies.superposition import (
+    EVAL_SEED,
+    Study,
+    StudyError,
+    ablation_matrix,
+    analyse,
+    effective_tasks_per_head,
+    gate_by_task,
+    head_ablated,
+    heads_per_task,
+    last_logits,
+    latin_rows,
+    recorded_gates,
+    served,
+    summarise,
+    task_losses,
+    tasks_per_head,
+    train_and_analyse,
+    train_model,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "experiments" / "superposition" / "run.py"
@@ -39,8 +55,9 @@ def test_every_label_follows_the_task_table():
     data = study.dataset()
     batch = data.sample(400, torch.Generator().manual_seed(1))
     sources = range(data.first_source, data.first_destination)
-    for idx, task, source, pos, target in zip(batch.idx.tolist(), batch.task.tolist(), batch.source.tolist(),
-                                              batch.source_pos.tolist(), batch.target.tolist()):
+    for idx, task, source, pos, target in zip(
+        batch.idx.tolist(), batch.task.tolist(), batch.source.tolist(), batch.source_pos.tolist(), batch.target.tolist()
+    ):
         context, destination = idx[:-1], idx[-1]
         assert [i for i, token in enumerate(context) if token in sources] == [pos]
         assert context[pos] == data.first_source + source
@@ -165,18 +182,19 @@ def test_the_ablation_matrix_is_each_tasks_loss_rise_per_ablated_head():
 
 
 def test_counts_on_a_hand_made_loss_matrix():
-    delta = torch.tensor([[0.5, 0.05, 2.0, 0.1],
-                          [0.0, 0.2, -0.3, 0.11],
-                          [-0.1, 0.0, 0.0, 0.0],
-                          [0.3, 0.3, 0.3, 0.3]])
-    assert served(delta, 0.1).tolist() == [[True, False, True, False], [False, True, False, True],
-                                          [False, False, False, False], [True, True, True, True]]
+    delta = torch.tensor([[0.5, 0.05, 2.0, 0.1], [0.0, 0.2, -0.3, 0.11], [-0.1, 0.0, 0.0, 0.0], [0.3, 0.3, 0.3, 0.3]])
+    assert served(delta, 0.1).tolist() == [
+        [True, False, True, False],
+        [False, True, False, True],
+        [False, False, False, False],
+        [True, True, True, True],
+    ]
     assert tasks_per_head(delta, 0.1).tolist() == [2, 2, 0, 4]
     assert heads_per_task(delta, 0.1).tolist() == [2, 2, 2, 2]
     assert tasks_per_head(delta, 1.0).tolist() == [1, 0, 0, 0]
     effective = effective_tasks_per_head(delta)
-    assert effective[0].item() == pytest.approx(2.65 ** 2 / (0.25 + 0.0025 + 4.0 + 0.01))
-    assert effective[1].item() == pytest.approx(0.31 ** 2 / (0.04 + 0.0121))  # the negative rise counts as 0
+    assert effective[0].item() == pytest.approx(2.65**2 / (0.25 + 0.0025 + 4.0 + 0.01))
+    assert effective[1].item() == pytest.approx(0.31**2 / (0.04 + 0.0121))  # the negative rise counts as 0
     assert effective[2].item() == 0.0  # a head that matters for no task
     assert effective[3].item() == pytest.approx(4.0)  # four equal rises
 
@@ -184,14 +202,24 @@ def test_counts_on_a_hand_made_loss_matrix():
 def test_the_summary_averages_each_arm_over_its_seeds():
     def run(arm, seed, loss, accuracy, ablation):
         delta = torch.tensor(ablation)
-        return {"arm": arm, "seed": seed, "loss": loss, "accuracy": sum(accuracy) / 2, "task_accuracy": accuracy,
-                "ablation": ablation, "steps": 100 * (seed + 1), "tasks_per_head": tasks_per_head(delta, 0.1).tolist(),
-                "heads_per_task": heads_per_task(delta, 0.1).tolist(),
-                "effective_tasks_per_head": effective_tasks_per_head(delta).tolist()}
+        return {
+            "arm": arm,
+            "seed": seed,
+            "loss": loss,
+            "accuracy": sum(accuracy) / 2,
+            "task_accuracy": accuracy,
+            "ablation": ablation,
+            "steps": 100 * (seed + 1),
+            "tasks_per_head": tasks_per_head(delta, 0.1).tolist(),
+            "heads_per_task": heads_per_task(delta, 0.1).tolist(),
+            "effective_tasks_per_head": effective_tasks_per_head(delta).tolist(),
+        }
 
-    runs = [run("standard", 0, 0.2, [1.0, 0.5], [[0.5, 0.5], [0.05, 2.0]]),
-            run("standard", 1, 0.4, [1.0, 1.0], [[0.5, 0.0], [0.0, 0.5]]),
-            run("gated", 0, 0.3, [0.0, 1.0], [[0.0, 0.0], [0.0, 0.0]])]
+    runs = [
+        run("standard", 0, 0.2, [1.0, 0.5], [[0.5, 0.5], [0.05, 2.0]]),
+        run("standard", 1, 0.4, [1.0, 1.0], [[0.5, 0.0], [0.0, 0.5]]),
+        run("gated", 0, 0.3, [0.0, 1.0], [[0.0, 0.0], [0.0, 0.0]]),
+    ]
     summary = summarise(runs, ["standard", "gated"], 0.1)
     standard = summary["standard"]
     assert standard["loss"] == pytest.approx((0.3, 0.1))
@@ -249,8 +277,9 @@ def without_timing(run: dict) -> dict:
 
 
 def test_a_seed_run_alone_equals_its_row_of_the_sweep():
-    study = tiny(seeds=2, arms=["standard", "gated_l1"], steps=60, target_loss=None, eval_every=20,
-                 batch_size=32, eval_repeats=2)
+    study = tiny(
+        seeds=2, arms=["standard", "gated_l1"], steps=60, target_loss=None, eval_every=20, batch_size=32, eval_repeats=2
+    )
     _, sweep, _ = train_and_analyse(study, log=lambda line: None)
     data = study.dataset()
     eval_batch = data.every_pair(study.eval_repeats, torch.Generator().manual_seed(EVAL_SEED))
@@ -281,19 +310,22 @@ def test_the_sweep_runs_on_the_studys_thread_count_and_records_it():
 
 
 # ------------------------------------------------------------------------------------- settings, CLI
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_head=4), "--n_head=4 is more than --n_tasks=3"),
-    (dict(n_sources=2), "--n_sources=2 is less than --n_tasks=3"),
-    (dict(n_tasks=1, n_head=1, n_sources=1), "--n_sources must be at least 2"),
-    (dict(n_embd=-8), "--n_embd must be a positive number, got -8"),
-    (dict(seeds=0), "--seeds must be a positive number, got 0"),
-    (dict(seq_len=1), "--seq_len must be at least 2"),
-    (dict(target_loss=0.0), "--target_loss must be positive"),
-    (dict(weight_decay=-0.1), "--weight_decay must be >= 0"),
-    (dict(arms=["standard", "gates"]), "--arms must list distinct arms among standard, gated, gated_l1"),
-    (dict(arms=[]), "--arms must list distinct arms"),
-    (dict(gate_l1=0.0), "gated_l1 with --gate_l1 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_head=4), "--n_head=4 is more than --n_tasks=3"),
+        (dict(n_sources=2), "--n_sources=2 is less than --n_tasks=3"),
+        (dict(n_tasks=1, n_head=1, n_sources=1), "--n_sources must be at least 2"),
+        (dict(n_embd=-8), "--n_embd must be a positive number, got -8"),
+        (dict(seeds=0), "--seeds must be a positive number, got 0"),
+        (dict(seq_len=1), "--seq_len must be at least 2"),
+        (dict(target_loss=0.0), "--target_loss must be positive"),
+        (dict(weight_decay=-0.1), "--weight_decay must be >= 0"),
+        (dict(arms=["standard", "gates"]), "--arms must list distinct arms among standard, gated, gated_l1"),
+        (dict(arms=[]), "--arms must list distinct arms"),
+        (dict(gate_l1=0.0), "gated_l1 with --gate_l1 0"),
+    ],
+)
 def test_settings_that_cannot_mean_what_they_say_are_refused(overrides, message):
     with pytest.raises(StudyError, match=message):
         tiny(**overrides)
@@ -303,11 +335,14 @@ def load_run():
     return load_script(RUN, "superposition_run")
 
 
-@pytest.mark.parametrize("args, status, message", [
-    (["--n_head", "9"], 1, "error: --n_head=9 is more than --n_tasks=8"),
-    (["--n_head", "two"], 2, "error: --n_head: expected int, got 'two'"),
-    (["--seeds", "-1"], 1, "error: --seeds must be a positive number, got -1"),
-])
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["--n_head", "9"], 1, "error: --n_head=9 is more than --n_tasks=8"),
+        (["--n_head", "two"], 2, "error: --n_head: expected int, got 'two'"),
+        (["--seeds", "-1"], 1, "error: --seeds must be a positive number, got -1"),
+    ],
+)
 def test_bad_flags_end_in_one_error_line(args, status, message, capsys):
     with pytest.raises(SystemExit) as stop:
         load_run().main(args)
@@ -328,16 +363,30 @@ def test_an_output_folder_that_cannot_be_created_is_one_error_line_before_any_tr
 def test_one_command_writes_the_tables_json_and_plots(tmp_path):
     out = tmp_path / "results"
     args = [f"--{key}={value}" for key, value in TINY.items()]
-    completed = subprocess.run([sys.executable, str(RUN), *args, "--seeds=2", "--steps=40", "--eval_every=20",
-                                "--eval_repeats=2", f"--out={out}"], capture_output=True, text=True, timeout=300,
-                               cwd=ROOT)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            *args,
+            "--seeds=2",
+            "--steps=40",
+            "--eval_every=20",
+            "--eval_repeats=2",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert completed.returncode == 0, completed.stderr
     for name in ("assignment.png", "tasks_per_head.png", "gates.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "results.json").read_text())
     assert result["numerics"]["threads"] == 1 and result["numerics"]["torch"] == torch.__version__
     assert [(run["arm"], run["seed"]) for run in result["runs"]] == [
-        (arm, seed) for seed in (0, 1) for arm in ("standard", "gated", "gated_l1")]
+        (arm, seed) for seed in (0, 1) for arm in ("standard", "gated", "gated_l1")
+    ]
     for run in result["runs"]:
         delta = torch.tensor(run["ablation"])
         assert delta.shape == (2, 3)

@@ -3,12 +3,11 @@ import time
 import pytest
 import sentencepiece
 import tokenizers
+from data_fixtures import refused, sentences
 from tokenizers import processors
 
 import lit_gpt.data.tokenizer
 from lit_gpt.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer, train_bpe
-
-from data_fixtures import refused, sentences
 
 TEXTS = sentences(0, 200) + ["def f(x):\n    return x  # ünïcode ✓\n"]
 
@@ -39,8 +38,12 @@ def test_load_from_file_and_directory(tmp_path):
 
 
 def test_unknown_tokenizer_path_names_it(tmp_path):
-    for spec, culprit in ((tmp_path / "missing.json", "missing.json"), ("./nowhere/tokenizer.model", "nowhere"),
-                          ("no/such/dir/tokenizer.json", "no/such/dir"), (tmp_path, tmp_path)):
+    for spec, culprit in (
+        (tmp_path / "missing.json", "missing.json"),
+        ("./nowhere/tokenizer.model", "nowhere"),
+        ("no/such/dir/tokenizer.json", "no/such/dir"),
+        (tmp_path, tmp_path),
+    ):
         with refused(culprit, "does not exist|neither", TokenizerError):
             load_tokenizer(spec)
 
@@ -83,8 +86,9 @@ def test_sentencepiece_model(tmp_path):
 def test_the_tokens_a_post_processor_puts_first_are_found(tmp_path):
     plain = train_bpe(TEXTS, 300, tmp_path / "plain.json")
     templated = tokenizers.Tokenizer.from_file(str(tmp_path / "plain.json"))
-    templated.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
-                                                             special_tokens=[("<|endoftext|>", 0)])
+    templated.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
     templated.save(str(tmp_path / "bos.json"))
     with_bos = load_tokenizer(tmp_path / "bos.json")
     assert plain.special_prefix() == [] and with_bos.special_prefix() == [0]

@@ -18,10 +18,10 @@ import tokenizers
 import torch
 from tokenizers import models, pre_tokenizers
 
-from lit_gpt.training.checkpoint import find_latest, list_checkpoints, load_model
+from lit_gpt.data import DataError
 from lit_gpt.model.config import Config, ConfigError
 from lit_gpt.model.gpt import GPT
-from lit_gpt.data import DataError
+from lit_gpt.training.checkpoint import find_latest, list_checkpoints, load_model
 from lit_gpt.training.loggers import read_metrics
 from lit_gpt.training.run_config import parse_args
 from lit_gpt.training.train_args import ArgsError
@@ -82,21 +82,55 @@ def corpus(tmp_path_factory) -> Path:
 
 def cli_args(corpus: Path, out_root: Path, *extra: str) -> list[str]:
     return [
-        "--model_name", "micro",
-        "--train_data_dir", str(corpus), "--probe_file", str(corpus / "probe_valid.jsonl"),
-        "--checkpoint_root", str(out_root), "--out_name", "run",
-        "--global_batch_size", "8", "--micro_batch_size", "4", "--max_step", "30",
-        "--learning_rate", "1e-2", "--min_lr", "1e-3", "--warmup_steps", "3", "--weight_decay", "0.1",
-        "--eval_step_interval", "10", "--eval_iters", "2", "--save_step_interval", "10", "--log_step_interval", "1",
-        "--logger", "none", "--progress_bar", "false", "--peak_flops", "1e11", "--seed", "7",
+        "--model_name",
+        "micro",
+        "--train_data_dir",
+        str(corpus),
+        "--probe_file",
+        str(corpus / "probe_valid.jsonl"),
+        "--checkpoint_root",
+        str(out_root),
+        "--out_name",
+        "run",
+        "--global_batch_size",
+        "8",
+        "--micro_batch_size",
+        "4",
+        "--max_step",
+        "30",
+        "--learning_rate",
+        "1e-2",
+        "--min_lr",
+        "1e-3",
+        "--warmup_steps",
+        "3",
+        "--weight_decay",
+        "0.1",
+        "--eval_step_interval",
+        "10",
+        "--eval_iters",
+        "2",
+        "--save_step_interval",
+        "10",
+        "--log_step_interval",
+        "1",
+        "--logger",
+        "none",
+        "--progress_bar",
+        "false",
+        "--peak_flops",
+        "1e11",
+        "--seed",
+        "7",
         *extra,
     ]
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300, **kwargs
+    )
 
 
 @pytest.mark.slow
@@ -106,8 +140,17 @@ def test_training_decreases_valid_loss_and_writes_checkpoints_and_csv(corpus, tm
     assert [p.name for p in list_checkpoints(out)] == ["iter-000020-ckpt.pth", "iter-000030-ckpt.pth"]
     rows = read_metrics(out / "metrics.csv")
     names = {name for _, name, _ in rows}
-    assert {"metric/train_loss", "metric/alpha_val_loss", "metric/beta_val_ppl", "metric/sink_1", "lr",
-            "gradient_norm", "total_tokens", "throughput/tokens_per_sec", "throughput/mfu"} <= names
+    assert {
+        "metric/train_loss",
+        "metric/alpha_val_loss",
+        "metric/beta_val_ppl",
+        "metric/sink_1",
+        "lr",
+        "gradient_norm",
+        "total_tokens",
+        "throughput/tokens_per_sec",
+        "throughput/mfu",
+    } <= names
     for domain in ("alpha", "beta"):
         valid = metric_series(out / "metrics.csv", f"metric/{domain}_val_loss")
         assert sorted(valid) == [0, 10, 20, 30]
@@ -137,8 +180,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path):
 
     interrupted_root = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(corpus, interrupted_root, *common)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *cli_args(corpus, interrupted_root, *common)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         for line in process.stdout:
             if line.startswith("Saved checkpoint") and "iter-000006" in line:
@@ -202,8 +250,24 @@ def test_sigterm_saves_a_checkpoint_and_stops_cleanly(corpus, tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "train_step", step_then_get_preempted)
     handler = signal.getsignal(signal.SIGTERM)
-    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "1000", "--save_step_interval", "1000",
-                              "--eval_step_interval", "1000", "--eval_sink", "false", "--eval_iters", "1")))
+    setup(
+        parse_args(
+            cli_args(
+                corpus,
+                tmp_path,
+                "--max_step",
+                "1000",
+                "--save_step_interval",
+                "1000",
+                "--eval_step_interval",
+                "1000",
+                "--eval_sink",
+                "false",
+                "--eval_iters",
+                "1",
+            )
+        )
+    )
     assert "Stop requested by signal; saving step 3 and exiting" in capsys.readouterr().out
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter-000003-ckpt.pth"]
     assert signal.getsignal(signal.SIGTERM) is handler
@@ -221,9 +285,23 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
         return loss * float("nan") if calls["n"] > 10 else loss
 
     monkeypatch.setattr(trainer, "lm_loss", loss_turning_nan)
-    args = cli_args(corpus, tmp_path, "--max_step", "8", "--save_step_interval", "2", "--eval_step_interval", "100",
-                    "--eval_sink", "false", "--eval_iters", "1")
-    with pytest.raises(trainer.TrainingError, match=r"non-finite training loss \(nan\).*Last good checkpoint: .*iter-000004"):
+    args = cli_args(
+        corpus,
+        tmp_path,
+        "--max_step",
+        "8",
+        "--save_step_interval",
+        "2",
+        "--eval_step_interval",
+        "100",
+        "--eval_sink",
+        "false",
+        "--eval_iters",
+        "1",
+    )
+    with pytest.raises(
+        trainer.TrainingError, match=r"non-finite training loss \(nan\).*Last good checkpoint: .*iter-000004"
+    ):
         setup(parse_args(args))
     model, checkpoint = load_model(find_latest(tmp_path / "run"))
     assert checkpoint["step_count"] == 4
@@ -241,8 +319,9 @@ def test_upstream_yaml_keys_are_accepted_and_cli_overrides_them(tmp_path):
         "micro_batch_size: 16\nmax_step: 20000\nsave_step_interval: 1000\neval_step_interval: 1000\n"
         "learning_rate: 0.0004\nmin_lr: 0.0004\nwarmup_steps: 100\nwindow_size: 128\n"
     )
-    args = parse_args(["--data_yaml_file", str(run_yaml), "--learning_rate", "1e-3", "--model.window_size", "64"],
-                      exit_on_error=False)
+    args = parse_args(
+        ["--data_yaml_file", str(run_yaml), "--learning_rate", "1e-3", "--model.window_size", "64"], exit_on_error=False
+    )
     assert args.train == {"train_the_pile_arxiv": 0.1052, "train_the_pile_github": 0.0427}
     assert args.valid == {"valid_the_pile_arxiv": 1.0}
     assert (args.devices, args.seed, args.micro_batch_size, args.min_lr) == (4, 42, 16, 4e-4)
@@ -281,7 +360,9 @@ def test_bad_overrides_are_clear_errors():
 
 
 def test_missing_data_dir_and_probe_file_are_clear_errors(corpus, tmp_path):
-    with pytest.raises(DataError, match="train_data_dir .*nowhere does not exist; run `bash preprocess/run_preprocess.sh"):
+    with pytest.raises(
+        DataError, match="train_data_dir .*nowhere does not exist; run `bash preprocess/run_preprocess.sh"
+    ):
         setup(parse_args(cli_args(corpus, tmp_path, "--train_data_dir", str(tmp_path / "nowhere"))))
     with pytest.raises(DataError, match="probe file .*missing.jsonl does not exist"):
         setup(parse_args(cli_args(corpus, tmp_path, "--probe_file", str(tmp_path / "missing.jsonl"))))
@@ -295,7 +376,9 @@ def test_batch_sizes_that_do_not_divide_are_an_error(corpus, tmp_path):
 def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path, monkeypatch, capsys):
     import runpy
 
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model_name", "micro", "--train_data_dir", str(tmp_path / "absent")])
+    monkeypatch.setattr(
+        sys, "argv", [str(SCRIPT), "--model_name", "micro", "--train_data_dir", str(tmp_path / "absent")]
+    )
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(SCRIPT), run_name="__main__")
     assert exit_info.value.code == 1
@@ -307,11 +390,14 @@ def test_cli_reports_errors_in_one_line_and_exit_code(tmp_path, monkeypatch, cap
     assert "error: max_step must be positive, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"k_bias": True, "v_bias": True, "head_bias": True, "sink_tokens": 2, "attn_gate": "headwise"},
-    {"pos_embedding": "relative", "attn_score": "linear", "attn_kernel": "mlp", "attn_normalize": "none"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"k_bias": True, "v_bias": True, "head_bias": True, "sink_tokens": 2, "attn_gate": "headwise"},
+        {"pos_embedding": "relative", "attn_score": "linear", "attn_kernel": "mlp", "attn_normalize": "none"},
+    ],
+)
 def test_meta_device_materialisation_applies_the_paper_init(overrides):
     """The materialisation contract of sharding libraries: each module holding parameters of its own is
     moved off the meta device and its `reset_parameters` is called. (`--strategy fsdp` builds the model
@@ -373,8 +459,11 @@ def test_resume_refuses_when_no_checkpoint_is_readable_instead_of_starting_over(
 def test_a_model_vocabulary_smaller_than_the_shards_is_refused_before_any_step(corpus, tmp_path, vocab_size):
     """50 and 64 give a 64-row table the ids overflow; VOCAB - 1 = 100 still pads to the 128 rows the data
     needs, so without the check it would train silently on a row generation never samples."""
-    with pytest.raises(DataError, match=rf"built with a {VOCAB}-entry tokenizer, more than the model's "
-                                        rf"vocab_size={vocab_size}; set --model.vocab_size {VOCAB}"):
+    with pytest.raises(
+        DataError,
+        match=rf"built with a {VOCAB}-entry tokenizer, more than the model's "
+        rf"vocab_size={vocab_size}; set --model.vocab_size {VOCAB}",
+    ):
         setup(parse_args(cli_args(corpus, tmp_path, "--model.vocab_size", str(vocab_size))))
     assert not (tmp_path / "run").exists()
 
@@ -410,8 +499,9 @@ def test_a_run_resumes_with_another_attention_backend(corpus, tmp_path, capsys):
     """The backend is how the model runs, not what it computes: it is not saved and may change on resume."""
     common = ("--save_step_interval", "2", "--eval_sink", "false", "--eval_iters", "1")
     setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "2", "--attn_backend", "eager", *common)))
-    setup(parse_args(cli_args(corpus, tmp_path, "--max_step", "4", "--attn_backend", "sdpa", "--resume", "auto",
-                              *common)))
+    setup(
+        parse_args(cli_args(corpus, tmp_path, "--max_step", "4", "--attn_backend", "sdpa", "--resume", "auto", *common))
+    )
     assert "Resuming from" in capsys.readouterr().out
     checkpoint = load_model(find_latest(tmp_path / "run"))[1]
     assert checkpoint["step_count"] == 4 and "attn_backend" not in checkpoint["config"]
@@ -425,8 +515,11 @@ def test_resume_refuses_another_models_checkpoint_or_a_foreign_file_before_loadi
     setup(parse_args(cli_args(corpus, tmp_path, *common)))
     saved = find_latest(tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"another model config: n_layer=2 \(now 3\)"):
-        setup(parse_args(cli_args(corpus, tmp_path, *common, "--max_step", "4", "--model.n_layer", "3",
-                                  "--resume", "auto")))
+        setup(
+            parse_args(
+                cli_args(corpus, tmp_path, *common, "--max_step", "4", "--model.n_layer", "3", "--resume", "auto")
+            )
+        )
     weights_only = tmp_path / "weights.pth"
     checkpoint = torch.load(saved, weights_only=False)
     torch.save({"model": checkpoint["model"], "config": checkpoint["config"]}, weights_only)
@@ -434,22 +527,25 @@ def test_resume_refuses_another_models_checkpoint_or_a_foreign_file_before_loadi
         setup(parse_args(cli_args(corpus, tmp_path / "other", *common, "--resume", str(weights_only))))
 
 
-@pytest.mark.parametrize("flag, value, match", [
-    ("--learning_rate", "-1", "learning_rate must be positive"),
-    ("--beta1", "2", r"beta1 must be in \[0, 1\)"),
-    ("--min_lr", "1", "min_lr=1.0 is above learning_rate"),
-    ("--fixed_token_pos", "1000", "fixed_token_pos=1000 is outside a 65-token window"),
-    ("--fixed_token_id", "9999", "fixed_token_id=9999 is not a token id"),
-    ("--random_token_end", "1000", "random token span ends at 1000"),
-    ("--devices", "0", "devices must be 'auto' or a positive number"),
-    ("--precision", "foo", "precision='foo' is not one of"),
-    ("--num_nodes", "0", "num_nodes must be positive"),
-    ("--seed", "-1", "seed must be >= 0"),
-    ("--cooldown_steps", "-5", "cooldown_steps must be >= 0"),
-    ("--sink_eps", "2", r"sink_eps must be in \(0, 1\)"),
-    ("--eval_iters", "0", "eval_iters must be positive"),
-    ("--peak_flops", "-1", "peak_flops must be positive"),
-])
+@pytest.mark.parametrize(
+    "flag, value, match",
+    [
+        ("--learning_rate", "-1", "learning_rate must be positive"),
+        ("--beta1", "2", r"beta1 must be in \[0, 1\)"),
+        ("--min_lr", "1", "min_lr=1.0 is above learning_rate"),
+        ("--fixed_token_pos", "1000", "fixed_token_pos=1000 is outside a 65-token window"),
+        ("--fixed_token_id", "9999", "fixed_token_id=9999 is not a token id"),
+        ("--random_token_end", "1000", "random token span ends at 1000"),
+        ("--devices", "0", "devices must be 'auto' or a positive number"),
+        ("--precision", "foo", "precision='foo' is not one of"),
+        ("--num_nodes", "0", "num_nodes must be positive"),
+        ("--seed", "-1", "seed must be >= 0"),
+        ("--cooldown_steps", "-5", "cooldown_steps must be >= 0"),
+        ("--sink_eps", "2", r"sink_eps must be in \(0, 1\)"),
+        ("--eval_iters", "0", "eval_iters must be positive"),
+        ("--peak_flops", "-1", "peak_flops must be positive"),
+    ],
+)
 def test_settings_no_run_can_use_are_refused_before_any_process_starts(corpus, tmp_path, flag, value, match):
     extra = [flag, value]
     if flag == "--fixed_token_id":
@@ -466,8 +562,13 @@ def test_settings_no_run_can_use_are_refused_before_any_process_starts(corpus, t
 def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_untouched(corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     long = ("--eval_sink", "false", "--max_step", "100000", "--eval_step_interval", "100000")
-    first = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(corpus, tmp_path, *long)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *cli_args(corpus, tmp_path, *long)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         for line in first.stdout:
             if "parameters" in line:  # the model is built: the first run owns the folder
@@ -499,7 +600,10 @@ def test_a_fresh_run_sets_an_earlier_runs_metrics_aside_instead_of_appending(cor
     kept = list(out.glob("metrics.earlier-*.csv"))
     assert len(kept) == 1 and kept[0].read_text() == earlier
     assert sorted(metric_series(out / "metrics.csv", "metric/train_loss")) == [1, 2, 3]
-    assert f"{out / 'metrics.csv'} is an earlier run's (no checkpoint to continue); kept as {kept[0]}" in capsys.readouterr().out
+    assert (
+        f"{out / 'metrics.csv'} is an earlier run's (no checkpoint to continue); kept as {kept[0]}"
+        in capsys.readouterr().out
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(["iter-000003-ckpt.pth", "metrics.csv", kept[0].name])
 
 
@@ -510,16 +614,22 @@ def test_a_full_disk_at_a_save_stops_the_run_in_one_line_with_the_last_checkpoin
     disk = small_disk(str(int(size * 1.6)))
     from lit_gpt.training.checkpoint import CheckpointWriteError
 
-    with pytest.raises(CheckpointWriteError, match=rf"no space left to save checkpoint {disk}/run/iter-000002-ckpt.pth: "
-                                                   r"it needs about [\d.]+ kB and [\d.]+ kB are free on that disk"):
-        setup(parse_args(cli_args(corpus, disk, "--max_step", "3", "--save_step_interval", "1", "--eval_sink", "false")))
+    with pytest.raises(
+        CheckpointWriteError,
+        match=rf"no space left to save checkpoint {disk}/run/iter-000002-ckpt.pth: "
+        r"it needs about [\d.]+ kB and [\d.]+ kB are free on that disk",
+    ):
+        setup(
+            parse_args(cli_args(corpus, disk, "--max_step", "3", "--save_step_interval", "1", "--eval_sink", "false"))
+        )
     assert [p.name for p in list_checkpoints(disk / "run")] == ["iter-000001-ckpt.pth"]
     assert not list((disk / "run").glob("*.tmp")) and load_model(find_latest(disk / "run"))[1]["step_count"] == 1
 
 
 def test_a_short_run_logs_its_last_step_ends_with_a_summary_and_is_left_alone_once_finished(corpus, tmp_path, capsys):
-    argv = cli_args(corpus, tmp_path, "--max_step", "3", "--log_step_interval", "10", "--eval_sink", "false",
-                    "--resume", "auto")
+    argv = cli_args(
+        corpus, tmp_path, "--max_step", "3", "--log_step_interval", "10", "--eval_sink", "false", "--resume", "auto"
+    )
     setup(parse_args(argv))
     out = tmp_path / "run"
     printed = capsys.readouterr().out
@@ -530,7 +640,9 @@ def test_a_short_run_logs_its_last_step_ends_with_a_summary_and_is_left_alone_on
     assert f"metrics: {out / 'metrics.csv'}" in printed and "dashboard: none" in printed
     before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
     setup(parse_args(argv))
-    assert capsys.readouterr().out == (f"{out} has finished already: its checkpoint iter-000003-ckpt.pth has reached "
-                                       f"--max_step 3, so there is nothing to do (raise --max_step to train on, or "
-                                       f"choose another --out_name)\n")
+    assert capsys.readouterr().out == (
+        f"{out} has finished already: its checkpoint iter-000003-ckpt.pth has reached "
+        f"--max_step 3, so there is nothing to do (raise --max_step to train on, or "
+        f"choose another --out_name)\n"
+    )
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before

@@ -21,8 +21,11 @@ def is_softmax(config: Config) -> bool:
 
 def flex_computes(config: Config) -> bool:
     """softmax, sigmoid or elu+1 scores (no kernel feature map) with a sum or no normaliser."""
-    return (config.attn_kernel == "none" and config.attn_score in ("softmax", "sigmoid", "elu")
-            and config.attn_normalize in ("sum", "none"))
+    return (
+        config.attn_kernel == "none"
+        and config.attn_score in ("softmax", "sigmoid", "elu")
+        and config.attn_normalize in ("sum", "none")
+    )
 
 
 SOFTMAX_VARIANTS = {name: o for name, o in VARIANTS.items() if is_softmax(micro(**o))}

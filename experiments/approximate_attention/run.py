@@ -23,16 +23,31 @@ def parse(argv: Optional[list[str]] = None) -> dict:
     """--runs, --probe, --tokenizer, --out, --threads and one flag per `StudySettings` field (its docstring as help)."""
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
-    parser.add_argument("--runs", type=list[str], default=list(DEMO_RUNS),
-                        help="Run folders (their newest iter-*-ckpt.pth) or checkpoint files.")
-    parser.add_argument("--probe", type=Path, default=Path("datasets/probe_valid.jsonl"),
-                        help="JSONL probe set with a `text` field per line.")
-    parser.add_argument("--tokenizer", type=Optional[str], default=None,
-                        help="Tokenizer file or folder (default: each run's own).")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder for results.md, results.json and the plots.")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch. The study runs many small tensor operations, where extra "
-                             "threads mostly wait for each other (README.md next to this file has the timings).")
+    parser.add_argument(
+        "--runs",
+        type=list[str],
+        default=list(DEMO_RUNS),
+        help="Run folders (their newest iter-*-ckpt.pth) or checkpoint files.",
+    )
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        default=Path("datasets/probe_valid.jsonl"),
+        help="JSONL probe set with a `text` field per line.",
+    )
+    parser.add_argument(
+        "--tokenizer", type=Optional[str], default=None, help="Tokenizer file or folder (default: each run's own)."
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="Folder for results.md, results.json and the plots."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch. The study runs many small tensor operations, where extra "
+        "threads mostly wait for each other (README.md next to this file has the timings).",
+    )
     parser.add_class_arguments(StudySettings, nested_key=None)
     args = vars(parser.parse_args(argv))
     options = {name: args.pop(name) for name in ("runs", "probe", "tokenizer", "out", "threads")}

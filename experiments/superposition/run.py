@@ -23,7 +23,9 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Study, Path]:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(description=__doc__.splitlines()[0], exit_on_error=False)
     parser.add_class_arguments(Study, nested_key=None)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder for results.md, results.json and the plots.")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="Folder for results.md, results.json and the plots."
+    )
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     return Study(**args), out

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable, Literal, Optional, Union
 
 from lit_gpt.core.errors import run_cli
-from lit_gpt.core.flags import add_aliases, add_config, new_parser, parse as parse_flags
+from lit_gpt.core.flags import add_aliases, add_config, new_parser
+from lit_gpt.core.flags import parse as parse_flags
 from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
 
 # torch, transformers and the evaluation are imported by the functions that use them, so `--help` and a refused
@@ -36,27 +37,37 @@ from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SI
 def model_specs(model: Union[str, list[str], None], models: Optional[Path]) -> list[str]:
     """The models to evaluate: each --model, then each line of the --models file (blank lines and lines
     starting with # skipped)."""
-    from lit_gpt.measurement.evaluation import EvalError
     from lit_gpt.core.files import read_text
+    from lit_gpt.measurement.evaluation import EvalError
 
     specs = [model] if isinstance(model, str) else list(model or [])
     if models is not None:
         lines = (line.strip() for line in read_text(models, "--models").splitlines())
         specs += [line for line in lines if line and not line.startswith("#")]
     if not specs:
-        raise EvalError("no model to evaluate; pass --model HF_FOLDER_OR_HUB_ID (repeatable) or --models FILE "
-                        "with one per line")
+        raise EvalError(
+            "no model to evaluate; pass --model HF_FOLDER_OR_HUB_ID (repeatable) or --models FILE with one per line"
+        )
     return specs
 
 
-def evaluate_model(spec: str, folder: Path, probe: Path, tokenizer: Optional[str], add_bos: str, eps: float,
-                   positions: int, n_sequences: int, length: int,
-                   batch_size: int) -> tuple[dict, Callable[[], list]]:
+def evaluate_model(
+    spec: str,
+    folder: Path,
+    probe: Path,
+    tokenizer: Optional[str],
+    add_bos: str,
+    eps: float,
+    positions: int,
+    n_sequences: int,
+    length: int,
+    batch_size: int,
+) -> tuple[dict, Callable[[], list]]:
     """One model's sink report, and a function giving its example attention maps (tensors) for the heatmaps."""
     from lit_gpt.data.probe import load_probe_windows
+    from lit_gpt.data.tokenizer import load_tokenizer
     from lit_gpt.hf.bos import probe_bos
     from lit_gpt.hf.probe import evaluate_hf, hf_example_maps, load_hf_causal_lm
-    from lit_gpt.data.tokenizer import load_tokenizer
 
     hf_model = load_hf_causal_lm(folder)
     vocab_size = hf_model.config.vocab_size
@@ -106,16 +117,24 @@ def evaluate_hf_model(
         length: Tokens per probe window, the BOS included when one is added.
         batch_size: Probe sequences per forward pass.
     """
-    from lit_gpt.measurement.evaluation import check_report_options, publish
     from lit_gpt.hf.compare import comparison_row, model_names
     from lit_gpt.hf.io import resolve_model_dir
+    from lit_gpt.measurement.evaluation import check_report_options, publish
 
     check_report_options(eps, positions, n_sequences, length, batch_size)
     specs = model_specs(model, models)
     names = model_names(specs)
     folders = [resolve_model_dir(spec) for spec in specs]  # every typo is named before the first evaluation
-    settings = dict(probe=probe, tokenizer=tokenizer, add_bos=add_bos, eps=eps, positions=positions,
-                    n_sequences=n_sequences, length=length, batch_size=batch_size)
+    settings = dict(
+        probe=probe,
+        tokenizer=tokenizer,
+        add_bos=add_bos,
+        eps=eps,
+        positions=positions,
+        n_sequences=n_sequences,
+        length=length,
+        batch_size=batch_size,
+    )
     if len(specs) == 1:
         result, maps = evaluate_model(specs[0], folders[0], **settings)
         publish(result, maps, json, plots, layers, heads)
@@ -124,8 +143,14 @@ def evaluate_hf_model(
     for spec, name, folder in zip(specs, names, folders):
         print(f"== {name} ({spec})")
         result, maps = evaluate_model(spec, folder, **settings)
-        publish(result, maps, None if json is None else json.parent / name / json.name,
-                None if plots is None else plots / name, layers, heads)
+        publish(
+            result,
+            maps,
+            None if json is None else json.parent / name / json.name,
+            None if plots is None else plots / name,
+            layers,
+            heads,
+        )
         rows.append(comparison_row(name, result))
         print()
     publish_comparison(rows, json, plots)
@@ -146,9 +171,13 @@ def parse(argv: Optional[list[str]] = None) -> dict:
     """The command line as `evaluate_hf_model` arguments; --model may be given any number of times."""
     parser = new_parser(__doc__.splitlines()[0])
     add_config(parser)
-    parser.add_argument("--model", action="append", type=str,
-                        help="HF model folder or hub id (hub ids need the local HF cache or a reachable hub); "
-                             "repeat it to compare several models.")
+    parser.add_argument(
+        "--model",
+        action="append",
+        type=str,
+        help="HF model folder or hub id (hub ids need the local HF cache or a reachable hub); "
+        "repeat it to compare several models.",
+    )
     parser.add_function_arguments(evaluate_hf_model, skip={"model"})
     add_aliases(parser)
     values = parse_flags(parser, argv).as_dict()

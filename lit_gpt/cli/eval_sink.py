@@ -48,24 +48,33 @@ def evaluate_checkpoint(
             block outputs, probe perplexity under W8A8 relative to fp32, and StreamingLLM perplexity of the
             probe texts at half the training length keeping 0 or 4 first tokens.
     """
-    from lit_gpt.training.checkpoint import load_model
     from lit_gpt.data.documents import iter_texts
     from lit_gpt.data.probe import load_probe_windows
-    from lit_gpt.measurement.evaluation import check_report_options, evaluate_run, example_maps, publish, tokenizer_for, train_args
-    from lit_gpt.reporting.table import run_checkpoint
+    from lit_gpt.measurement.evaluation import (
+        check_report_options,
+        evaluate_run,
+        example_maps,
+        publish,
+        tokenizer_for,
+        train_args,
+    )
     from lit_gpt.measurement.sink_costs import checkpoint_costs, format_costs, streaming_length
     from lit_gpt.measurement.streaming import long_text
+    from lit_gpt.reporting.table import run_checkpoint
+    from lit_gpt.training.checkpoint import load_model
 
     check_report_options(eps, positions, n_sequences, length, batch_size)
     load_from = run_checkpoint(load_from)
     model, ckpt = load_model(load_from)
-    tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
-                                model.config.vocab_size)
+    tokens = load_probe_windows(
+        probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences, model.config.vocab_size
+    )
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
     result["checkpoint"] = str(load_from)
     if costs:
-        text = long_text(iter_texts(probe), tokenizer_for(train_args(ckpt), tokenizer),
-                         streaming_length(model.config.block_size))
+        text = long_text(
+            iter_texts(probe), tokenizer_for(train_args(ckpt), tokenizer), streaming_length(model.config.block_size)
+        )
         result["costs"] = checkpoint_costs(model, ckpt, tokens, text, batch_size)
     publish(result, lambda: example_maps(model, ckpt, tokens), json, plots, layers, heads, model.config.n_slots)
     if costs:

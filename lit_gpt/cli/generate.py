@@ -46,11 +46,11 @@ def sample(
     """
     import torch
 
-    from lit_gpt.model.attention import AttentionRuntime
-    from lit_gpt.training.checkpoint import load_model
     from lit_gpt.data.transforms import InputTransforms
     from lit_gpt.measurement.evaluation import tokenizer_for, train_args
+    from lit_gpt.model.attention import AttentionRuntime
     from lit_gpt.model.generate import GenerationError, check_sampling, generate, without_positions
+    from lit_gpt.training.checkpoint import load_model
 
     check_sampling(max_new_tokens, temperature, top_k)
     if num_samples < 1:
@@ -67,8 +67,17 @@ def sample(
     generator = torch.Generator().manual_seed(seed)
     outputs = []
     for _ in range(num_samples):
-        out = generate(model, ids, max_new_tokens, temperature, top_k, use_cache, eos_id=tok.eos_id,
-                       inserted_tokens=inserted, generator=generator)
+        out = generate(
+            model,
+            ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            use_cache,
+            eos_id=tok.eos_id,
+            inserted_tokens=inserted,
+            generator=generator,
+        )
         outputs.append(tok.decode(without_positions(out, inserted)))
         print(outputs[-1])
         print("-" * 40)

@@ -8,9 +8,9 @@ Bad input ends the run with one line on stderr naming the file and the fix, and 
 
 from typing import Optional
 
-from lit_gpt.data.prepare import prepare
 from lit_gpt.core.errors import run_cli
 from lit_gpt.core.flags import run_function
+from lit_gpt.data.prepare import prepare
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -12,13 +12,18 @@ from typing import Optional
 from jsonargparse import CLI
 
 from lit_gpt.core.errors import run_cli
-from lit_gpt.reporting.sweeps import fill_results
 from lit_gpt.core.files import write_atomic
-from lit_gpt.reporting.reproduction import load_results, plan as grid_plan, render
+from lit_gpt.reporting.reproduction import load_results, render
+from lit_gpt.reporting.reproduction import plan as grid_plan
+from lit_gpt.reporting.sweeps import fill_results
 
 
-def plan(checkpoint_root: Path = Path("checkpoints"), scale: str = "cpu", rows: Optional[list[str]] = None,
-         max_step: Optional[int] = None) -> None:
+def plan(
+    checkpoint_root: Path = Path("checkpoints"),
+    scale: str = "cpu",
+    rows: Optional[list[str]] = None,
+    max_step: Optional[int] = None,
+) -> None:
     """Print one line per run: run name, config, seed, `done` or `todo`.
 
     Args:
@@ -30,8 +35,13 @@ def plan(checkpoint_root: Path = Path("checkpoints"), scale: str = "cpu", rows: 
     print("\n".join(grid_plan(checkpoint_root, scale, rows, max_step)))
 
 
-def doc(checkpoint_root: Path = Path("checkpoints"), scale: str = "cpu", out: Optional[Path] = None,
-        doc: Optional[Path] = None, max_step: Optional[int] = None) -> None:
+def doc(
+    checkpoint_root: Path = Path("checkpoints"),
+    scale: str = "cpu",
+    out: Optional[Path] = None,
+    doc: Optional[Path] = None,
+    max_step: Optional[int] = None,
+) -> None:
     """Build the reproduction tables from the finished runs: print them, write them to `out`, and put them
     into the `reproduction <scale>` results block of `doc`.
 

@@ -35,13 +35,13 @@ def compare_caches(
         attn_backend: Attention kernel, `auto | eager | sdpa | flex | flash | xformers`: a run-time choice
             that changes speed, never what is computed.
     """
-    from lit_gpt.model.attention import AttentionRuntime
-    from lit_gpt.training.checkpoint import load_model
+    from lit_gpt.core.files import write_json
     from lit_gpt.data.documents import iter_texts
     from lit_gpt.data.vocab import check_token_ids
     from lit_gpt.measurement.evaluation import tokenizer_for, train_args
-    from lit_gpt.core.files import write_json
     from lit_gpt.measurement.streaming import StreamingError, long_text, streaming_perplexities
+    from lit_gpt.model.attention import AttentionRuntime
+    from lit_gpt.training.checkpoint import load_model
 
     runtime = AttentionRuntime(attn_backend)
     results = []
@@ -55,14 +55,17 @@ def compare_caches(
         model, ckpt = load_model(path)
         model.set_attention_runtime(runtime)
         tok = tokenizer_for(train_args(ckpt), tokenizer)
-        tokens = check_token_ids(long_text(iter_texts(text), tok, length), model.config.vocab_size,
-                                 f"{text} tokenized with {tok.path}")
+        tokens = check_token_ids(
+            long_text(iter_texts(text), tok, length), model.config.vocab_size, f"{text} tokenized with {tok.path}"
+        )
         result = streaming_perplexities(model, tokens, window, n_sink)
         result.update(checkpoint=str(path), variant=model.config.variant_summary())
         results.append(result)
         ppl = result["perplexity"]
-        print(f"{str(path)[-40:]:<40} {result['variant'][:28]:<28} {ppl['full']:>9.2f} {ppl['window']:>9.2f} "
-              f"{ppl['sink']:>9.2f}")
+        print(
+            f"{str(path)[-40:]:<40} {result['variant'][:28]:<28} {ppl['full']:>9.2f} {ppl['window']:>9.2f} "
+            f"{ppl['sink']:>9.2f}"
+        )
     if json is not None:
         write_json(json, results)
         print(f"wrote {json}")

@@ -1,11 +1,11 @@
 """Helpers of the sweep scripts (scripts/lib.sh); see `lit_gpt.reporting.sweeps`.
 
-    python scripts/sweep.py compose --yaml configs/lr/tinyllama_60m_lr1e-3.yaml --scale cpu --out run.yaml
-    python scripts/sweep.py data --scale cpu --build true
-    python scripts/sweep.py latest --run_dir checkpoints/tinyllama_60M_lr1e-3
-    python scripts/sweep.py fill --doc scripts/optimization.md --key "lr cpu" --table checkpoints/lr_cpu_report/report.md
-    python scripts/sweep.py peak
-    python scripts/sweep.py eta --log checkpoints/demo_progress.log --runs 3 --peak_flops 1.8e11 --share 0.33 --parent $$
+python scripts/sweep.py compose --yaml configs/lr/tinyllama_60m_lr1e-3.yaml --scale cpu --out run.yaml
+python scripts/sweep.py data --scale cpu --build true
+python scripts/sweep.py latest --run_dir checkpoints/tinyllama_60M_lr1e-3
+python scripts/sweep.py fill --doc scripts/optimization.md --key "lr cpu" --table checkpoints/lr_cpu_report/report.md
+python scripts/sweep.py peak
+python scripts/sweep.py eta --log checkpoints/demo_progress.log --runs 3 --peak_flops 1.8e11 --share 0.33 --parent $$
 """
 
 import os
@@ -17,16 +17,32 @@ from typing import Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.data.errors import DataError
-from lit_gpt.reporting.sweeps import (data_dir, data_options, demo_eta, fill_results, follow, load_composed, missing_data,
-                                 preprocess_command, stand_in_plan, step_rates)
 from lit_gpt.core.errors import run_cli
 from lit_gpt.core.files import read_text
+from lit_gpt.data.errors import DataError
+from lit_gpt.reporting.sweeps import (
+    data_dir,
+    data_options,
+    demo_eta,
+    fill_results,
+    follow,
+    load_composed,
+    missing_data,
+    preprocess_command,
+    stand_in_plan,
+    step_rates,
+)
 
 
-def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = None,
-            probe_file: Optional[Path] = None, peak_flops: Optional[float] = None,
-            max_step: Optional[int] = None) -> None:
+def compose(
+    yaml: Path,
+    out: Path,
+    scale: str = "paper",
+    data: Optional[Path] = None,
+    probe_file: Optional[Path] = None,
+    peak_flops: Optional[float] = None,
+    max_step: Optional[int] = None,
+) -> None:
     """Write the run YAML of `config` at `scale` to `out`, after the trainer's own checks and a data check;
     at a scale other than `paper`, say what the run trains instead of the paper's and about how long.
 
@@ -44,20 +60,26 @@ def compose(yaml: Path, out: Path, scale: str = "paper", data: Optional[Path] = 
     if probe_file is not None:
         overrides["probe_file"] = str(probe_file)
     args = load_composed(yaml, scale, out=out, overrides=overrides)
-    problem = missing_data(args.train_data_dir, args.probe_file if args.eval_sink else None,
-                           args.model_config().vocab_size)
+    problem = missing_data(
+        args.train_data_dir, args.probe_file if args.eval_sink else None, args.model_config().vocab_size
+    )
     if problem:
         raise DataError(f"{problem}; build the data with `{preprocess_command(scale, folder)}`")
     if scale != "paper":
         from lit_gpt.training.loggers import measure_matmul_flops
 
         planned = replace(args, max_step=max_step) if max_step else args
-        print(stand_in_plan(yaml, scale, planned, load_composed(yaml), peak_flops or measure_matmul_flops()),
-              flush=True)
+        print(
+            stand_in_plan(yaml, scale, planned, load_composed(yaml), peak_flops or measure_matmul_flops()), flush=True
+        )
 
 
-def data(scale: str = "paper", folder: Optional[Path] = None, probe_file: Path = Path("datasets/probe_valid.jsonl"),
-         build: bool = False) -> None:
+def data(
+    scale: str = "paper",
+    folder: Optional[Path] = None,
+    probe_file: Path = Path("datasets/probe_valid.jsonl"),
+    build: bool = False,
+) -> None:
     """Check that the data of `scale` is there; with `build`, build it when it is not (offline corpora only).
 
     Args:
@@ -103,8 +125,15 @@ def peak(seconds: float = 3.0) -> None:
     print(f"{measure_matmul_flops(seconds=seconds):.4g}")
 
 
-def eta(log: Path, runs: int, peak_flops: float, share: float, parent: int, after_training: float = 60.0,
-        stop_line: str = "[demo] training done") -> None:
+def eta(
+    log: Path,
+    runs: int,
+    peak_flops: float,
+    share: float,
+    parent: int,
+    after_training: float = 60.0,
+    stop_line: str = "[demo] training done",
+) -> None:
     """Follow the demo's prefixed training lines in `log` and print its ETA once each of the `runs` runs has
     timed its first logged steps; stop without one at `stop_line` (runs too short to time), or once the
     demo has ended (stopped before its stop line): the follower never outlives the demo.

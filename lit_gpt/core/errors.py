@@ -86,8 +86,10 @@ def run_cli(main: Callable[[], Any]) -> Any:
     except ArgumentError as error:  # a flag the parser refused (unknown, missing, wrong type)
         fail(f"{argument_message(error)} (see --help)", status=2)
     except Interrupted as stop:
-        fail(f"interrupted by {signal.Signals(stop.signum).name}; nothing of the interrupted work was written",
-             128 + stop.signum)
+        fail(
+            f"interrupted by {signal.Signals(stop.signum).name}; nothing of the interrupted work was written",
+            128 + stop.signum,
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

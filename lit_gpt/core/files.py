@@ -62,8 +62,10 @@ def free_space(path: Union[str, Path]) -> int:
 def disk_full_error(path: Union[str, Path], needed: Optional[int] = None) -> DiskFullError:
     """The one-line error for an output `path` that found no room (`needed` bytes when known)."""
     need = f"it needs about {human_size(needed)} and " if needed else ""
-    return DiskFullError(f"no space left on the disk of {path}: {need}{human_size(free_space(path))} are free; free "
-                         f"some space or write elsewhere (nothing was replaced; no partial file was left)")
+    return DiskFullError(
+        f"no space left on the disk of {path}: {need}{human_size(free_space(path))} are free; free "
+        f"some space or write elsewhere (nothing was replaced; no partial file was left)"
+    )
 
 
 def ensure_space(path: Union[str, Path], needed: int) -> None:
@@ -95,8 +97,10 @@ def check_writable(path: Union[str, Path], what: str) -> None:
     if not folder.is_dir():
         raise OutputError(f"{what} {path} cannot be created: {folder} is a file, not a folder; choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path} cannot be written: no permission to write into {folder} (or its disk is "
-                          f"read-only); choose another path")
+        raise OutputError(
+            f"{what} {path} cannot be written: no permission to write into {folder} (or its disk is "
+            f"read-only); choose another path"
+        )
 
 
 def output_folder(path: Union[str, Path]) -> Path:
@@ -155,8 +159,11 @@ def stale_temporaries(path: Union[str, Path], suffix: str = TMP_SUFFIX) -> list[
     if not path.parent.is_dir():
         return []
     pattern = _temporaries(path, suffix)
-    return sorted(entry for entry in path.parent.iterdir()
-                  if (match := pattern.match(entry.name)) and not _is_running(int(match.group(1))))
+    return sorted(
+        entry
+        for entry in path.parent.iterdir()
+        if (match := pattern.match(entry.name)) and not _is_running(int(match.group(1)))
+    )
 
 
 def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
@@ -200,7 +207,9 @@ def read_text(path: Union[str, Path], what: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
-        raise OutputError(f"{what} {path} cannot be read as UTF-8 text ({reason}); pass an existing text file") from None
+        raise OutputError(
+            f"{what} {path} cannot be read as UTF-8 text ({reason}); pass an existing text file"
+        ) from None
 
 
 def write_json(path: Union[str, Path], value: Any) -> Path:
@@ -214,7 +223,24 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 110) -> Path:
     return write_through_temporary(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
-__all__ = ["DiskFullError", "OutputError", "as_if_created", "check_writable", "disk_full_error", "ensure_space",
-           "free_space", "human_size", "is_disk_full", "output_folder", "read_text", "remove_stale_temporaries",
-           "save_figure", "stale_temporaries", "temporary_folder", "temporary_sibling", "write_atomic", "write_json",
-           "write_through_temporary"]
+__all__ = [
+    "DiskFullError",
+    "OutputError",
+    "as_if_created",
+    "check_writable",
+    "disk_full_error",
+    "ensure_space",
+    "free_space",
+    "human_size",
+    "is_disk_full",
+    "output_folder",
+    "read_text",
+    "remove_stale_temporaries",
+    "save_figure",
+    "stale_temporaries",
+    "temporary_folder",
+    "temporary_sibling",
+    "write_atomic",
+    "write_json",
+    "write_through_temporary",
+]

@@ -33,18 +33,38 @@ from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter,
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 # The canonical flag of each concept -> the other spellings commands use (see the module docstring).
-ALIASES = {"--probe_file": ("--probe", "--text", "--probe_path"), "--sink_eps": ("--eps",),
-           "--sink_k": ("--positions",), "--out_dir": ("--out", "--output_dir")}
+ALIASES = {
+    "--probe_file": ("--probe", "--text", "--probe_path"),
+    "--sink_eps": ("--eps",),
+    "--sink_k": ("--positions",),
+    "--out_dir": ("--out", "--output_dir"),
+}
 # litgpt's names (litgpt/pretrain.py, litgpt/args.py) of settings the trainer has under another name.
-LITGPT_NAMES = {"max_steps": "max_step", "train.max_steps": "max_step", "lr_warmup_steps": "warmup_steps",
-                "train.lr_warmup_steps": "warmup_steps", "log_interval": "log_step_interval",
-                "train.log_interval": "log_step_interval", "save_interval": "save_step_interval",
-                "train.save_interval": "save_step_interval", "eval.interval": "eval_step_interval",
-                "eval.max_iters": "eval_iters", "train.global_batch_size": "global_batch_size",
-                "train.micro_batch_size": "micro_batch_size", "train.min_lr": "min_lr", "train.max_norm": "grad_clip",
-                "lr": "learning_rate", "optimizer.lr": "learning_rate", "optimizer.init_args.lr": "learning_rate",
-                "optimizer.weight_decay": "weight_decay", "optimizer.init_args.weight_decay": "weight_decay",
-                "logger_name": "logger", "tokenizer_dir": "tokenizer", "out_dir": "out_name", "data": "train_data_dir"}
+LITGPT_NAMES = {
+    "max_steps": "max_step",
+    "train.max_steps": "max_step",
+    "lr_warmup_steps": "warmup_steps",
+    "train.lr_warmup_steps": "warmup_steps",
+    "log_interval": "log_step_interval",
+    "train.log_interval": "log_step_interval",
+    "save_interval": "save_step_interval",
+    "train.save_interval": "save_step_interval",
+    "eval.interval": "eval_step_interval",
+    "eval.max_iters": "eval_iters",
+    "train.global_batch_size": "global_batch_size",
+    "train.micro_batch_size": "micro_batch_size",
+    "train.min_lr": "min_lr",
+    "train.max_norm": "grad_clip",
+    "lr": "learning_rate",
+    "optimizer.lr": "learning_rate",
+    "optimizer.init_args.lr": "learning_rate",
+    "optimizer.weight_decay": "weight_decay",
+    "optimizer.init_args.weight_decay": "weight_decay",
+    "logger_name": "logger",
+    "tokenizer_dir": "tokenizer",
+    "out_dir": "out_name",
+    "data": "train_data_dir",
+}
 CONFIG_HELP = "YAML file of flag values (keys: the flag names without --); flags given after it override it."
 
 
@@ -67,8 +87,9 @@ def new_parser(description: Optional[str], **kwargs: Any) -> ArgumentParser:
     """A command's parser: it raises instead of exiting (`run_cli` reports), takes no abbreviated flags, and its
     usage line names the command as the user typed it."""
     kwargs.setdefault("prog", command_name())
-    return ArgumentParser(description=description, exit_on_error=False, allow_abbrev=False,
-                          formatter_class=HelpFormatter, **kwargs)
+    return ArgumentParser(
+        description=description, exit_on_error=False, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs
+    )
 
 
 def add_config(parser: ArgumentParser) -> None:
@@ -95,8 +116,9 @@ def add_aliases(parser: ArgumentParser, aliases: Optional[dict[str, Sequence[str
     aliases = ALIASES if aliases is None else aliases
     for canonical, others in aliases.items():
         spellings = (canonical, *others)
-        action = next((parser._option_string_actions[name] for name in spellings
-                       if name in parser._option_string_actions), None)
+        action = next(
+            (parser._option_string_actions[name] for name in spellings if name in parser._option_string_actions), None
+        )
         if action is None:
             continue
         for name in spellings:
@@ -122,7 +144,7 @@ def option_names(parser: ArgumentParser) -> list[str]:
     """Every flag of `parser` and of its subcommands."""
     names = [name for name in parser._option_string_actions if name.startswith("--")]
     subcommands = getattr(parser, "_subcommands_action", None)
-    for subparser in (subcommands._name_parser_map.values() if subcommands else ()):
+    for subparser in subcommands._name_parser_map.values() if subcommands else ():
         names += option_names(subparser)
     return names
 
@@ -147,5 +169,16 @@ def run_function(function: Callable, argv: Optional[Sequence[str]], skip: Option
     return function(**values)
 
 
-__all__ = ["ALIASES", "HelpFormatter", "add_aliases", "add_config", "command_name", "did_you_mean", "function_parser", "new_parser",
-           "option_names", "parse", "run_function"]
+__all__ = [
+    "ALIASES",
+    "HelpFormatter",
+    "add_aliases",
+    "add_config",
+    "command_name",
+    "did_you_mean",
+    "function_parser",
+    "new_parser",
+    "option_names",
+    "parse",
+    "run_function",
+]

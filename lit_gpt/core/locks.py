@@ -44,8 +44,9 @@ def exclusive(lock_file: Union[str, Path], what: str, hint: str) -> Iterator[Pat
     fd = _locked(lock_file, what, hint)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                     .encode())
+        os.write(
+            fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
+        )
         yield lock_file
     finally:
         lock_file.unlink(missing_ok=True)

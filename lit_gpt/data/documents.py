@@ -12,8 +12,8 @@ from typing import BinaryIO, Collection, Iterator, Optional
 
 import zstandard
 
-from lit_gpt.data.errors import DataError
 from lit_gpt.core.errors import one_line
+from lit_gpt.data.errors import DataError
 
 SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
 # Compressed bytes read at a time: small enough that a highly compressible chunk stays small in memory.
@@ -29,17 +29,24 @@ def document_files(folder: Path, outputs: Collection[Path] = ()) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; pass a folder of .jsonl/.jsonl.zst/.parquet files")
     own = {Path(path).resolve() for path in outputs}
-    files = sorted(path for path in folder.iterdir()
-                   if path.is_file() and path.name.endswith(SUFFIXES) and not _is_output(path, own))
+    files = sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.name.endswith(SUFFIXES) and not _is_output(path, own)
+    )
     if not files:
-        raise DataError(f"{folder} holds no .jsonl, .jsonl.zst or .parquet files; put documents there or pick another folder")
+        raise DataError(
+            f"{folder} holds no .jsonl, .jsonl.zst or .parquet files; put documents there or pick another folder"
+        )
     return files
 
 
 def _is_output(path: Path, outputs: set[Path]) -> bool:
     path = path.resolve()
-    return any(path == output or (path.parent == output.parent and path.name.startswith(f".{output.name}."))
-               for output in outputs)
+    return any(
+        path == output or (path.parent == output.parent and path.name.startswith(f".{output.name}."))
+        for output in outputs
+    )
 
 
 def domain_of(path: Path) -> str:
@@ -85,7 +92,9 @@ def _read_jsonl(path: Path) -> Iterator[str]:
                 if line.strip():
                     yield _text_of(path, number, line)
     except OSError as error:
-        raise DataError(f"{path} cannot be read ({error.strerror or error}); check that it is a readable file") from None
+        raise DataError(
+            f"{path} cannot be read ({error.strerror or error}); check that it is a readable file"
+        ) from None
 
 
 def _zstd_lines(path: Path, raw: BinaryIO) -> Iterator[bytes]:
@@ -102,10 +111,13 @@ def _zstd_lines(path: Path, raw: BinaryIO) -> Iterator[bytes]:
                 yield from lines
                 chunk = decompressor.unused_data if decompressor.eof else b""
     except zstandard.ZstdError as error:
-        raise DataError(f"{path} is not a valid zstd file ({error}); re-compress it or store it as plain .jsonl") from None
+        raise DataError(
+            f"{path} is not a valid zstd file ({error}); re-compress it or store it as plain .jsonl"
+        ) from None
     if decompressor is None or not decompressor.eof:
-        raise DataError(f"{path} is truncated or empty (it does not end with a complete zstd frame); download or "
-                        f"compress it again")
+        raise DataError(
+            f"{path} is truncated or empty (it does not end with a complete zstd frame); download or compress it again"
+        )
     yield pending
 
 
@@ -115,12 +127,18 @@ def _text_of(path: Path, number: int, line: bytes) -> str:
     except UnicodeDecodeError:
         raise DataError(f"{path}: line {number} is not valid UTF-8; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: line {number} is not valid JSON ({error.msg}); write one JSON object per line") from None
+        raise DataError(
+            f"{path}: line {number} is not valid JSON ({error.msg}); write one JSON object per line"
+        ) from None
     except RecursionError:
-        raise DataError(f"{path}: line {number} nests JSON too deeply to read; write one flat JSON object per line") from None
+        raise DataError(
+            f"{path}: line {number} nests JSON too deeply to read; write one flat JSON object per line"
+        ) from None
     text = record.get("text") if isinstance(record, dict) else None
     if not isinstance(text, str):
-        raise DataError(f"{path}: line {number} has no string 'text' field; every line must be a JSON object with 'text'")
+        raise DataError(
+            f"{path}: line {number} has no string 'text' field; every line must be a JSON object with 'text'"
+        )
     return text
 
 
@@ -138,7 +156,9 @@ def _read_parquet(path: Path) -> Iterator[str]:
         for batch in table.iter_batches(columns=["text"]):
             for text in batch.column(0).to_pylist():
                 if not isinstance(text, str):
-                    raise DataError(f"{path} has a 'text' value that is not a string; drop null rows or fix the column type")
+                    raise DataError(
+                        f"{path} has a 'text' value that is not a string; drop null rows or fix the column type"
+                    )
                 yield text
     except (pyarrow.ArrowException, OSError) as error:
         raise DataError(f"{path} is a damaged parquet file ({one_line(error)}); re-export it or use .jsonl") from None

@@ -57,7 +57,11 @@ def _docstrings(path: Path) -> str | None:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
-    nodes = (node for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+    nodes = (
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+    )
     docs = [doc for doc in map(ast.get_docstring, nodes) if doc]
     return "\n\n".join(docs) or None
 

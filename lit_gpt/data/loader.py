@@ -112,20 +112,33 @@ class TrainLoader:
     continues with exactly the batch that would have come next.
     """
 
-    def __init__(self, dataset: MixtureWindows, micro_batch_size: int, rank: int, world_size: int, num_workers: int) -> None:
+    def __init__(
+        self, dataset: MixtureWindows, micro_batch_size: int, rank: int, world_size: int, num_workers: int
+    ) -> None:
         self.dataset = dataset
-        self.micro_batch_size, self.rank, self.world_size, self.num_workers = micro_batch_size, rank, world_size, num_workers
+        self.micro_batch_size, self.rank, self.world_size, self.num_workers = (
+            micro_batch_size,
+            rank,
+            world_size,
+            num_workers,
+        )
         self.step = 0
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         samples = _RankSamples(self.step, self.micro_batch_size, self.rank, self.world_size)
-        loader = DataLoader(self.dataset, batch_size=self.micro_batch_size, sampler=samples, num_workers=self.num_workers)
+        loader = DataLoader(
+            self.dataset, batch_size=self.micro_batch_size, sampler=samples, num_workers=self.num_workers
+        )
         for batch in loader:
             self.step += 1
             yield batch
 
     def _layout(self) -> dict:
-        return {"seed": self.dataset.plan.seed, "micro_batch_size": self.micro_batch_size, "world_size": self.world_size}
+        return {
+            "seed": self.dataset.plan.seed,
+            "micro_batch_size": self.micro_batch_size,
+            "world_size": self.world_size,
+        }
 
     def state_dict(self) -> dict:
         return {"step": self.step, **self._layout()}
@@ -133,15 +146,19 @@ class TrainLoader:
     def load_state_dict(self, state: dict) -> None:
         saved = {key: state[key] for key in self._layout()}
         if saved != self._layout():
-            raise DataError(f"the checkpoint's data loader state was saved with {saved} but this run uses {self._layout()}; "
-                            f"resume with the same settings (seed, micro_batch_size, number of devices)")
+            raise DataError(
+                f"the checkpoint's data loader state was saved with {saved} but this run uses {self._layout()}; "
+                f"resume with the same settings (seed, micro_batch_size, number of devices)"
+            )
         self.step = state["step"]
 
 
 def _window_count(stream: TokenStream, length: int, ratio: float = 1.0) -> int:
     count = int(stream.n_tokens // length * ratio)
     if count < 1:
-        raise DataError(f"{stream.name} has {stream.n_tokens} tokens, too few for one window of {length} at downsample ratio {ratio}; use a smaller block_size or more data")
+        raise DataError(
+            f"{stream.name} has {stream.n_tokens} tokens, too few for one window of {length} at downsample ratio {ratio}; use a smaller block_size or more data"
+        )
     return count
 
 
@@ -172,18 +189,26 @@ def build_train_loader(
         raise ValueError(f"downsample_ratio must be in (0, 1], got {downsample_ratio}")
     chosen = {name: weight for name, weight in train_weights.items() if weight > 0}
     if not chosen or any(weight < 0 for weight in train_weights.values()):
-        raise DataError(f"train weights {train_weights} need at least one positive weight and none negative; fix the mixture YAML")
+        raise DataError(
+            f"train weights {train_weights} need at least one positive weight and none negative; fix the mixture YAML"
+        )
     streams = [open_stream(data_dir, name) for name in chosen]
     length = block_size + 1
-    plan = MixturePlan([_window_count(stream, length, downsample_ratio) for stream in streams], list(chosen.values()), seed)
+    plan = MixturePlan(
+        [_window_count(stream, length, downsample_ratio) for stream in streams], list(chosen.values()), seed
+    )
     transform = transforms.for_windows(seed, vocab_size or meta_vocab_size(data_dir), str(data_dir))
-    return TrainLoader(MixtureWindows(streams, plan, length, transform), micro_batch_size, rank, world_size, num_workers)
+    return TrainLoader(
+        MixtureWindows(streams, plan, length, transform), micro_batch_size, rank, world_size, num_workers
+    )
 
 
 class SequentialWindows(Dataset):
     """The windows of one dataset in order, this rank's share (every `world_size`-th window)."""
 
-    def __init__(self, stream: TokenStream, length: int, transform: WindowTransform, rank: int, world_size: int) -> None:
+    def __init__(
+        self, stream: TokenStream, length: int, transform: WindowTransform, rank: int, world_size: int
+    ) -> None:
         self.stream, self.length, self.transform = stream, length, transform
         self.windows = range(rank, _window_count(stream, length), world_size)
 

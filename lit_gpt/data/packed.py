@@ -35,5 +35,7 @@ def read_header(path: Path) -> tuple[np.dtype, int, int]:
     dtype = np.dtype(DTYPES[code])
     size = path.stat().st_size
     if size != HEADER.size + tokens * dtype.itemsize:
-        raise DataError(f"{path}: header promises {tokens} tokens but the file holds {size - HEADER.size} bytes of data; {fix}")
+        raise DataError(
+            f"{path}: header promises {tokens} tokens but the file holds {size - HEADER.size} bytes of data; {fix}"
+        )
     return dtype, tokens, HEADER.size

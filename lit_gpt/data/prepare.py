@@ -33,16 +33,26 @@ from typing import Collection, Iterable, Iterator, Literal, Optional
 import numpy as np
 from tqdm import tqdm
 
+from lit_gpt.core.files import (
+    DiskFullError,
+    check_writable,
+    disk_full_error,
+    ensure_space,
+    is_disk_full,
+    output_folder,
+    remove_stale_temporaries,
+    stale_temporaries,
+    temporary_folder,
+    write_atomic,
+)
 from lit_gpt.data import embedded, shards
 from lit_gpt.data.documents import document_files, domain_of, iter_texts
 from lit_gpt.data.errors import DataError
+from lit_gpt.data.hub import hub_reachable
 from lit_gpt.data.probe import PROBE_COUNT, select_probe_texts, write_probe
 from lit_gpt.data.process_group import run_in_own_group
-from lit_gpt.data.vocab import META
-from lit_gpt.core.files import (DiskFullError, check_writable, disk_full_error, ensure_space, is_disk_full, output_folder,
-                           remove_stale_temporaries, stale_temporaries, temporary_folder, write_atomic)
-from lit_gpt.data.hub import hub_reachable
 from lit_gpt.data.tokenizer import BYTE_ALPHABET, Tokenizer, TokenizerError, is_hub_id, load_tokenizer, train_bpe
+from lit_gpt.data.vocab import META
 
 HUB_DATASET = "sail/regmix-data-sample"
 HUB_TOKENIZER = "EleutherAI/gpt-neox-20b"
@@ -129,20 +139,31 @@ def check_output_dir(output_dir: Path) -> None:
         return
     meta = own_meta(output_dir)
     if meta is None:
-        raise DataError(f"--output_dir {output_dir} holds files preprocessing did not write (no {META} of ours); "
-                        f"choose another --output_dir, or remove it yourself: it is never deleted")
+        raise DataError(
+            f"--output_dir {output_dir} holds files preprocessing did not write (no {META} of ours); "
+            f"choose another --output_dir, or remove it yourself: it is never deleted"
+        )
     strangers = sorted(entries - _own_entries(output_dir, meta))
     if strangers:
-        raise DataError(f"--output_dir {output_dir} was written by preprocessing but also holds files it did not write "
-                        f"({', '.join(strangers[:3])}); move them out or choose another --output_dir: they are never deleted")
+        raise DataError(
+            f"--output_dir {output_dir} was written by preprocessing but also holds files it did not write "
+            f"({', '.join(strangers[:3])}); move them out or choose another --output_dir: they are never deleted"
+        )
 
 
-def check_options(source: Source, tokenizer: Optional[str], vocab_size: int, valid_fraction: float, dtype: Optional[str],
-                  probe_count: int) -> None:
+def check_options(
+    source: Source,
+    tokenizer: Optional[str],
+    vocab_size: int,
+    valid_fraction: float,
+    dtype: Optional[str],
+    probe_count: int,
+) -> None:
     """Refuse option values that would only fail (or quietly build nonsense) after minutes of work."""
     if tokenizer is None and source != "hub" and vocab_size <= BYTE_ALPHABET:
-        raise DataError(f"--vocab_size {vocab_size} must exceed the {BYTE_ALPHABET} byte symbols of the trained BPE; "
-                        f"use e.g. 512")
+        raise DataError(
+            f"--vocab_size {vocab_size} must exceed the {BYTE_ALPHABET} byte symbols of the trained BPE; use e.g. 512"
+        )
     if not 0 <= valid_fraction < 1:
         raise DataError(f"--valid_fraction {valid_fraction} must be in [0, 1); e.g. 0.05 holds out 5% of the documents")
     if probe_count < 0:
@@ -154,8 +175,11 @@ def plan_datasets(input_dir: Path, outputs: Collection[Path] = ()) -> tuple[Plan
     """(split, domain) -> files, in a fixed order, and whether the split is per document by hash. `outputs`
     (files the command writes) are never among the files."""
     if (input_dir / "train").is_dir():
-        splits = {split: document_files(input_dir / split, outputs) for split in ("train", "valid")
-                  if (input_dir / split).is_dir()}
+        splits = {
+            split: document_files(input_dir / split, outputs)
+            for split in ("train", "valid")
+            if (input_dir / split).is_dir()
+        }
         hashed = False
     else:
         files = document_files(input_dir, outputs)
@@ -216,8 +240,9 @@ def _counted(texts: Iterable[str], progress: tqdm) -> Iterator[str]:
         yield text
 
 
-def _tokenizer(given: Optional[tuple[Tokenizer, str]], vocab_size: int, plan: Plan, valid_fraction: Optional[float],
-               build: Path) -> tuple[Tokenizer, str]:
+def _tokenizer(
+    given: Optional[tuple[Tokenizer, str]], vocab_size: int, plan: Plan, valid_fraction: Optional[float], build: Path
+) -> tuple[Tokenizer, str]:
     """The given tokenizer, or a BPE trained on the train split, saved into `build`; and its description.
     Workers load the given tokenizer from the user's file, so their errors name it."""
     if given is not None:
@@ -295,8 +320,22 @@ def prepare(
     output_folder(output_dir.parent)
     build = _sibling(output_dir, PARTIAL)
     try:
-        meta = run_in_own_group(_build, source, input_dir, build, given, vocab_size, prefix, valid_fraction,
-                                token_dtype, num_workers, probe_path, probe_count, output_dir, outputs)
+        meta = run_in_own_group(
+            _build,
+            source,
+            input_dir,
+            build,
+            given,
+            vocab_size,
+            prefix,
+            valid_fraction,
+            token_dtype,
+            num_workers,
+            probe_path,
+            probe_count,
+            output_dir,
+            outputs,
+        )
         if meta["probe_records"]:
             write_probe(meta["probe_records"], _probe_target(probe_path, output_dir, build))
         _swap_into_place(build, output_dir)
@@ -333,8 +372,10 @@ def _sibling(output_dir: Path, suffix: str) -> Path:
     try:
         return temporary_folder(output_dir, suffix)
     except OSError as error:
-        raise DataError(f"cannot create a folder next to --output_dir {output_dir} ({error.strerror or error}); "
-                        f"choose a writable location") from None
+        raise DataError(
+            f"cannot create a folder next to --output_dir {output_dir} ({error.strerror or error}); "
+            f"choose a writable location"
+        ) from None
 
 
 def _swap_into_place(build: Path, output_dir: Path) -> None:
@@ -356,8 +397,21 @@ def _swap_into_place(build: Path, output_dir: Path) -> None:
         build.replace(output_dir)
 
 
-def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, token_dtype, num_workers, probe_path,
-           probe_count, output_dir, outputs) -> dict:
+def _build(
+    source,
+    input_dir,
+    build,
+    given,
+    vocab_size,
+    prefix,
+    valid_fraction,
+    token_dtype,
+    num_workers,
+    probe_path,
+    probe_count,
+    output_dir,
+    outputs,
+) -> dict:
     """Everything of a build that takes time, into `build`; runs in the build's own process group. A full disk
     is one line naming `output_dir` and the room the shards need (once the tokenizer can estimate it)."""
     needed = None
@@ -383,7 +437,11 @@ def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, 
         }
         meta["dtype"] = token_dtype.name
         meta["datasets"] = _tokenize(plan, tokenizer, token_dtype, prefix, fraction, num_workers, build)
-        valid_texts = {domain: _split_texts(files, "valid", fraction) for (split, domain), files in plan.items() if split == "valid"}
+        valid_texts = {
+            domain: _split_texts(files, "valid", fraction)
+            for (split, domain), files in plan.items()
+            if split == "valid"
+        }
         meta["probe_records"] = select_probe_texts(valid_texts, tokenizer, probe_count) if probe_count else []
         meta["probe"] = {"path": str(probe_path), "count": probe_count}
         if source == "embedded":
@@ -397,8 +455,15 @@ def _build(source, input_dir, build, given, vocab_size, prefix, valid_fraction, 
     return meta
 
 
-def _tokenize(plan: Plan, tokenizer: Tokenizer, token_dtype: np.dtype, prefix: str, fraction: Optional[float],
-              num_workers: int, build: Path) -> dict:
+def _tokenize(
+    plan: Plan,
+    tokenizer: Tokenizer,
+    token_dtype: np.dtype,
+    prefix: str,
+    fraction: Optional[float],
+    num_workers: int,
+    build: Path,
+) -> dict:
     """Each (split, domain) of `plan` as a litdata dataset in `build`; name -> its split, domain and tokens."""
     datasets = {}
     total_bytes = sum(path.stat().st_size for files in plan.values() for path in files)

@@ -14,12 +14,12 @@ from typing import Iterable, Iterator, Optional, Union
 
 import torch
 
-from lit_gpt.data.errors import DataError
+from lit_gpt.core.files import write_atomic
 from lit_gpt.data.documents import iter_texts
+from lit_gpt.data.errors import DataError
+from lit_gpt.data.tokenizer import Tokenizer, load_tokenizer
 from lit_gpt.data.transforms import set_fixed_token
 from lit_gpt.data.vocab import check_token_ids
-from lit_gpt.core.files import write_atomic
-from lit_gpt.data.tokenizer import Tokenizer, load_tokenizer
 
 PROBE_TOKENS = 64
 PROBE_COUNT = 100
@@ -34,7 +34,9 @@ def _snippet(text: str) -> str:
     return text[: cut + 1] if cut > 0 else text[:SNIPPET_CHARS]
 
 
-def select_probe_texts(texts_by_domain: dict[str, Iterable[str]], tokenizer: Tokenizer, count: int = PROBE_COUNT) -> list[dict]:
+def select_probe_texts(
+    texts_by_domain: dict[str, Iterable[str]], tokenizer: Tokenizer, count: int = PROBE_COUNT
+) -> list[dict]:
     """`count` records {"domain", "text"} whose text has >= 64 tokens, taken round-robin over domains."""
 
     def eligible(domain: str, texts: Iterable[str]) -> Iterator[dict]:
@@ -47,7 +49,9 @@ def select_probe_texts(texts_by_domain: dict[str, Iterable[str]], tokenizer: Tok
         records.extend(record for record in layer if record is not None)
         if len(records) >= count:
             return records[:count]
-    raise DataError(f"the validation split has only {len(records)} documents of >= {PROBE_TOKENS} tokens for the probe set; lower --probe_count or add data")
+    raise DataError(
+        f"the validation split has only {len(records)} documents of >= {PROBE_TOKENS} tokens for the probe set; lower --probe_count or add data"
+    )
 
 
 def write_probe(records: list[dict], path: Path) -> None:
@@ -77,15 +81,20 @@ def load_probe_windows(
     path = Path(path)
     if not path.is_file():
         state = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise DataError(f"probe file {path} {state}; run preprocess/run_preprocess.sh --source embedded or pass the "
-                        f"probe_valid.jsonl it wrote")
+        raise DataError(
+            f"probe file {path} {state}; run preprocess/run_preprocess.sh --source embedded or pass the "
+            f"probe_valid.jsonl it wrote"
+        )
     if length < 1 or (count is not None and count < 1):
-        raise DataError(f"{path}: probe windows need at least one token and one text, got length={length}, "
-                        f"count={count}")
+        raise DataError(
+            f"{path}: probe windows need at least one token and one text, got length={length}, count={count}"
+        )
     ids = [tokenizer.encode(text)[:length] for text in itertools.islice(iter_texts(path), count)]
     short = [index for index, row in enumerate(ids) if len(row) < length]
     if short:
-        raise DataError(f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer")
+        raise DataError(
+            f"{path}: probe texts {short[:5]} have fewer than {length} tokens with {tokenizer.path}; rebuild the probe with this tokenizer"
+        )
     windows = torch.tensor(ids, dtype=torch.long)
     if bos_id is not None:
         set_fixed_token(windows, (0, bos_id))

@@ -92,8 +92,10 @@ def _outcome(child, receive: Connection) -> Any:
     if report is None:
         child.join()
         how = f"by {signal.Signals(-child.exitcode).name}" if child.exitcode < 0 else f"with status {child.exitcode}"
-        raise BuildProcessDied(f"the preprocessing build process was ended {how} before it finished (out of memory?); "
-                               f"nothing was replaced: lower --num_workers or free memory and run it again")
+        raise BuildProcessDied(
+            f"the preprocessing build process was ended {how} before it finished (out of memory?); "
+            f"nothing was replaced: lower --num_workers or free memory and run it again"
+        )
     kind, *rest = report
     if kind == "returned":
         return rest[0]

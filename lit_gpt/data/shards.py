@@ -25,11 +25,11 @@ from typing import Iterator, Optional
 import numpy as np
 from litdata import TokensLoader, optimize
 
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import write_atomic
 from lit_gpt.data.documents import iter_texts
 from lit_gpt.data.errors import DataError
 from lit_gpt.data.stream import INDEX
-from lit_gpt.core.errors import UserError
-from lit_gpt.core.files import write_atomic
 from lit_gpt.data.tokenizer import Tokenizer
 
 DOCS_PER_BATCH = 256
@@ -56,7 +56,9 @@ def requested_dtype(requested: Optional[str]) -> Optional[np.dtype]:
     except TypeError:
         dtype = None
     if dtype is None or dtype.kind != "u":
-        raise DataError(f"--dtype {requested} is not an unsigned integer type; pass uint16 or uint32, or leave it unset")
+        raise DataError(
+            f"--dtype {requested} is not an unsigned integer type; pass uint16 or uint32, or leave it unset"
+        )
     return dtype
 
 
@@ -66,8 +68,10 @@ def token_dtype(vocab_size: int, requested: Optional[str], tokenizer: str) -> np
     if dtype is None:
         return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
     if vocab_size - 1 > np.iinfo(dtype).max:
-        raise DataError(f"the tokenizer ({tokenizer}) has {vocab_size} ids, more than --dtype {requested} can hold; pass "
-                        f"--dtype uint32 or leave it unset")
+        raise DataError(
+            f"the tokenizer ({tokenizer}) has {vocab_size} ids, more than --dtype {requested} can hold; pass "
+            f"--dtype uint32 or leave it unset"
+        )
     return dtype
 
 

@@ -102,10 +102,14 @@ def _read_index(index_path: Path) -> tuple[np.dtype, list[tuple[str, int, int]]]
         loader = index["config"].get("item_loader")
         chunks = [(str(chunk["filename"]), int(chunk["chunk_size"]), int(chunk["dim"])) for chunk in index["chunks"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise DataError(f"{index_path}: not a litdata token index (unreadable, damaged or incomplete JSON); {REBUILD}") from None
+        raise DataError(
+            f"{index_path}: not a litdata token index (unreadable, damaged or incomplete JSON); {REBUILD}"
+        ) from None
     dtype = _NUMPY_DTYPES_MAPPING.get(int(code)) if code.isdigit() else None
     if serializer != "no_header_numpy" or loader != "TokensLoader" or dtype is None or dtype.kind not in "iu":
-        raise DataError(f"{index_path}: not integer tokens written with TokensLoader ({data_format}, {loader}); {REBUILD}")
+        raise DataError(
+            f"{index_path}: not integer tokens written with TokensLoader ({data_format}, {loader}); {REBUILD}"
+        )
     return dtype, chunks
 
 
@@ -117,8 +121,10 @@ def _chunk_part(path: Path, dtype: np.dtype, items: int, tokens: int) -> tuple[P
         raise DataError(f"{path}: missing, yet {INDEX} lists it; {REBUILD}")
     size = path.stat().st_size
     if size != expected:
-        raise DataError(f"{path}: {size} bytes, not the {expected} that {INDEX} gives for {tokens} {dtype.name} tokens "
-                        f"(truncated, or written with another dtype); {REBUILD}")
+        raise DataError(
+            f"{path}: {size} bytes, not the {expected} that {INDEX} gives for {tokens} {dtype.name} tokens "
+            f"(truncated, or written with another dtype); {REBUILD}"
+        )
     if int(np.fromfile(path, dtype=np.uint32, count=1)[0]) != items:
         raise DataError(f"{path}: chunk header disagrees with {INDEX}; {REBUILD}")
     return path, dtype, offset, tokens

@@ -39,13 +39,17 @@ class Tokenizer:
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise TokenizerError(f"tokenizer file {self.path} does not exist; pass an existing tokenizer.json or .model")
+            raise TokenizerError(
+                f"tokenizer file {self.path} does not exist; pass an existing tokenizer.json or .model"
+            )
         if self.path.suffix == ".model":
             try:
                 self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
             except (RuntimeError, OSError) as error:
-                raise TokenizerError(f"{self.path} is not a valid SentencePiece model ({_reason(error)}); pass a "
-                                     f"tokenizer.json or .model") from None
+                raise TokenizerError(
+                    f"{self.path} is not a valid SentencePiece model ({_reason(error)}); pass a "
+                    f"tokenizer.json or .model"
+                ) from None
             self._hf = None
             self.vocab_size = self._sp.get_piece_size()
             self.eos_id = _optional_id(self._sp.eos_id())
@@ -54,14 +58,17 @@ class Tokenizer:
             try:
                 self._hf = tokenizers.Tokenizer.from_file(str(self.path))
             except Exception as error:
-                raise TokenizerError(f"{self.path} is not a valid HF tokenizer.json ({_reason(error)}); pass a tokenizer.json "
-                                     f"or .model") from None
+                raise TokenizerError(
+                    f"{self.path} is not a valid HF tokenizer.json ({_reason(error)}); pass a tokenizer.json or .model"
+                ) from None
             self._sp = None
             self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
             self.eos_id = self._first_known(EOS_TOKENS)
             self.bos_id = self._first_known(BOS_TOKENS)
         if self.eos_id is None:
-            raise TokenizerError(f"tokenizer {self.path} has no EOS token (tried {', '.join(EOS_TOKENS)}); documents cannot be separated")
+            raise TokenizerError(
+                f"tokenizer {self.path} has no EOS token (tried {', '.join(EOS_TOKENS)}); documents cannot be separated"
+            )
 
     def _first_known(self, candidates: Iterable[str]) -> Optional[int]:
         for token in candidates:
@@ -82,8 +89,10 @@ class Tokenizer:
         try:
             encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
         except Exception as error:  # the library raises a bare Exception
-            raise TokenizerError(f"tokenizer {self.path} cannot encode the text ({_reason(error)}); give its model an "
-                                 f"unknown token that is in its vocabulary, or pass another tokenizer") from None
+            raise TokenizerError(
+                f"tokenizer {self.path} cannot encode the text ({_reason(error)}); give its model an "
+                f"unknown token that is in its vocabulary, or pass another tokenizer"
+            ) from None
         return [encoding.ids for encoding in encodings]
 
     def token_id(self, token: str) -> Optional[int]:
@@ -110,8 +119,8 @@ class Tokenizer:
             return []
         plain = self._hf.encode("a", add_special_tokens=False).ids
         full = self._hf.encode("a", add_special_tokens=True).ids
-        starts = [i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain]
-        return full[:starts[0]] if starts else []
+        starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
+        return full[: starts[0]] if starts else []
 
     def decode(self, ids: list[int]) -> str:
         if self._sp is not None:
@@ -153,7 +162,9 @@ def load_tokenizer(spec: Union[str, Path], cache_dir: Optional[Path] = None) -> 
         raise TokenizerError(f"tokenizer directory {path} holds neither tokenizer.json nor tokenizer.model")
     if not is_hub_id(spec):
         if not path.is_file():
-            raise TokenizerError(f"tokenizer path {path} does not exist; pass an existing tokenizer.json or .model file")
+            raise TokenizerError(
+                f"tokenizer path {path} does not exist; pass an existing tokenizer.json or .model file"
+            )
         return Tokenizer(path)
     return Tokenizer(_download_hub_tokenizer(str(spec), cache_dir))
 
@@ -161,7 +172,9 @@ def load_tokenizer(spec: Union[str, Path], cache_dir: Optional[Path] = None) -> 
 def is_hub_id(spec: Union[str, Path]) -> bool:
     """Whether `load_tokenizer` treats `spec` as a hub repository rather than a local path."""
     text = str(spec)
-    looks_like_path = Path(text).expanduser().exists() or text.endswith((".json", ".model")) or text.startswith(("/", ".", "~"))
+    looks_like_path = (
+        Path(text).expanduser().exists() or text.endswith((".json", ".model")) or text.startswith(("/", ".", "~"))
+    )
     return not looks_like_path and text.count("/") == 1
 
 
@@ -170,7 +183,9 @@ def _download_hub_tokenizer(repo_id: str, cache_dir: Optional[Path]) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, "tokenizer.json", cache_dir=cache_dir, local_files_only=True))
+        return Path(
+            huggingface_hub.hf_hub_download(repo_id, "tokenizer.json", cache_dir=cache_dir, local_files_only=True)
+        )
     except LocalEntryNotFoundError:
         pass
     if not hub_reachable():
@@ -181,7 +196,9 @@ def _download_hub_tokenizer(repo_id: str, cache_dir: Optional[Path]) -> Path:
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, "tokenizer.json", cache_dir=cache_dir, etag_timeout=5))
     except (HfHubHTTPError, OSError) as error:
-        raise TokenizerError(f"could not download tokenizer.json of '{repo_id}' from the hub ({type(error).__name__}); check the id or pass a local file") from None
+        raise TokenizerError(
+            f"could not download tokenizer.json of '{repo_id}' from the hub ({type(error).__name__}); check the id or pass a local file"
+        ) from None
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Tokenizer:

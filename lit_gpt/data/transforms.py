@@ -79,8 +79,9 @@ class InputTransforms:
     def for_windows(self, seed: int, vocab_size: Optional[int], source: str = "the data") -> WindowTransform:
         """The per-window transform; random tokens need the vocabulary they are drawn from."""
         if self.random_token_range and not vocab_size:
-            raise DataError(f"{source} has no meta.json to take the vocabulary size from; pass vocab_size for "
-                            "random tokens")
+            raise DataError(
+                f"{source} has no meta.json to take the vocabulary size from; pass vocab_size for random tokens"
+            )
         return WindowTransform(seed, vocab_size, self.random_token_range, self.fixed_token)
 
     def apply(self, tokens: torch.Tensor, vocab_size: int, seed: int = PROBE_SEED) -> torch.Tensor:

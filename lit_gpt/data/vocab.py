@@ -43,18 +43,24 @@ def meta_vocab_size(data_dir: Union[str, Path]) -> Optional[int]:
     try:
         size = json.loads(meta.read_text(encoding="utf-8"))["tokenizer"]["vocab_size"]
     except (ValueError, KeyError, TypeError):
-        raise DataError(f"{meta} is not the meta.json preprocessing writes (no tokenizer.vocab_size); rebuild the "
-                        f"folder with preprocess/run_preprocess.sh") from None
+        raise DataError(
+            f"{meta} is not the meta.json preprocessing writes (no tokenizer.vocab_size); rebuild the "
+            f"folder with preprocess/run_preprocess.sh"
+        ) from None
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_VOCAB:
-        raise DataError(f"{meta}: tokenizer.vocab_size is {size!r}, not the size of a tokenizer (an integer of at least "
-                        f"{MIN_VOCAB}); it is damaged: rebuild the folder, or delete {META} to check the shards' ids")
+        raise DataError(
+            f"{meta}: tokenizer.vocab_size is {size!r}, not the size of a tokenizer (an integer of at least "
+            f"{MIN_VOCAB}); it is damaged: rebuild the folder, or delete {META} to check the shards' ids"
+        )
     return size
 
 
 def largest_token_id(data_dir: Union[str, Path]) -> Optional[int]:
     """The largest token id in the shards of `data_dir` (litdata datasets and LITPKDS files); None without any."""
     data_dir = Path(data_dir)
-    names = sorted({path.parent.name for path in data_dir.glob(f"*/{INDEX}")} | {path.stem for path in data_dir.glob("*.bin")})
+    names = sorted(
+        {path.parent.name for path in data_dir.glob(f"*/{INDEX}")} | {path.stem for path in data_dir.glob("*.bin")}
+    )
     largest = max((open_stream(data_dir, name).largest() for name in names), default=-1)
     return largest if largest >= 0 else None
 
@@ -65,8 +71,10 @@ def vocab_mismatch(data_dir: Union[str, Path], vocab_size: int) -> Optional[str]
     if built is None:
         largest = largest_token_id(data_dir)
         if largest is not None and largest >= vocab_size:
-            return (f"{data_dir} holds token id {largest} (it has no {META} naming its tokenizer), beyond the model's "
-                    f"vocab_size={vocab_size}")
+            return (
+                f"{data_dir} holds token id {largest} (it has no {META} naming its tokenizer), beyond the model's "
+                f"vocab_size={vocab_size}"
+            )
         return None
     if built > vocab_size:
         return f"{data_dir} was built with a {built}-entry tokenizer, more than the model's vocab_size={vocab_size}"
@@ -76,8 +84,10 @@ def vocab_mismatch(data_dir: Union[str, Path], vocab_size: int) -> Optional[str]
 def check_token_ids(tokens: torch.Tensor, vocab_size: int, source: str) -> torch.Tensor:
     """`tokens` unchanged when every id is below `vocab_size`; a `DataError` naming `source` otherwise."""
     if tokens.numel() and int(tokens.max()) >= vocab_size:
-        raise DataError(f"{source} yields token id {int(tokens.max())}, beyond the model's vocab_size={vocab_size}; "
-                        f"use the tokenizer the model was trained with (--tokenizer)")
+        raise DataError(
+            f"{source} yields token id {int(tokens.max())}, beyond the model's vocab_size={vocab_size}; "
+            f"use the tokenizer the model was trained with (--tokenizer)"
+        )
     return tokens
 
 

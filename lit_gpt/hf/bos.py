@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.hf.io import HFError, read_hf_config, read_json
 from lit_gpt.data.tokenizer import Tokenizer
+from lit_gpt.hf.io import HFError, read_hf_config, read_json
 
 BOS_CHOICES = ("auto", "true", "false")
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json")
@@ -56,13 +56,17 @@ def probe_bos(choice: str, tokenizer: Tokenizer, folder: Path, vocab_size: int) 
         return None
     found = declared_bos(tokenizer, read_hf_config(folder))
     if found is None:
-        raise HFError(f"--add_bos {choice}: {folder} declares no BOS token (nothing put first by {tokenizer.path}, "
-                      f"no bos_token in {' or '.join(TOKENIZER_FILES)}, no bos_token_id in config.json); pass "
-                      f"--add_bos false")
+        raise HFError(
+            f"--add_bos {choice}: {folder} declares no BOS token (nothing put first by {tokenizer.path}, "
+            f"no bos_token in {' or '.join(TOKENIZER_FILES)}, no bos_token_id in config.json); pass "
+            f"--add_bos false"
+        )
     bos, source = found
     if not 0 <= bos < vocab_size:
-        raise HFError(f"{folder}: the BOS id {bos} ({source}) is outside the model's {vocab_size}-token "
-                      f"vocabulary; fix it or pass --add_bos false")
+        raise HFError(
+            f"{folder}: the BOS id {bos} ({source}) is outside the model's {vocab_size}-token "
+            f"vocabulary; fix it or pass --add_bos false"
+        )
     return bos
 
 

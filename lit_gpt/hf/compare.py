@@ -16,10 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_gpt.measurement.analysis import peak_activation_ratio  # noqa: E402
 from lit_gpt.core.errors import UserError  # noqa: E402
-from lit_gpt.measurement.evaluation import metric_label  # noqa: E402
 from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
+from lit_gpt.measurement.analysis import peak_activation_ratio  # noqa: E402
+from lit_gpt.measurement.evaluation import metric_label  # noqa: E402
 from lit_gpt.measurement.plots import save_and_close  # noqa: E402
 
 
@@ -46,21 +46,37 @@ def model_names(specs: Sequence[str]) -> list[str]:
 
 
 def comparison_row(name: str, result: dict) -> dict:
-    return {"model": name, "architecture": result["architecture"], "bos": result["bos"],
-            "sink_rates": result["sink_rates"], "probe_loss": result["loss"],
-            "max_top1_over_median": peak_activation_ratio(result["massive_activations"])[0]}
+    return {
+        "model": name,
+        "architecture": result["architecture"],
+        "bos": result["bos"],
+        "sink_rates": result["sink_rates"],
+        "probe_loss": result["loss"],
+        "max_top1_over_median": peak_activation_ratio(result["massive_activations"])[0],
+    }
 
 
 def comparison_markdown(rows: Sequence[dict]) -> str:
     rates = list(rows[0]["sink_rates"])
-    header = ["model", "architecture", "BOS", *(f"{metric_label(name)} (%)" for name in rates), "probe loss",
-              "max top1/median"]
+    header = [
+        "model",
+        "architecture",
+        "BOS",
+        *(f"{metric_label(name)} (%)" for name in rates),
+        "probe loss",
+        "max top1/median",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         ratio = row["max_top1_over_median"]
-        cells = [row["model"], row["architecture"], "yes" if row["bos"] else "no",
-                 *(f"{row['sink_rates'][name]:.2f}" for name in rates), f"{row['probe_loss']:.3f}",
-                 "--" if ratio is None else f"{ratio:.1f}"]
+        cells = [
+            row["model"],
+            row["architecture"],
+            "yes" if row["bos"] else "no",
+            *(f"{row['sink_rates'][name]:.2f}" for name in rates),
+            f"{row['probe_loss']:.3f}",
+            "--" if ratio is None else f"{ratio:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -77,12 +93,13 @@ def comparison_chart(rows: Sequence[dict], path: Path) -> Path:
 
 def write_comparison(rows: Sequence[dict], folder: Path, chart: bool = False) -> list[Path]:
     """comparison.md and comparison.json (and comparison.png with `chart`) in `folder`."""
-    written = [write_atomic(folder / "comparison.md", comparison_markdown(rows) + "\n"),
-               write_json(folder / "comparison.json", list(rows))]
+    written = [
+        write_atomic(folder / "comparison.md", comparison_markdown(rows) + "\n"),
+        write_json(folder / "comparison.json", list(rows)),
+    ]
     if chart:
         written.append(comparison_chart(rows, folder / "comparison.png"))
     return written
 
 
-__all__ = ["comparison_chart", "comparison_markdown", "comparison_row", "model_names",
-           "write_comparison"]
+__all__ = ["comparison_chart", "comparison_markdown", "comparison_row", "model_names", "write_comparison"]

@@ -22,15 +22,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tokenizers import processors
 
-from lit_gpt.training.checkpoint import load_model
-from lit_gpt.model.config import Config, ConfigError
-from lit_gpt.hf.families import FAMILIES, config_from_hf, from_hf_state_dict, hf_config, hf_family, to_hf_state_dict
-from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.core.errors import UserError, one_line
 from lit_gpt.core.files import OutputError, ensure_space, output_folder, write_atomic
 from lit_gpt.data.hub import hub_reachable
-from lit_gpt.model.gpt import GPT
 from lit_gpt.data.tokenizer import Tokenizer, load_tokenizer
+from lit_gpt.data.transforms import InputTransforms
+from lit_gpt.hf.families import FAMILIES, config_from_hf, from_hf_state_dict, hf_config, hf_family, to_hf_state_dict
+from lit_gpt.model.config import Config, ConfigError
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.checkpoint import load_model
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -45,8 +45,12 @@ class HFError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------ export
-def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
-              tokenizer: Optional[Union[str, Path]] = None, bos_id: Optional[int] = None) -> Path:
+def export_hf(
+    source: Union[GPT, str, Path],
+    out_dir: Union[str, Path],
+    tokenizer: Optional[Union[str, Path]] = None,
+    bos_id: Optional[int] = None,
+) -> Path:
     """Write `source` (a GPT or a training checkpoint path) as a HF LLaMA or, with learned positions, GPT-2
     folder: config.json + generation_config.json + model.safetensors, plus the tokenizer file and its
     tokenizer_config.json when `tokenizer` (a file or folder `load_tokenizer` accepts) is given.
@@ -68,9 +72,12 @@ def export_hf(source: Union[GPT, str, Path], out_dir: Union[str, Path],
     state = {name: tensor.contiguous() for name, tensor in to_hf_state_dict(model).items()}
     special = {"bos_token_id": bos, "eos_token_id": tok.eos_id if tok is not None else None}
     config.update(special, torch_dtype="float32", **{VOCAB_KEY: model.config.vocab_size})
-    files = {WEIGHTS: save(state, metadata={"format": "pt"}),
-             **(_tokenizer_files(tok, bos, model.config.block_size) if tok is not None else {}),
-             GENERATION_CONFIG: _json_bytes(special), "config.json": _json_bytes(config)}
+    files = {
+        WEIGHTS: save(state, metadata={"format": "pt"}),
+        **(_tokenizer_files(tok, bos, model.config.block_size) if tok is not None else {}),
+        GENERATION_CONFIG: _json_bytes(special),
+        "config.json": _json_bytes(config),
+    }
     out_dir = output_folder(out_dir)
     _check_export_folder(out_dir, list(files))
     # All of it or none: a disk that holds the new weights but not the rest would pair them with the old config.
@@ -99,13 +106,22 @@ def _tokenizer_files(tok: Tokenizer, bos: Optional[int], max_length: int) -> dic
     """The tokenizer file, made to put `bos` (or nothing) first when it encodes, and a tokenizer_config.json
     that names its BOS and EOS and says whether it adds the BOS."""
     if bos is not None and tok.token(bos) is None:
-        raise HFError(f"the model's BOS id {bos} is not in the vocabulary of {tok.path}; export with the "
-                      f"tokenizer the run was trained with (--tokenizer)")
-    settings = {"tokenizer_class": "PreTrainedTokenizerFast" if tok.file_name == "tokenizer.json" else None,
-                "bos_token": None if bos is None else tok.token(bos), "eos_token": tok.token(tok.eos_id),
-                "add_bos_token": bos is not None, "add_eos_token": False, "model_max_length": max_length}
-    return {tok.file_name: _prefixing(tok, bos),
-            TOKENIZER_CONFIG: _json_bytes({key: value for key, value in settings.items() if value is not None})}
+        raise HFError(
+            f"the model's BOS id {bos} is not in the vocabulary of {tok.path}; export with the "
+            f"tokenizer the run was trained with (--tokenizer)"
+        )
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast" if tok.file_name == "tokenizer.json" else None,
+        "bos_token": None if bos is None else tok.token(bos),
+        "eos_token": tok.token(tok.eos_id),
+        "add_bos_token": bos is not None,
+        "add_eos_token": False,
+        "model_max_length": max_length,
+    }
+    return {
+        tok.file_name: _prefixing(tok, bos),
+        TOKENIZER_CONFIG: _json_bytes({key: value for key, value in settings.items() if value is not None}),
+    }
 
 
 def _prefixing(tok: Tokenizer, bos: Optional[int]) -> bytes:
@@ -118,8 +134,10 @@ def _prefixing(tok: Tokenizer, bos: Optional[int]) -> bytes:
     hf = tokenizers.Tokenizer.from_file(str(tok.path))
     first = [] if bos is None else [tok.token(bos)]
     hf.post_processor = processors.TemplateProcessing(
-        single=" ".join(first + ["$A"]), pair=" ".join(first + ["$A"] + first + ["$B"]),
-        special_tokens=[(token, bos) for token in first])
+        single=" ".join(first + ["$A"]),
+        pair=" ".join(first + ["$A"] + first + ["$B"]),
+        special_tokens=[(token, bos) for token in first],
+    )
     return hf.to_str(pretty=True).encode("utf-8")
 
 
@@ -130,8 +148,10 @@ def _check_export_folder(out_dir: Path, written: list[str]) -> None:
     if (out_dir / WEIGHTS_INDEX).exists():
         clashes.append(WEIGHTS_INDEX)
     if clashes:
-        raise OutputError(f"{out_dir} already holds {', '.join(clashes)} of another model; export into an empty or new "
-                          f"folder (files there are never replaced)")
+        raise OutputError(
+            f"{out_dir} already holds {', '.join(clashes)} of another model; export into an empty or new "
+            f"folder (files there are never replaced)"
+        )
 
 
 def _read_json_or_empty(path: Path) -> dict:
@@ -163,13 +183,16 @@ def resolve_model_dir(spec: Union[str, Path]) -> Path:
     except LocalEntryNotFoundError:
         pass
     if not hub_reachable():
-        raise HFError(f"'{spec}' is not in the local Hugging Face cache and the hub is unreachable (offline?); "
-                      f"download the model on a connected machine and pass its folder instead")
+        raise HFError(
+            f"'{spec}' is not in the local Hugging Face cache and the hub is unreachable (offline?); "
+            f"download the model on a connected machine and pass its folder instead"
+        )
     try:
         return Path(huggingface_hub.snapshot_download(str(spec), allow_patterns=patterns, etag_timeout=5))
     except (HfHubHTTPError, OSError) as error:
-        raise HFError(f"could not download '{spec}' from the hub ({type(error).__name__}); check the id "
-                      f"or pass a local folder") from None
+        raise HFError(
+            f"could not download '{spec}' from the hub ({type(error).__name__}); check the id or pass a local folder"
+        ) from None
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -198,8 +221,10 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # safetensors raises its own error type for a damaged header or payload
-        raise HFError(f"{path} cannot be read ({one_line(error)[:80]}); it is truncated or not safetensors: "
-                      f"download or save the model again") from None
+        raise HFError(
+            f"{path} cannot be read ({one_line(error)[:80]}); it is truncated or not safetensors: "
+            f"download or save the model again"
+        ) from None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -241,13 +266,16 @@ def _import_config(folder: Path) -> Config:
     path = folder / "config.json"
     hf = read_hf_config(folder)
     if hf.get("model_type") not in tuple(FAMILIES):
-        raise ConfigError(f"{path} describes a model_type={hf.get('model_type')!r} model; only LLaMA and GPT-2 "
-                          f"folders can be imported (eval_sink_open_source.py evaluates other causal LMs)")
+        raise ConfigError(
+            f"{path} describes a model_type={hf.get('model_type')!r} model; only LLaMA and GPT-2 "
+            f"folders can be imported (eval_sink_open_source.py evaluates other causal LMs)"
+        )
     family = hf_family(hf)
     missing = [key for key in family.REQUIRED_KEYS if key not in hf]
     if missing:
-        raise HFError(f"{path} lacks {', '.join(missing)}; it is not a complete {family.NAME} config: re-save the "
-                      f"model")
+        raise HFError(
+            f"{path} lacks {', '.join(missing)}; it is not a complete {family.NAME} config: re-save the model"
+        )
     for key in family.REQUIRED_KEYS:
         if isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < 1:
             raise HFError(f"{path}: {key} must be a positive integer, got {hf[key]!r}; fix or re-save config.json")
@@ -265,12 +293,24 @@ def import_hf(spec: Union[str, Path]) -> tuple[GPT, Config]:
     try:
         ours = from_hf_state_dict(state, config)
     except ConfigError as error:
-        raise HFError(f"the weights in {folder} do not fit its config.json ({error}); they come from another "
-                      f"model: re-save the model") from None
+        raise HFError(
+            f"the weights in {folder} do not fit its config.json ({error}); they come from another "
+            f"model: re-save the model"
+        ) from None
     model = GPT(config)
     model.load_state_dict(ours)
     return model.eval(), config
 
 
-__all__ = ["HFError", "check_weight_files", "export_hf", "import_hf", "load_hf_weights", "read_hf_config",
-           "read_json", "resolve_model_dir", "run_bos", "weight_files"]
+__all__ = [
+    "HFError",
+    "check_weight_files",
+    "export_hf",
+    "import_hf",
+    "load_hf_weights",
+    "read_hf_config",
+    "read_json",
+    "resolve_model_dir",
+    "run_bos",
+    "weight_files",
+]

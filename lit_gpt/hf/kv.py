@@ -72,8 +72,7 @@ def _named(layer: nn.Module, leaf: str) -> list[tuple[str, nn.Module]]:
 def _output_after_norm(layer: nn.Module, name: str, module: nn.Module, norms: tuple[str, ...]) -> nn.Module:
     """The projection's norm sibling when the attention has one (it changes the norms), else the projection."""
     parent = layer.get_submodule(name.rpartition(".")[0])
-    return next((getattr(parent, norm) for norm in norms if isinstance(getattr(parent, norm, None), nn.Module)),
-                module)
+    return next((getattr(parent, norm) for norm in norms if isinstance(getattr(parent, norm, None), nn.Module)), module)
 
 
 def _check_width(name: str, module: nn.Module, width: int, layout: str) -> None:
@@ -88,17 +87,26 @@ def separate_projections(layer: nn.Module, shape: HeadShape) -> KeyValueReader:
     found = {leaf: _named(layer, leaf) for leaf in ("k_proj", "v_proj")}
     if any(len(matches) != 1 for matches in found.values()):
         counts = " and ".join(f"{len(matches)} {leaf}" for leaf, matches in found.items())
-        raise KeyValueUnavailable(f"its layers hold {counts} modules where one of each is needed, and no fused "
-                                  f"query/key/value projection whose layout this evaluation knows")
-    (k_name, k_proj), = found["k_proj"]
-    (v_name, v_proj), = found["v_proj"]
+        raise KeyValueUnavailable(
+            f"its layers hold {counts} modules where one of each is needed, and no fused "
+            f"query/key/value projection whose layout this evaluation knows"
+        )
+    ((k_name, k_proj),) = found["k_proj"]
+    ((v_name, v_proj),) = found["v_proj"]
     for name, module in ((k_name, k_proj), (v_name, v_proj)):
-        _check_width(name, module, shape.n_query_groups * shape.head_dim,
-                     f"{shape.n_query_groups} key/value heads x {shape.head_dim} channels")
-    modules = {"keys": _output_after_norm(layer, k_name, k_proj, KEY_NORMS),
-               "values": _output_after_norm(layer, v_name, v_proj, VALUE_NORMS)}
-    return KeyValueReader(modules, lambda out: (to_heads(out["keys"], shape.head_dim),
-                                                to_heads(out["values"], shape.head_dim)))
+        _check_width(
+            name,
+            module,
+            shape.n_query_groups * shape.head_dim,
+            f"{shape.n_query_groups} key/value heads x {shape.head_dim} channels",
+        )
+    modules = {
+        "keys": _output_after_norm(layer, k_name, k_proj, KEY_NORMS),
+        "values": _output_after_norm(layer, v_name, v_proj, VALUE_NORMS),
+    }
+    return KeyValueReader(
+        modules, lambda out: (to_heads(out["keys"], shape.head_dim), to_heads(out["values"], shape.head_dim))
+    )
 
 
 def side_by_side(name: str, module: nn.Module, shape: HeadShape) -> KeyValueReader:
@@ -135,8 +143,9 @@ def layer_reader(model: nn.Module, layer: nn.Module) -> KeyValueReader:
             try:
                 module = layer.get_submodule(name)
             except AttributeError:
-                raise KeyValueUnavailable(f"its layers have no {name}, where this architecture keeps its fused "
-                                          f"query/key/value projection") from None
+                raise KeyValueUnavailable(
+                    f"its layers have no {name}, where this architecture keeps its fused query/key/value projection"
+                ) from None
             return reader(name, module, shape)
     return separate_projections(layer, shape)
 

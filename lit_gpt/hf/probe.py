@@ -17,10 +17,10 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
-from lit_gpt.measurement.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 from lit_gpt.core.errors import one_line
 from lit_gpt.hf.io import HFError, check_weight_files, read_hf_config, resolve_model_dir
 from lit_gpt.hf.kv import KeyValueUnavailable, key_value_readers
+from lit_gpt.measurement.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 
 
 @contextmanager
@@ -43,13 +43,19 @@ def _quiet_transformers() -> Iterator[None]:
 def _check_loaded(folder: Path, info: dict) -> None:
     """transformers initialises weights missing from the files at random and drops those it has no place
     for; either way the model is not the one saved, so both are refused (benign keys are already filtered)."""
-    problems = {"missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
-                "of another shape": sorted(key for key, *_ in info["mismatched_keys"])}
-    found = [f"{len(keys)} {what} ({keys[0]}{', ...' if len(keys) > 1 else ''})"
-             for what, keys in problems.items() if keys]
+    problems = {
+        "missing": sorted(info["missing_keys"]),
+        "unexpected": sorted(info["unexpected_keys"]),
+        "of another shape": sorted(key for key, *_ in info["mismatched_keys"]),
+    }
+    found = [
+        f"{len(keys)} {what} ({keys[0]}{', ...' if len(keys) > 1 else ''})" for what, keys in problems.items() if keys
+    ]
     if found:
-        raise HFError(f"the weights in {folder} do not fit its config.json: tensors {'; '.join(found)}; they come "
-                      f"from another model: re-save the model")
+        raise HFError(
+            f"the weights in {folder} do not fit its config.json: tensors {'; '.join(found)}; they come "
+            f"from another model: re-save the model"
+        )
 
 
 def load_hf_causal_lm(spec: Union[str, Path]):
@@ -63,16 +69,25 @@ def load_hf_causal_lm(spec: Union[str, Path]):
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(folder)
     except Exception as error:  # transformers reports a bad config with many error types
-        raise HFError(f"transformers cannot use {folder / 'config.json'} ({type(error).__name__}: "
-                      f"{one_line(error)[:160]}); fix it or re-save the model") from None
+        raise HFError(
+            f"transformers cannot use {folder / 'config.json'} ({type(error).__name__}: "
+            f"{one_line(error)[:160]}); fix it or re-save the model"
+        ) from None
     try:
         with _quiet_transformers():
             model, info = AutoModelForCausalLM.from_pretrained(
-                folder, config=config, attn_implementation="eager", dtype=torch.float32,
-                ignore_mismatched_sizes=True, output_loading_info=True)
+                folder,
+                config=config,
+                attn_implementation="eager",
+                dtype=torch.float32,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
     except Exception as error:  # transformers reports a damaged or foreign folder with many error types
-        raise HFError(f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
-                      f"check the folder is a complete causal-LM checkpoint") from None
+        raise HFError(
+            f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
+            f"check the folder is a complete causal-LM checkpoint"
+        ) from None
     _check_loaded(folder, info)
     return model.eval()
 
@@ -84,16 +99,20 @@ def decoder_layers(model) -> list[nn.Module]:
     count = getattr(model.config, "num_hidden_layers", None)
     lists = [module for module in model.modules() if isinstance(module, nn.ModuleList) and len(module) == count]
     if not count or not lists:
-        raise HFError(f"{type(model).__name__} keeps no list of num_hidden_layers={count} decoder layers, so its "
-                      f"hidden states cannot be hooked; this architecture cannot be evaluated")
+        raise HFError(
+            f"{type(model).__name__} keeps no list of num_hidden_layers={count} decoder layers, so its "
+            f"hidden states cannot be hooked; this architecture cannot be evaluated"
+        )
     return list(max(lists, key=lambda layers: sum(p.numel() for p in layers.parameters())))
 
 
 def _attention_maps(model, out) -> list[torch.Tensor]:
     maps = out.attentions
     if not maps or any(attn is None for attn in maps):
-        raise HFError(f"{type(model).__name__} returns no attention maps with output_attentions=True, so its sink "
-                      f"rates cannot be measured; this architecture cannot be evaluated")
+        raise HFError(
+            f"{type(model).__name__} returns no attention maps with output_attentions=True, so its sink "
+            f"rates cannot be measured; this architecture cannot be evaluated"
+        )
     return list(maps)
 
 
@@ -112,7 +131,8 @@ def hf_probe_forward(model) -> tuple[ProbeForward, Optional[str]]:
         store = {}
         handle = layers[0].register_forward_pre_hook(
             lambda m, args, kwargs: store.__setitem__("embedding", args[0] if args else kwargs["hidden_states"]),
-            with_kwargs=True)
+            with_kwargs=True,
+        )
         try:
             with record_outputs(modules) as outs:
                 out = model(idx, output_attentions=True, use_cache=False)
@@ -120,8 +140,10 @@ def hf_probe_forward(model) -> tuple[ProbeForward, Optional[str]]:
             handle.remove()
         keys = values = None
         if readers is not None:
-            pairs = [reader.split({name: outs[f"kv{i}.{name}"] for name in reader.modules})
-                     for i, reader in enumerate(readers)]
+            pairs = [
+                reader.split({name: outs[f"kv{i}.{name}"] for name in reader.modules})
+                for i, reader in enumerate(readers)
+            ]
             keys, values = [k for k, _ in pairs], [v for _, v in pairs]
         return ProbeOutputs(
             logits=out.logits,

@@ -54,8 +54,10 @@ def _first(output):
 def record_outputs(modules: dict[str, torch.nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks that store each named module's (first) output while the context is open."""
     store: dict[str, torch.Tensor] = {}
-    handles = [module.register_forward_hook(lambda m, args, out, name=name: store.__setitem__(name, _first(out)))
-               for name, module in modules.items()]
+    handles = [
+        module.register_forward_hook(lambda m, args, out, name=name: store.__setitem__(name, _first(out)))
+        for name, module in modules.items()
+    ]
     try:
         yield store
     finally:
@@ -67,8 +69,10 @@ def record_outputs(modules: dict[str, torch.nn.Module]) -> Iterator[dict[str, to
 def record_inputs(modules: dict[str, torch.nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
     """Forward pre-hooks that store each named module's first positional input."""
     store: dict[str, torch.Tensor] = {}
-    handles = [module.register_forward_pre_hook(lambda m, args, name=name: store.__setitem__(name, args[0]))
-               for name, module in modules.items()]
+    handles = [
+        module.register_forward_pre_hook(lambda m, args, name=name: store.__setitem__(name, args[0]))
+        for name, module in modules.items()
+    ]
     try:
         yield store
     finally:
@@ -120,8 +124,12 @@ class ProbeStatistics:
         self.sinks = SinkAccumulator(n_slots, n_sink_tokens, eps, k)
         self.n_sink_tokens, self.eps = n_sink_tokens, eps
         self.loss_sum, self.loss_count, self.n_sequences = 0.0, 0, 0
-        self.sums: dict[str, Optional[torch.Tensor]] = {"hidden": None, "keys": None, "values": None,
-                                                        "activations": None}
+        self.sums: dict[str, Optional[torch.Tensor]] = {
+            "hidden": None,
+            "keys": None,
+            "values": None,
+            "activations": None,
+        }
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         self.sums[name] = value if self.sums[name] is None else self.sums[name] + value
@@ -132,7 +140,11 @@ class ProbeStatistics:
         self.sinks.update(out.maps)
         losses = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), idx[:, 1:].flatten(), reduction="none")
         targets = idx[:, 1:]
-        mask = torch.ones_like(targets, dtype=torch.bool) if loss_mask is None else loss_mask.to(idx.device).expand_as(targets)
+        mask = (
+            torch.ones_like(targets, dtype=torch.bool)
+            if loss_mask is None
+            else loss_mask.to(idx.device).expand_as(targets)
+        )
         self.loss_sum += float(losses[mask.flatten()].sum())
         self.loss_count += int(mask.sum())
         self.n_sequences += idx.shape[0]
@@ -156,8 +168,10 @@ class ProbeStatistics:
             "layer_sink_rates": self.sinks.layer_rates(),
             "layer_mean_alpha": self.sinks.mean_alphas(),
             "loss": self.loss_sum / max(self.loss_count, 1),
-            "norms": {name: None if self.sums[name] is None else (self.sums[name] / n).tolist()
-                      for name in ("hidden", "keys", "values")},
+            "norms": {
+                name: None if self.sums[name] is None else (self.sums[name] / n).tolist()
+                for name in ("hidden", "keys", "values")
+            },
             "massive_activations": {
                 stat: [row[i] for row in activations] for i, stat in enumerate(("top1", "top2", "top3", "median"))
             },
@@ -187,29 +201,52 @@ def embedding_activation_ratio(stats: Optional[dict]) -> Optional[float]:
 
 
 @torch.no_grad()
-def evaluate_probe(forward: ProbeForward, tokens: torch.Tensor, n_slots: int = 0, n_sink_tokens: int = 0,
-                   eps: float = 0.3, k: int = 10, batch_size: int = 20,
-                   loss_mask: Optional[torch.Tensor] = None) -> dict:
+def evaluate_probe(
+    forward: ProbeForward,
+    tokens: torch.Tensor,
+    n_slots: int = 0,
+    n_sink_tokens: int = 0,
+    eps: float = 0.3,
+    k: int = 10,
+    batch_size: int = 20,
+    loss_mask: Optional[torch.Tensor] = None,
+) -> dict:
     """Run the probe (N, T) through `forward` in batches and return `ProbeStatistics.result()`."""
     stats = ProbeStatistics(n_slots, n_sink_tokens, eps, k)
     for start in range(0, tokens.shape[0], batch_size):
-        idx = tokens[start:start + batch_size]
+        idx = tokens[start : start + batch_size]
         stats.update(forward(idx), idx, loss_mask)
     return stats.result()
 
 
 @torch.no_grad()
-def evaluate_gpt(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20,
-                 loss_mask: Optional[torch.Tensor] = None) -> dict:
+def evaluate_gpt(
+    model,
+    tokens: torch.Tensor,
+    eps: float = 0.3,
+    k: int = 10,
+    batch_size: int = 20,
+    loss_mask: Optional[torch.Tensor] = None,
+) -> dict:
     """`evaluate_probe` for a `GPT`, with slots and sink tokens from its config; the loss mask defaults
     to the predictions `lit_gpt.measurement.loss.ignored_predictions` counts for the model alone."""
     cfg = model.config
     model.eval()
     if loss_mask is None:
         loss_mask = prediction_mask(ignored_predictions(cfg), tokens.shape[1])
-    return evaluate_probe(gpt_probe_forward(model), tokens, cfg.n_slots, cfg.sink_tokens, eps, k, batch_size,
-                          loss_mask)
+    return evaluate_probe(gpt_probe_forward(model), tokens, cfg.n_slots, cfg.sink_tokens, eps, k, batch_size, loss_mask)
 
 
-__all__ = ["ProbeOutputs", "ProbeStatistics", "activation_extremes", "evaluate_gpt", "evaluate_probe",
-           "embedding_activation_ratio", "gpt_probe_forward", "peak_activation_ratio", "position_norms", "record_inputs", "record_outputs"]
+__all__ = [
+    "ProbeOutputs",
+    "ProbeStatistics",
+    "activation_extremes",
+    "evaluate_gpt",
+    "evaluate_probe",
+    "embedding_activation_ratio",
+    "gpt_probe_forward",
+    "peak_activation_ratio",
+    "position_norms",
+    "record_inputs",
+    "record_outputs",
+]

@@ -11,18 +11,16 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from lit_gpt.measurement.analysis import evaluate_gpt
-from lit_gpt.model.config import Config
-from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.core.errors import UserError
 from lit_gpt.core.files import write_json
+from lit_gpt.data.tokenizer import TokenizerError, load_tokenizer
+from lit_gpt.data.transforms import InputTransforms
+from lit_gpt.measurement.analysis import evaluate_gpt
 from lit_gpt.measurement.loss import ignored_predictions, prediction_mask
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label
-from lit_gpt.model.gpt import GPT
 from lit_gpt.measurement.plots import write_plots
-from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES
-from lit_gpt.data.tokenizer import TokenizerError, load_tokenizer
-
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
 
 
 class EvalError(UserError, ValueError):
@@ -45,8 +43,10 @@ def tokenizer_for(train: dict[str, Any], override: Optional[str] = None):
         try:
             return load_tokenizer(spec)
         except TokenizerError as error:
-            raise EvalError(f"the run's tokenizer {spec} (recorded in the checkpoint) cannot be loaded ({error}); "
-                            "pass --tokenizer PATH") from None
+            raise EvalError(
+                f"the run's tokenizer {spec} (recorded in the checkpoint) cannot be loaded ({error}); "
+                "pass --tokenizer PATH"
+            ) from None
     raise EvalError("the checkpoint names no tokenizer or data dir; pass --tokenizer PATH (tokenizer.json or .model)")
 
 
@@ -56,8 +56,9 @@ def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optio
 
 
 # --------------------------------------------------------------------------------------- evaluate
-def evaluate_run(model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3, k: int = 10,
-                 batch_size: int = 20) -> dict:
+def evaluate_run(
+    model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20
+) -> dict:
     """Sink report of a loaded checkpoint on raw probe tokens (N, T); transforms are applied here."""
     cfg = model.config
     train = train_args(ckpt)
@@ -106,9 +107,15 @@ def check_plot_selection(maps: list[torch.Tensor], layers: Optional[list[int]], 
             raise EvalError(f"--{name} {chosen} must pick from 0..{count - 1}")
 
 
-def publish(result: dict, maps: Callable[[], list[torch.Tensor]], json: Optional[Path] = None,
-            plots: Optional[Path] = None, layers: Optional[list[int]] = None, heads: Optional[list[int]] = None,
-            n_slots: int = 0) -> None:
+def publish(
+    result: dict,
+    maps: Callable[[], list[torch.Tensor]],
+    json: Optional[Path] = None,
+    plots: Optional[Path] = None,
+    layers: Optional[list[int]] = None,
+    heads: Optional[list[int]] = None,
+    n_slots: int = 0,
+) -> None:
     """Print a sink report's table and write its JSON and PNG figures where asked; `maps` computes the
     example attention maps only when plots are wanted (shared by the evaluation commands). The plot
     selection is checked before anything is written, so a refused one leaves no partial output."""
@@ -163,4 +170,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalError", "evaluate_run", "example_maps", "format_table", "publish", "metric_label", "probe_loss_mask", "tokenizer_for", "train_args"]
+__all__ = [
+    "EvalError",
+    "evaluate_run",
+    "example_maps",
+    "format_table",
+    "publish",
+    "metric_label",
+    "probe_loss_mask",
+    "tokenizer_for",
+    "train_args",
+]

@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.model.config import Config
 from lit_gpt.data.loader import IGNORE_INDEX, mask_ignored_prefix
+from lit_gpt.model.config import Config
 
 
 def ignored_predictions(config: Config, ignore_loss: int = 0) -> int:

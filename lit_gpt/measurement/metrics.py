@@ -31,6 +31,7 @@ def hidden_state_label(index: int) -> str:
     layer 3 is labelled "3" wherever per-layer sink rates of layer 3 appear."""
     return "embed" if index == 0 else str(index - 1)
 
+
 NORM_EPS = 1e-8
 
 
@@ -42,12 +43,14 @@ def normalize_rows(attn: torch.Tensor) -> torch.Tensor:
 
 def split_columns(attn: torch.Tensor, n_slots: int, n_sink_tokens: int = 0):
     """(slots, sink_tokens, real) column blocks of a (..., T, C) map; `real` must be square."""
-    real = attn[..., n_slots + n_sink_tokens:]
+    real = attn[..., n_slots + n_sink_tokens :]
     if real.shape[-1] != real.shape[-2]:
-        raise ValueError(f"map has {attn.shape[-1]} columns; with n_slots={n_slots} and "
-                         f"n_sink_tokens={n_sink_tokens} that leaves {real.shape[-1]} real keys "
-                         f"for {real.shape[-2]} queries")
-    return attn[..., :n_slots], attn[..., n_slots:n_slots + n_sink_tokens], real
+        raise ValueError(
+            f"map has {attn.shape[-1]} columns; with n_slots={n_slots} and "
+            f"n_sink_tokens={n_sink_tokens} that leaves {real.shape[-1]} real keys "
+            f"for {real.shape[-2]} queries"
+        )
+    return attn[..., :n_slots], attn[..., n_slots : n_slots + n_sink_tokens], real
 
 
 def token_alphas(real: torch.Tensor, k: int) -> torch.Tensor:
@@ -132,8 +135,9 @@ class SinkAccumulator:
         return {name: [s / c for s, c in zip(sums, self.counts)] for name, sums in self.alpha_sums.items()}
 
 
-def sink_rates(maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3,
-               k: int = 10) -> dict[str, float]:
+def sink_rates(
+    maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3, k: int = 10
+) -> dict[str, float]:
     """Sink_1..Sink_k in percent, plus `sink_star` (with slots) and `sink_token` (with sink tokens).
 
     With several slots, `sink_star` treats them together and `sink_star_<s>` reports each one.
@@ -143,13 +147,28 @@ def sink_rates(maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: in
     return acc.rates()
 
 
-def layer_sink_rates(maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3,
-                     key: str = "sink_1", k: int = 10) -> list[float]:
+def layer_sink_rates(
+    maps: Sequence[torch.Tensor],
+    n_slots: int = 0,
+    n_sink_tokens: int = 0,
+    eps: float = 0.3,
+    key: str = "sink_1",
+    k: int = 10,
+) -> list[float]:
     """One metric (`sink_1`, `sink_star`, ...) per layer, in percent."""
     acc = SinkAccumulator(n_slots, n_sink_tokens, eps, k)
     acc.update(maps)
     return acc.layer_rates()[key]
 
 
-__all__ = ["LAYER_SERIES", "hidden_state_label", "SinkAccumulator", "alphas", "layer_sink_rates", "normalize_rows", "sink_rates", "split_columns",
-           "token_alphas"]
+__all__ = [
+    "LAYER_SERIES",
+    "hidden_state_label",
+    "SinkAccumulator",
+    "alphas",
+    "layer_sink_rates",
+    "normalize_rows",
+    "sink_rates",
+    "split_columns",
+    "token_alphas",
+]

@@ -12,8 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from lit_gpt.core.files import save_figure  # noqa: E402
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
@@ -44,16 +44,27 @@ def draw_attention(ax, attn, n_extra_keys: int = 0):
     return image
 
 
-def attention_heatmaps(maps: Sequence[torch.Tensor], path: Path, layers: Optional[Sequence[int]] = None,
-                       heads: Optional[Sequence[int]] = None, n_slots: int = 0, n_sink_tokens: int = 0) -> Path:
+def attention_heatmaps(
+    maps: Sequence[torch.Tensor],
+    path: Path,
+    layers: Optional[Sequence[int]] = None,
+    heads: Optional[Sequence[int]] = None,
+    n_slots: int = 0,
+    n_sink_tokens: int = 0,
+) -> Path:
     """Row-normalised attention of the first sequence for each chosen (layer, head), one panel each.
 
     Columns left of the dashed line are key slots and learned sink tokens.
     """
     layers = list(range(len(maps))) if layers is None else list(layers)
     heads = [0] if heads is None else list(heads)
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(2.8 * len(heads) + 0.6, 2.6 * len(layers)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(layers),
+        len(heads),
+        figsize=(2.8 * len(heads) + 0.6, 2.6 * len(layers)),
+        squeeze=False,
+        layout="constrained",
+    )
     extra = n_slots + n_sink_tokens
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
@@ -108,8 +119,14 @@ def norms_by_position(result: dict, path: Path) -> Path:
         ax.set_title(name)
         rows = result["norms"][name]
         if rows is None:
-            ax.text(0.5, 0.5, f"this architecture gives no {name}\n(`unavailable` in the report says why)",
-                    ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"this architecture gives no {name}\n(`unavailable` in the report says why)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             ax.set_axis_off()
             continue
         cmap = plt.get_cmap("viridis", max(len(rows), 2))
@@ -136,8 +153,9 @@ def massive_activations(result: dict, path: Path) -> Path:
     return save_and_close(fig, path)
 
 
-def layer_history_heatmap(steps: Sequence[int], rates: Sequence[Sequence[float]], path: Path,
-                          label: str = "Sink_1") -> Path:
+def layer_history_heatmap(
+    steps: Sequence[int], rates: Sequence[Sequence[float]], path: Path, label: str = "Sink_1"
+) -> Path:
     """A per-layer sink rate over a run's evaluations: one row per layer (0 on top), one column per step."""
     fig, ax = plt.subplots(figsize=(6.5, 1.4 + 0.22 * len(rates)))
     image = ax.imshow(rates, cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto", interpolation="nearest")
@@ -150,8 +168,14 @@ def layer_history_heatmap(steps: Sequence[int], rates: Sequence[Sequence[float]]
     return save_and_close(fig, path)
 
 
-def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layers: Optional[Sequence[int]] = None,
-                heads: Optional[Sequence[int]] = None, n_slots: int = 0) -> list[Path]:
+def write_plots(
+    result: dict,
+    maps: Sequence[torch.Tensor],
+    out_dir: Path,
+    layers: Optional[Sequence[int]] = None,
+    heads: Optional[Sequence[int]] = None,
+    n_slots: int = 0,
+) -> list[Path]:
     """Every figure of one evaluation into `out_dir`; returns the written paths."""
     out_dir = Path(out_dir)
     return [
@@ -163,5 +187,15 @@ def write_plots(result: dict, maps: Sequence[torch.Tensor], out_dir: Path, layer
     ]
 
 
-__all__ = ["EXTRA_KEYS_LABEL", "attention_heatmaps", "draw_attention", "layer_history_heatmap", "layer_sink_rates",
-           "massive_activations", "norms_by_position", "save_and_close", "sink_by_position", "write_plots"]
+__all__ = [
+    "EXTRA_KEYS_LABEL",
+    "attention_heatmaps",
+    "draw_attention",
+    "layer_history_heatmap",
+    "layer_sink_rates",
+    "massive_activations",
+    "norms_by_position",
+    "save_and_close",
+    "sink_by_position",
+    "write_plots",
+]

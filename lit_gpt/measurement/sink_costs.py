@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_gpt.measurement.analysis import record_outputs
 from lit_gpt.data.transforms import InputTransforms
+from lit_gpt.measurement.analysis import record_outputs
 from lit_gpt.measurement.evaluation import probe_loss_mask, train_args
 from lit_gpt.measurement.streaming import streaming_perplexities
 
@@ -58,14 +58,18 @@ def block_output_statistics(model, tokens: torch.Tensor, batch_size: int = 20) -
     outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(model.blocks))}
     with record_outputs({str(i): block for i, block in enumerate(model.blocks)}) as store:
         for start in range(0, tokens.shape[0], batch_size):
-            model(tokens[start:start + batch_size])
+            model(tokens[start : start + batch_size])
             for i in outputs:
                 outputs[i].append(store[str(i)].float())
     hidden = [torch.cat(outputs[i]) for i in outputs]
     kurtoses = [kurtosis(h) for h in hidden]
     max_abs = [float(h.abs().max()) for h in hidden]
-    return {"kurtosis": largest(kurtoses), "max_abs": largest(max_abs),
-            "layer_kurtosis": kurtoses, "layer_max_abs": max_abs}
+    return {
+        "kurtosis": largest(kurtoses),
+        "max_abs": largest(max_abs),
+        "layer_kurtosis": kurtoses,
+        "layer_max_abs": max_abs,
+    }
 
 
 # ------------------------------------------------------------------------------------------ W8A8
@@ -95,8 +99,10 @@ def w8a8(model: nn.Module) -> Iterator[nn.Module]:
     fp32 weights are back afterwards."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
     originals = [linear.weight.detach().clone() for linear in linears]
-    handles = [linear.register_forward_pre_hook(lambda m, args: (quantize_activation(args[0]), *args[1:]))
-               for linear in linears]
+    handles = [
+        linear.register_forward_pre_hook(lambda m, args: (quantize_activation(args[0]), *args[1:]))
+        for linear in linears
+    ]
     try:
         with torch.no_grad():
             for linear in linears:
@@ -117,7 +123,7 @@ def probe_nll(model, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor] = N
     total, count = 0.0, 0
     vocab = model.config.vocab_size
     for start in range(0, tokens.shape[0], batch_size):
-        idx = tokens[start:start + batch_size]
+        idx = tokens[start : start + batch_size]
         logits = model(idx)[:, :-1, :vocab].float()
         losses = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten(), reduction="none").view(idx.shape[0], -1)
         mask = torch.ones_like(losses, dtype=torch.bool) if loss_mask is None else loss_mask.expand_as(losses)
@@ -126,14 +132,18 @@ def probe_nll(model, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor] = N
     return total / max(count, 1)
 
 
-def w8a8_perplexity(model, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor] = None,
-                    batch_size: int = 20) -> dict:
+def w8a8_perplexity(
+    model, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor] = None, batch_size: int = 20
+) -> dict:
     """Probe perplexity in fp32 and under W8A8, and their ratio (1 = quantisation costs nothing)."""
     fp32 = probe_nll(model, tokens, loss_mask, batch_size)
     with w8a8(model):
         quantized = probe_nll(model, tokens, loss_mask, batch_size)
-    return {"perplexity_fp32": math.exp(fp32), "perplexity_w8a8": math.exp(quantized),
-            "ratio": math.exp(quantized - fp32)}
+    return {
+        "perplexity_fp32": math.exp(fp32),
+        "perplexity_w8a8": math.exp(quantized),
+        "ratio": math.exp(quantized - fp32),
+    }
 
 
 # ------------------------------------------------------------------------------------ streaming
@@ -146,31 +156,41 @@ def streaming_costs(model, text: torch.Tensor, n_sink: int = STREAMING_SINKS) ->
     """Perplexity of `text` (N,) with full attention and with a window cache keeping 0 or `n_sink` first tokens."""
     result = streaming_perplexities(model, text, streaming_window(model.config.block_size), n_sink)
     perplexity = result["perplexity"]
-    return {"window": result["window"], "n_tokens": result["n_tokens"], "n_sink": n_sink,
-            "perplexity_full": perplexity["full"], "perplexity_keep_0": perplexity["window"],
-            f"perplexity_keep_{n_sink}": perplexity["sink"]}
+    return {
+        "window": result["window"],
+        "n_tokens": result["n_tokens"],
+        "n_sink": n_sink,
+        "perplexity_full": perplexity["full"],
+        "perplexity_keep_0": perplexity["window"],
+        f"perplexity_keep_{n_sink}": perplexity["sink"],
+    }
 
 
-def sink_costs(model, probe: torch.Tensor, text: torch.Tensor, loss_mask: Optional[torch.Tensor] = None,
-               batch_size: int = 20) -> dict:
+def sink_costs(
+    model, probe: torch.Tensor, text: torch.Tensor, loss_mask: Optional[torch.Tensor] = None, batch_size: int = 20
+) -> dict:
     """Every cost column for one model: block-output statistics and W8A8 on the probe windows (N, T),
     streaming on the long `text` (N,)."""
     model.eval()
-    return {**block_output_statistics(model, probe, batch_size),
-            "w8a8": w8a8_perplexity(model, probe, loss_mask, batch_size),
-            "streaming": streaming_costs(model, text)}
+    return {
+        **block_output_statistics(model, probe, batch_size),
+        "w8a8": w8a8_perplexity(model, probe, loss_mask, batch_size),
+        "streaming": streaming_costs(model, text),
+    }
 
 
 def format_costs(costs: dict) -> str:
     """The cost columns as two lines of text for the evaluation's printout."""
     streaming, w8a8_result = costs["streaming"], costs["w8a8"]
     keep = streaming["n_sink"]
-    return (f"block outputs: kurtosis {costs['kurtosis']['value']:.1f} (block {costs['kurtosis']['layer']}), "
-            f"max |activation| {costs['max_abs']['value']:.1f} (block {costs['max_abs']['layer']}); "
-            f"W8A8 perplexity {w8a8_result['perplexity_w8a8']:.3f} = {w8a8_result['ratio']:.3f} x fp32\n"
-            f"streaming ({streaming['n_tokens']} tokens, window {streaming['window']}): perplexity full "
-            f"{streaming['perplexity_full']:.3f}, keep 0 first tokens {streaming['perplexity_keep_0']:.3f}, "
-            f"keep {keep} {streaming[f'perplexity_keep_{keep}']:.3f}")
+    return (
+        f"block outputs: kurtosis {costs['kurtosis']['value']:.1f} (block {costs['kurtosis']['layer']}), "
+        f"max |activation| {costs['max_abs']['value']:.1f} (block {costs['max_abs']['layer']}); "
+        f"W8A8 perplexity {w8a8_result['perplexity_w8a8']:.3f} = {w8a8_result['ratio']:.3f} x fp32\n"
+        f"streaming ({streaming['n_tokens']} tokens, window {streaming['window']}): perplexity full "
+        f"{streaming['perplexity_full']:.3f}, keep 0 first tokens {streaming['perplexity_keep_0']:.3f}, "
+        f"keep {keep} {streaming[f'perplexity_keep_{keep}']:.3f}"
+    )
 
 
 def streaming_length(block_size: int) -> int:
@@ -186,10 +206,28 @@ def checkpoint_costs(model, ckpt: dict, probe: torch.Tensor, text: torch.Tensor,
     transforms = InputTransforms.of_run(train)
     vocab = model.config.vocab_size
     windows = transforms.apply(probe, vocab)
-    return sink_costs(model, windows, transforms.apply(text[None], vocab)[0],
-                      probe_loss_mask(model.config, train, windows.shape[1]), batch_size)
+    return sink_costs(
+        model,
+        windows,
+        transforms.apply(text[None], vocab)[0],
+        probe_loss_mask(model.config, train, windows.shape[1]),
+        batch_size,
+    )
 
 
-__all__ = ["block_output_statistics", "checkpoint_costs", "fake_quantize", "format_costs", "kurtosis", "probe_nll",
-           "quantize_activation", "quantize_weight", "sink_costs", "streaming_costs", "streaming_length",
-           "streaming_window", "w8a8", "w8a8_perplexity"]
+__all__ = [
+    "block_output_statistics",
+    "checkpoint_costs",
+    "fake_quantize",
+    "format_costs",
+    "kurtosis",
+    "probe_nll",
+    "quantize_activation",
+    "quantize_weight",
+    "sink_costs",
+    "streaming_costs",
+    "streaming_length",
+    "streaming_window",
+    "w8a8",
+    "w8a8_perplexity",
+]

@@ -74,11 +74,11 @@ def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_siz
     cache = model.new_cache()
     logits = []
     for start in range(0, prefill, chunk_size):
-        logits.append(model(tokens[:, start:min(start + chunk_size, prefill)], cache=cache)[0])
+        logits.append(model(tokens[:, start : min(start + chunk_size, prefill)], cache=cache)[0])
     for pos in range(prefill, n):
         cache.keep(cache_policy.kept(len(cache), cfg.sink_tokens))
-        logits.append(model(tokens[:, pos:pos + 1], cache=cache)[0])
-    logits = torch.cat(logits)[:-1, :cfg.vocab_size].float()
+        logits.append(model(tokens[:, pos : pos + 1], cache=cache)[0])
+    logits = torch.cat(logits)[:-1, : cfg.vocab_size].float()
     return F.cross_entropy(logits, tokens[0, 1:], reduction="none")
 
 
@@ -89,11 +89,14 @@ def long_text(texts, tokenizer, n_tokens: int) -> torch.Tensor:
         ids.extend(tokenizer.encode(text) + [tokenizer.eos_id])
         if len(ids) >= n_tokens:
             return torch.tensor(ids[:n_tokens], dtype=torch.long)
-    raise StreamingError(f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)")
+    raise StreamingError(
+        f"the documents hold only {len(ids)} tokens; need {n_tokens} (use more text or a smaller --length)"
+    )
 
 
-def streaming_perplexities(model, tokens: torch.Tensor, window: int, n_sink: int = 4,
-                           policies: tuple[str, ...] = POLICIES) -> dict:
+def streaming_perplexities(
+    model, tokens: torch.Tensor, window: int, n_sink: int = 4, policies: tuple[str, ...] = POLICIES
+) -> dict:
     """Perplexity (and mean NLL) of `tokens` (N,) under each policy, plus the settings used."""
     if window < 1:
         raise StreamingError(f"window must be >= 1, got {window}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any
 
 from lit_gpt.core.errors import UserError
 
@@ -32,10 +32,26 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RUNTIME_KEYS = ("attn_backend", "attn_chunk_size")
 
 # Sizes and constants that only make sense above zero (None = derived later).
-POSITIVE_FIELDS = ("block_size", "vocab_size", "padding_multiple", "padded_vocab_size", "n_layer", "n_head", "n_embd",
-                   "head_size", "n_query_groups", "intermediate_size", "norm_eps", "rope_base", "rope_scaling_factor",
-                   "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_seq_len", "relative_buckets",
-                   "relative_max_distance")
+POSITIVE_FIELDS = (
+    "block_size",
+    "vocab_size",
+    "padding_multiple",
+    "padded_vocab_size",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "head_size",
+    "n_query_groups",
+    "intermediate_size",
+    "norm_eps",
+    "rope_base",
+    "rope_scaling_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_max_seq_len",
+    "relative_buckets",
+    "relative_max_distance",
+)
 
 
 class ConfigError(UserError, ValueError):
@@ -44,8 +60,9 @@ class ConfigError(UserError, ValueError):
 
 # What makes a model a GPT-2 (Radford et al. 2019) rather than a LLaMA, on top of any size: LayerNorm,
 # learned absolute positions, tanh-approximated GELU, biases in every projection, tied embeddings.
-GPT2_STRUCTURE: dict[str, Any] = dict(norm_class="layernorm", pos_embedding="learnable", mlp="gelu_tanh", bias=True,
-                                      tie_embeddings=True)
+GPT2_STRUCTURE: dict[str, Any] = dict(
+    norm_class="layernorm", pos_embedding="learnable", mlp="gelu_tanh", bias=True, tie_embeddings=True
+)
 
 
 @dataclass
@@ -63,7 +80,7 @@ class Config:
     """Tokenizer vocabulary size."""
     padding_multiple: int = 64
     """The embedding table is padded to a multiple of this, for faster matmuls."""
-    padded_vocab_size: Optional[int] = None
+    padded_vocab_size: int = None  # type: ignore[assignment]  # derived in __post_init__ when None
     """Embedding rows; derived from `vocab_size` and `padding_multiple` when left empty."""
     n_layer: int = 10
     """Number of transformer blocks."""
@@ -71,9 +88,9 @@ class Config:
     """Number of query heads."""
     n_embd: int = 768
     """Width of the residual stream."""
-    head_size: Optional[int] = None
+    head_size: int = None  # type: ignore[assignment]  # derived in __post_init__ when None
     """Per-head width; `n_embd // n_head` when left empty."""
-    n_query_groups: Optional[int] = None
+    n_query_groups: int = None  # type: ignore[assignment]  # derived in __post_init__ when None
     """Number of key/value heads (grouped-query attention); `n_head` when left empty."""
     intermediate_size: int = 1536
     """Hidden width of the MLP (unused with `mlp: none`)."""
@@ -171,14 +188,18 @@ class Config:
         if self.n_query_groups < 1 or self.n_head % self.n_query_groups:
             raise ConfigError(f"n_head={self.n_head} must be a multiple of n_query_groups={self.n_query_groups}")
         if self.padded_vocab_size < self.vocab_size:
-            raise ConfigError(f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}")
+            raise ConfigError(
+                f"padded_vocab_size={self.padded_vocab_size} is smaller than vocab_size={self.vocab_size}"
+            )
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head_size, got {self.head_size}")
         if self.rope_scaling != "default" and self.pos_embedding != "rope":
             raise ConfigError(f"rope_scaling={self.rope_scaling} scales RoPE; it needs pos_embedding=rope")
         if self.rope_scaling == "llama3" and self.rope_high_freq_factor <= self.rope_low_freq_factor:
-            raise ConfigError(f"llama3 RoPE scaling needs rope_high_freq_factor > rope_low_freq_factor, got "
-                              f"{self.rope_high_freq_factor} <= {self.rope_low_freq_factor}")
+            raise ConfigError(
+                f"llama3 RoPE scaling needs rope_high_freq_factor > rope_low_freq_factor, got "
+                f"{self.rope_high_freq_factor} <= {self.rope_low_freq_factor}"
+            )
         self._check_sizes()
         for key in ("window_size", "prefix_tokens", "sink_tokens", "kernel_hidden"):
             if getattr(self, key) < 0:
@@ -189,14 +210,18 @@ class Config:
                 f"set attn_score=linear (got {self.attn_score})"
             )
         if self.attn_score == "softmax" and self.attn_normalize != "sum":
-            raise ConfigError("attn_score=softmax is exp normalised by the row sum; use attn_normalize=sum "
-                              "(for unnormalised weights pick sigmoid, elu or linear)")
+            raise ConfigError(
+                "attn_score=softmax is exp normalised by the row sum; use attn_normalize=sum "
+                "(for unnormalised weights pick sigmoid, elu or linear)"
+            )
         zero_value_slots = [k for k in ("softmax_off_by_one", "sink_logit") if getattr(self, k)]
         if self.k_bias and not self.v_bias:
             zero_value_slots.append("k_bias without v_bias")
         if zero_value_slots and self.attn_normalize != "sum":
-            raise ConfigError(f"{', '.join(zero_value_slots)} adds a zero-value slot, which only changes anything "
-                              f"through row normalisation; use attn_normalize=sum (got {self.attn_normalize})")
+            raise ConfigError(
+                f"{', '.join(zero_value_slots)} adds a zero-value slot, which only changes anything "
+                f"through row normalisation; use attn_normalize=sum (got {self.attn_normalize})"
+            )
         if self.softmax_off_by_one and self.attn_score != "softmax":
             raise ConfigError("softmax_off_by_one needs attn_score=softmax (it is a zero key/value slot in softmax)")
         if self.head_bias and not (self.k_bias or self.v_bias):
@@ -210,8 +235,10 @@ class Config:
 
     def variant_summary(self) -> str:
         """Short human-readable description of the attention variant, for reports."""
-        parts = [self.attn_score if self.attn_kernel == "none" else f"kernel:{self.attn_kernel}",
-                 f"norm:{self.attn_normalize}"]
+        parts = [
+            self.attn_score if self.attn_kernel == "none" else f"kernel:{self.attn_kernel}",
+            f"norm:{self.attn_normalize}",
+        ]
         for key in ("window_size", "prefix_tokens", "sink_tokens"):
             if getattr(self, key):
                 parts.append(f"{key.split('_')[0]}:{getattr(self, key)}")
@@ -256,11 +283,15 @@ class Config:
         """Build from a plain dict (YAML, overrides); unknown keys are an error listing the valid ones."""
         moved = sorted(set(values) & set(RUNTIME_KEYS))
         if moved:
-            raise ConfigError(f"{', '.join(moved)} is a run-time setting, not part of the model: pass "
-                              f"AttentionRuntime(...) to GPT, or --attn_backend / --attn_chunk_size to a run")
+            raise ConfigError(
+                f"{', '.join(moved)} is a run-time setting, not part of the model: pass "
+                f"AttentionRuntime(...) to GPT, or --attn_backend / --attn_chunk_size to a run"
+            )
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(cls.field_names())}")
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(cls.field_names())}"
+            )
         return cls(**values)
 
     @classmethod
@@ -300,23 +331,57 @@ def _round_up(n: int, multiple: int) -> int:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's 60M model (upstream "tiny_LLaMA_60M"): GPT-NeoX tokenizer, head size 96.
-    "tinyllama_60M": dict(block_size=2048, vocab_size=50277, padded_vocab_size=50432, n_layer=10, n_head=8,
-                          n_embd=768, intermediate_size=1536),
+    "tinyllama_60M": dict(
+        block_size=2048,
+        vocab_size=50277,
+        padded_vocab_size=50432,
+        n_layer=10,
+        n_head=8,
+        n_embd=768,
+        intermediate_size=1536,
+    ),
     # The paper's 1B model (TinyLlama 1.1B shape; the paper trains it with full multi-head attention).
-    "tinyllama_1_1b": dict(block_size=2048, vocab_size=50277, padded_vocab_size=50432, n_layer=22, n_head=16,
-                           n_embd=2048, intermediate_size=5632),
+    "tinyllama_1_1b": dict(
+        block_size=2048,
+        vocab_size=50277,
+        padded_vocab_size=50432,
+        n_layer=22,
+        n_head=16,
+        n_embd=2048,
+        intermediate_size=5632,
+    ),
     # CPU scale for the embedded default: the CPU benchmark shape (docs/reference.md), ~1.3M parameters.
-    "tiny": dict(block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128,
-                 intermediate_size=340),
+    "tiny": dict(
+        block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128, intermediate_size=340
+    ),
     # GPT-2 small (124M; HF `gpt2`): its 50257-entry vocabulary padded to 50304 rows.
-    "gpt2_small": dict(block_size=1024, vocab_size=50257, padding_multiple=64, n_layer=12, n_head=12, n_embd=768,
-                       intermediate_size=3072, norm_eps=1e-5, **GPT2_STRUCTURE),
+    "gpt2_small": dict(
+        block_size=1024,
+        vocab_size=50257,
+        padding_multiple=64,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        intermediate_size=3072,
+        norm_eps=1e-5,
+        **GPT2_STRUCTURE,
+    ),
     # The GPT-2 structure at the `tiny` preset's size (its 4 x n_embd MLP), for the cpu scale.
-    "gpt2_tiny": dict(block_size=256, vocab_size=512, padding_multiple=64, n_layer=6, n_head=4, n_embd=128,
-                      intermediate_size=512, norm_eps=1e-5, **GPT2_STRUCTURE),
+    "gpt2_tiny": dict(
+        block_size=256,
+        vocab_size=512,
+        padding_multiple=64,
+        n_layer=6,
+        n_head=4,
+        n_embd=128,
+        intermediate_size=512,
+        norm_eps=1e-5,
+        **GPT2_STRUCTURE,
+    ),
     # For tests: well under 200k parameters, still every structural feature (several layers and heads).
-    "micro": dict(block_size=64, vocab_size=128, padding_multiple=64, n_layer=2, n_head=4, n_embd=32,
-                  intermediate_size=88),
+    "micro": dict(
+        block_size=64, vocab_size=128, padding_multiple=64, n_layer=2, n_head=4, n_embd=32, intermediate_size=88
+    ),
 }
 
 # Upstream spellings, so configs and scripts written for the original code keep working.

@@ -19,8 +19,13 @@ class GenerationError(UserError, ValueError):
     """A prompt or length that cannot be generated from; the message says why."""
 
 
-def next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 0.0, top_k: Optional[int] = None,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor,
+    vocab_size: int,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Pick one token per row of `logits` (B, V); rows beyond `vocab_size` (padding) are never chosen.
 
     temperature 0 is greedy; otherwise sample from softmax(logits / temperature), restricted to the
@@ -32,8 +37,10 @@ def next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 0.0, 
     if temperature <= 0:
         return logits.argmax(dim=-1)
     if not bool(torch.isfinite(logits).all()):
-        raise GenerationError("the model's logits hold NaN or infinity, so there is no distribution to sample; "
-                              "the checkpoint's weights are damaged or diverged (use an earlier checkpoint)")
+        raise GenerationError(
+            "the model's logits hold NaN or infinity, so there is no distribution to sample; "
+            "the checkpoint's weights are damaged or diverged (use an earlier checkpoint)"
+        )
     # In float64, so a temperature below float32's smallest number is not rounded to 0 (0 / 0 is NaN).
     logits = (logits.double() - logits.max(dim=-1, keepdim=True).values.double()) / temperature
     if top_k is not None and top_k < vocab_size:
@@ -65,10 +72,17 @@ def insert_tokens(prompt: torch.Tensor, inserted: dict[int, int]) -> torch.Tenso
 
 
 @torch.no_grad()
-def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-             top_k: Optional[int] = None, use_cache: bool = True, eos_id: Optional[int] = None,
-             inserted_tokens: Optional[dict[int, int]] = None,
-             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def generate(
+    model,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    use_cache: bool = True,
+    eos_id: Optional[int] = None,
+    inserted_tokens: Optional[dict[int, int]] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Extend `prompt` (T,) or (B, T) by up to `max_new_tokens` tokens; returns the whole sequence.
 
     `inserted_tokens` {position: id} puts those ids at those positions of the sequence, e.g. a run's fixed
@@ -85,14 +99,20 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, temperature: floa
     tokens = insert_tokens(prompt[None] if squeeze else prompt, forced)
     total = tokens.shape[1] + max_new_tokens
     if total > cfg.block_size:
-        raise GenerationError(f"prompt ({tokens.shape[1]} tokens with the run's inserted ones) + max_new_tokens "
-                              f"({max_new_tokens}) = {total} exceeds block_size={cfg.block_size}")
+        raise GenerationError(
+            f"prompt ({tokens.shape[1]} tokens with the run's inserted ones) + max_new_tokens "
+            f"({max_new_tokens}) = {total} exceeds block_size={cfg.block_size}"
+        )
     if tokens.shape[1] < cfg.prefix_tokens:
-        raise GenerationError(f"a prefix LM (prefix_tokens={cfg.prefix_tokens}) is conditioned on its whole prefix; "
-                              f"give a prompt of at least {cfg.prefix_tokens} tokens (got {tokens.shape[1]})")
+        raise GenerationError(
+            f"a prefix LM (prefix_tokens={cfg.prefix_tokens}) is conditioned on its whole prefix; "
+            f"give a prompt of at least {cfg.prefix_tokens} tokens (got {tokens.shape[1]})"
+        )
     if int(tokens.max()) >= cfg.vocab_size:
-        raise GenerationError(f"the prompt holds token id {int(tokens.max())}, beyond the model's "
-                              f"vocab_size={cfg.vocab_size}; use the tokenizer the model was trained with")
+        raise GenerationError(
+            f"the prompt holds token id {int(tokens.max())}, beyond the model's "
+            f"vocab_size={cfg.vocab_size}; use the tokenizer the model was trained with"
+        )
     model.eval()
     if max_new_tokens == 0:
         return tokens[0] if squeeze else tokens

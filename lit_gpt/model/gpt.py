@@ -91,8 +91,7 @@ class GPT(nn.Module):
         }.get(config.pos_embedding, lambda: None)()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = make_norm(config)
-        self.lm_head = (None if config.tie_embeddings
-                        else nn.Linear(config.n_embd, config.padded_vocab_size, bias=False))
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.set_attention_runtime(runtime)
         self._bind_init()
         if self.wte.weight.device.type != "meta":

@@ -8,8 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ACTIVATIONS = {"swiglu": F.silu, "reglu": F.relu, "geglu": F.gelu, "relu": F.relu, "gelu": F.gelu,
-               "gelu_tanh": partial(F.gelu, approximate="tanh"), "swish": F.silu}
+ACTIVATIONS = {
+    "swiglu": F.silu,
+    "reglu": F.relu,
+    "geglu": F.gelu,
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "swish": F.silu,
+}
 GATED = ("swiglu", "reglu", "geglu")
 
 

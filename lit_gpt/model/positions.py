@@ -16,8 +16,9 @@ import torch.nn as nn
 
 
 # --------------------------------------------------------------------------------------- RoPE
-def rope_cos_sin(positions: torch.Tensor, head_size: int, base: float, dtype: torch.dtype,
-                 scaling: Optional["RopeScaling"] = None):
+def rope_cos_sin(
+    positions: torch.Tensor, head_size: int, base: float, dtype: torch.dtype, scaling: Optional["RopeScaling"] = None
+):
     """cos/sin tables (T, head_size) for NeoX-style RoPE (rotation of the two halves)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, device=positions.device).float() / head_size))
     if scaling is not None:
@@ -46,8 +47,13 @@ class RopeScaling:
     def from_config(cls, config) -> Optional["RopeScaling"]:
         if config.rope_scaling == "default":
             return None
-        return cls(config.rope_scaling, config.rope_scaling_factor, config.rope_low_freq_factor,
-                   config.rope_high_freq_factor, config.rope_original_max_seq_len)
+        return cls(
+            config.rope_scaling,
+            config.rope_scaling_factor,
+            config.rope_low_freq_factor,
+            config.rope_high_freq_factor,
+            config.rope_original_max_seq_len,
+        )
 
     def apply(self, inv_freq: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
@@ -57,7 +63,8 @@ class RopeScaling:
         high_cutoff = self.original_max_seq_len / self.high_freq_factor
         scaled = torch.where(wavelength > low_cutoff, inv_freq / self.factor, inv_freq)
         smooth = (self.original_max_seq_len / wavelength - self.low_freq_factor) / (
-            self.high_freq_factor - self.low_freq_factor)
+            self.high_freq_factor - self.low_freq_factor
+        )
         smoothed = (1 - smooth) * scaled / self.factor + smooth * scaled
         between = (wavelength >= high_cutoff) & (wavelength <= low_cutoff)
         return torch.where(between, smoothed, scaled)
@@ -73,6 +80,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # -------------------------------------------------------------------------------------- ALiBi
 def alibi_slopes(n_head: int) -> torch.Tensor:
     """Per-head slopes of ALiBi (Press et al.), including the interpolation for non-powers of two."""
+
     def powers(n: int) -> list[float]:
         start = 2 ** (-8 / n)
         return [start ** (i + 1) for i in range(n)]
@@ -102,9 +110,12 @@ def relative_bucket(relative: torch.Tensor, n_buckets: int, max_distance: int) -
     """T5's unidirectional bucketing of key - query offsets: exact when near, logarithmic when far."""
     distance = (-relative).clamp(min=0)
     exact = n_buckets // 2
-    far = exact + (
-        torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (n_buckets - exact)
-    ).long()
+    far = (
+        exact
+        + (
+            torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (n_buckets - exact)
+        ).long()
+    )
     far = far.clamp(max=n_buckets - 1)
     return torch.where(distance < exact, distance, far)
 

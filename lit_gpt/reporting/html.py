@@ -38,14 +38,23 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
+from lit_gpt.core.files import write_atomic  # noqa: E402
 from lit_gpt.measurement.analysis import activation_ratios  # noqa: E402
 from lit_gpt.measurement.evaluation import metric_label  # noqa: E402
-from lit_gpt.core.files import write_atomic  # noqa: E402
-from lit_gpt.training.loggers import read_metrics  # noqa: E402
 from lit_gpt.measurement.metrics import LAYER_SERIES  # noqa: E402
 from lit_gpt.measurement.plots import draw_attention  # noqa: E402
-from lit_gpt.reporting.table import (COLUMNS, HEADERS, MAX_SINK_LAYERS, decode_maps, differing_settings,  # noqa: E402
-                            layer_label, run_settings, setting_cell, table_cell)
+from lit_gpt.reporting.table import (
+    COLUMNS,
+    HEADERS,
+    MAX_SINK_LAYERS,
+    decode_maps,
+    differing_settings,  # noqa: E402
+    layer_label,
+    run_settings,
+    setting_cell,
+    table_cell,
+)
+from lit_gpt.training.loggers import read_metrics  # noqa: E402
 
 SINK_SERIES = {name: metric_label(name) for name in LAYER_SERIES}
 LOSS_SERIES = {"train_loss": "train", "valid_loss": "valid (mean over domains)", "probe_loss": "probe"}
@@ -134,8 +143,12 @@ def curves_figure(series: dict) -> Optional[Figure]:
 def sweep_figure(runs: Sequence[tuple[str, Optional[dict]]], lines: dict, ylabel: str, title: str) -> Optional[Figure]:
     """One line per run and series of `lines` (name -> (legend suffix, line style)), the legend under the plot;
     a run's colour is its place in the table, the same on every overlay. None when no run has any series."""
-    drawn = [(index, run, name, series[name]) for index, (run, series) in enumerate(runs)
-             for name in lines if series and name in series]
+    drawn = [
+        (index, run, name, series[name])
+        for index, (run, series) in enumerate(runs)
+        for name in lines
+        if series and name in series
+    ]
     if not drawn:
         return None
     fig, ax = plt.subplots(figsize=(5.6, 3.0 + 0.15 * math.ceil(len(drawn) / 2)), layout="constrained")
@@ -170,8 +183,12 @@ def layer_sink_figure(evaluation: dict) -> Figure:
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * n_layers + 2), 3.2))
     for index, name in enumerate(names):
-        ax.bar([layer - 0.4 + width * (index + 0.5) for layer in range(n_layers)], rates[name], width,
-               label=SINK_SERIES[name])
+        ax.bar(
+            [layer - 0.4 + width * (index + 0.5) for layer in range(n_layers)],
+            rates[name],
+            width,
+            label=SINK_SERIES[name],
+        )
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"sink rate (%), eps={evaluation.get('eps')}")
@@ -209,8 +226,9 @@ def attention_figure(maps: np.ndarray, layer: int, n_extra_keys: int) -> Figure:
     n_heads = len(maps)
     n_cols = min(n_heads, HEADS_PER_ROW)
     n_rows = math.ceil(n_heads / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols + 1.0, 1.5 * n_rows + 0.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.5 * n_cols + 1.0, 1.5 * n_rows + 0.8), squeeze=False, layout="constrained"
+    )
     for head, ax in enumerate(axes.flat):
         if head < n_heads:
             image = draw_attention(ax, maps[head], n_extra_keys)
@@ -223,8 +241,13 @@ def attention_figure(maps: np.ndarray, layer: int, n_extra_keys: int) -> Figure:
         ax.set_xlabel("key", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     if n_extra_keys:  # the line is white, so its legend sits on the colour of the maps' background
-        fig.legend(handles=axes[0][0].lines[:1], loc="outside lower center", fontsize=8, facecolor="#440154",
-                   labelcolor="white")
+        fig.legend(
+            handles=axes[0][0].lines[:1],
+            loc="outside lower center",
+            fontsize=8,
+            facecolor="#440154",
+            labelcolor="white",
+        )
     fig.suptitle(f"layer {layer}", fontsize=10)
     return fig
 
@@ -233,14 +256,19 @@ def read_evaluation(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
     """The run's sink_eval.json with per-layer sink rates, or None and the reason for the page."""
     path = Path(run_dir) / "sink_eval.json"
     if not path.is_file():
-        return None, ("no sink_eval.json in the run folder, so no sink rates per layer "
-                      "(pretrain/eval_sink_pretrain.py --json writes it; the sweep scripts do)")
+        return None, (
+            "no sink_eval.json in the run folder, so no sink rates per layer "
+            "(pretrain/eval_sink_pretrain.py --json writes it; the sweep scripts do)"
+        )
     try:
         evaluation = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None, "sink_eval.json is not readable JSON, so no sink rates per layer; evaluate the run again"
-    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("layer_sink_rates"), dict) \
-            or not evaluation["layer_sink_rates"].get("sink_1"):
+    if (
+        not isinstance(evaluation, dict)
+        or not isinstance(evaluation.get("layer_sink_rates"), dict)
+        or not evaluation["layer_sink_rates"].get("sink_1")
+    ):
         return None, "sink_eval.json holds no per-layer sink rates; evaluate the run again"
     return evaluation, None
 
@@ -266,27 +294,37 @@ def table_html(rows: Sequence[dict]) -> str:
     """The report table: the columns of report.md, with a column after the variant for each setting whose value
     differs between the runs (`differing_settings`), each run name linking to its section."""
     settings = differing_settings(rows)
-    head = ([f"<th>{_esc(HEADERS[column])}</th>" for column in COLUMNS[:2]]
-            + [f'<th class="setting">{_esc(name)}</th>' for name in settings]
-            + [f"<th>{_esc(HEADERS[column])}</th>" for column in COLUMNS[2:]])
+    head = (
+        [f"<th>{_esc(HEADERS[column])}</th>" for column in COLUMNS[:2]]
+        + [f'<th class="setting">{_esc(name)}</th>' for name in settings]
+        + [f"<th>{_esc(HEADERS[column])}</th>" for column in COLUMNS[2:]]
+    )
     body = []
     for index, row in enumerate(rows):
         values = run_settings(row)
-        cells = ([f'<td><a href="#run-{index}">{_esc(row["run"])}</a></td>',
-                  f"<td>{_esc(table_cell('variant', row['variant']))}</td>"]
-                 + [f'<td class="setting">{_esc(setting_cell(values.get(name)))}</td>' for name in settings]
-                 + [f'<td class="number">{_esc(table_cell(column, row[column]))}</td>' for column in COLUMNS[2:]])
+        cells = (
+            [
+                f'<td><a href="#run-{index}">{_esc(row["run"])}</a></td>',
+                f"<td>{_esc(table_cell('variant', row['variant']))}</td>",
+            ]
+            + [f'<td class="setting">{_esc(setting_cell(values.get(name)))}</td>' for name in settings]
+            + [f'<td class="number">{_esc(table_cell(column, row[column]))}</td>' for column in COLUMNS[2:]]
+        )
         body.append(f'<tr class="run-row">{"".join(cells)}</tr>')
-    return (f'<table id="report-table"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-            + settings_note(settings, len(rows)))
+    return (
+        f'<table id="report-table"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        + settings_note(settings, len(rows))
+    )
 
 
 def settings_note(settings: Sequence[str], n_runs: int) -> str:
     """What the settings columns are, or that the runs have none that differ."""
     if settings:
-        return ('<p class="meta">Columns headed in blue: the model fields and training arguments stored in the '
-                "checkpoints whose values differ between these runs; every other one is the same in all of them "
-                "(the run's name and its model overrides are not compared, the model fields are).</p>")
+        return (
+            '<p class="meta">Columns headed in blue: the model fields and training arguments stored in the '
+            "checkpoints whose values differ between these runs; every other one is the same in all of them "
+            "(the run's name and its model overrides are not compared, the model fields are).</p>"
+        )
     if n_runs > 1:
         return '<p class="meta">The runs share every model field and training argument stored in their checkpoints.</p>'
     return ""
@@ -296,15 +334,27 @@ def sweep_html(rows: Sequence[dict], series: Sequence[Optional[dict]]) -> str:
     """The overlays of all runs, Sink_1 beside the validation loss, or a note for each that no run can fill."""
     runs = [(row["run"], s) for row, s in zip(rows, series)]
     sinks, losses = sweep_sink_figure(runs), sweep_loss_figure(runs)
-    return "\n".join([
-        "<h2>All runs over training</h2>", '<div class="figures">',
-        _figure(svg_uri(sinks), "sink rates over training steps, all runs",
-                "Sink_1 (and Sink* dashed) from each run's metrics.csv")
-        if sinks else _note("no run has sink metrics in a metrics.csv yet"),
-        _figure(svg_uri(losses), "validation loss over training steps, all runs",
-                "validation loss (mean over domains) from each run's metrics.csv; a run has one colour in both charts")
-        if losses else _note("no run has validation losses in a metrics.csv yet"),
-        "</div>"])
+    return "\n".join(
+        [
+            "<h2>All runs over training</h2>",
+            '<div class="figures">',
+            _figure(
+                svg_uri(sinks),
+                "sink rates over training steps, all runs",
+                "Sink_1 (and Sink* dashed) from each run's metrics.csv",
+            )
+            if sinks
+            else _note("no run has sink metrics in a metrics.csv yet"),
+            _figure(
+                svg_uri(losses),
+                "validation loss over training steps, all runs",
+                "validation loss (mean over domains) from each run's metrics.csv; a run has one colour in both charts",
+            )
+            if losses
+            else _note("no run has validation losses in a metrics.csv yet"),
+            "</div>",
+        ]
+    )
 
 
 def _layer_rates(rates: dict, layer: int) -> str:
@@ -318,63 +368,99 @@ def attention_html(row: dict) -> str:
     figures = []
     for layer, encoded in zip(record["layers"], record["maps"]):
         maps = decode_maps(encoded)
-        caption = (f"Layer {layer} (layers count from 0, as on the axis of the sink rates per layer): "
-                   f"{_layer_rates(row['layer_sink_rates'], layer)} in the table's evaluation. All {len(maps)} heads' "
-                   "attention on the first probe sequence, rows (queries) normalised as the sink metric sees them.")
-        figures.append(_figure(svg_uri(attention_figure(maps, layer, extra_keys)),
-                               f"{row['run']}: attention of layer {layer}", caption))
-    return "\n".join(["<h3>Attention of the sink layers</h3>",
-                      f'<p class="meta">The {MAX_SINK_LAYERS} layers at most whose sink rate (the highest of their '
-                      "Sink_1, Sink* and Sink_tok) is highest and above zero; the first layer when no layer has "
-                      "a sink.</p>", '<div class="figures">', *figures, "</div>"])
+        caption = (
+            f"Layer {layer} (layers count from 0, as on the axis of the sink rates per layer): "
+            f"{_layer_rates(row['layer_sink_rates'], layer)} in the table's evaluation. All {len(maps)} heads' "
+            "attention on the first probe sequence, rows (queries) normalised as the sink metric sees them."
+        )
+        figures.append(
+            _figure(
+                svg_uri(attention_figure(maps, layer, extra_keys)), f"{row['run']}: attention of layer {layer}", caption
+            )
+        )
+    return "\n".join(
+        [
+            "<h3>Attention of the sink layers</h3>",
+            f'<p class="meta">The {MAX_SINK_LAYERS} layers at most whose sink rate (the highest of their '
+            "Sink_1, Sink* and Sink_tok) is highest and above zero; the first layer when no layer has "
+            "a sink.</p>",
+            '<div class="figures">',
+            *figures,
+            "</div>",
+        ]
+    )
 
 
 def run_section(index: int, row: dict, run_dir: Path, series: Optional[dict], page_dir: Path) -> str:
     """One run: its curves over steps, its per-layer bars, the attention of its sink layers, links to its files
     and plots; notes for what is missing."""
-    parts = [f'<section class="run" id="run-{index}"><h2>{_esc(row["run"])}</h2>',
-             f'<p class="meta">{_esc(row["variant"])}; table row at step {_esc(table_cell("step", row["step"]))}'
-             f', {_esc(table_cell("tokens_seen", row["tokens_seen"]))} tokens seen</p>', '<div class="figures">']
+    parts = [
+        f'<section class="run" id="run-{index}"><h2>{_esc(row["run"])}</h2>',
+        f'<p class="meta">{_esc(row["variant"])}; table row at step {_esc(table_cell("step", row["step"]))}'
+        f", {_esc(table_cell('tokens_seen', row['tokens_seen']))} tokens seen</p>",
+        '<div class="figures">',
+    ]
     notes = []
     if series is None:
-        notes.append("no metrics.csv in the run folder yet, so no curves over steps (the trainer writes it "
-                     "from its first logged step)")
+        notes.append(
+            "no metrics.csv in the run folder yet, so no curves over steps (the trainer writes it "
+            "from its first logged step)"
+        )
     else:
         if not any(name in series for name in SINK_SERIES):
-            notes.append("metrics.csv has no sink metrics yet (the trainer logs them at each evaluation when "
-                         "it has a probe set)")
+            notes.append(
+                "metrics.csv has no sink metrics yet (the trainer logs them at each evaluation when it has a probe set)"
+            )
         curves = curves_figure(series)
         if curves:
-            parts.append(_figure(svg_uri(curves), f"{row['run']}: curves over steps",
-                                 "sink rates and losses over training steps, from metrics.csv"))
+            parts.append(
+                _figure(
+                    svg_uri(curves),
+                    f"{row['run']}: curves over steps",
+                    "sink rates and losses over training steps, from metrics.csv",
+                )
+            )
     evaluation, reason = read_evaluation(run_dir)
     if evaluation is None:
         notes.append(reason)
     else:
-        caption = (f"Sink rates of each layer (layers count from 0), from sink_eval.json "
-                   f"(step {evaluation.get('step_count')})")
+        caption = (
+            f"Sink rates of each layer (layers count from 0), from sink_eval.json (step {evaluation.get('step_count')})"
+        )
         parts.append(_figure(svg_uri(layer_sink_figure(evaluation)), f"{row['run']}: sink rates per layer", caption))
         if evaluation.get("step_count") != row["step"]:
-            notes.append(f"sink_eval.json is from step {evaluation.get('step_count')}, the table from step "
-                         f"{row['step']}: evaluate the newest checkpoint again for matching per-layer rates")
+            notes.append(
+                f"sink_eval.json is from step {evaluation.get('step_count')}, the table from step "
+                f"{row['step']}: evaluate the newest checkpoint again for matching per-layer rates"
+            )
     if row.get("massive_activations"):
-        parts.append(_figure(svg_uri(massive_figure(row["massive_activations"])), f"{row['run']}: massive activations",
-                             "top-1 / median |activation| of the output of each layer (counted from 0) and of the "
-                             "embedding (embed), from the table's evaluation"))
+        parts.append(
+            _figure(
+                svg_uri(massive_figure(row["massive_activations"])),
+                f"{row['run']}: massive activations",
+                "top-1 / median |activation| of the output of each layer (counted from 0) and of the "
+                "embedding (embed), from the table's evaluation",
+            )
+        )
     else:
         notes.append("no activation statistics in the evaluation, so no massive activations per layer")
     parts.append("</div>")
     if row.get("attention_maps"):
         parts.append(attention_html(row))
     else:
-        notes.append("no attention maps in the evaluation, so none of the sink layers (the report evaluates "
-                     "the run again when its cached evaluation is of an older format)")
+        notes.append(
+            "no attention maps in the evaluation, so none of the sink layers (the report evaluates "
+            "the run again when its cached evaluation is of an older format)"
+        )
     parts += [_note(text) for text in notes]
     files = [_link(run_dir / name, page_dir, name) for name in RUN_FILES if (run_dir / name).is_file()]
     pngs = [_link(png, page_dir, png.name) for png in sorted((run_dir / "plots").glob("*.png"))]
     parts.append(f'<p class="files">Files: {", ".join(files) or "none"}</p>')
-    parts.append(f'<p class="plots">Plots: {", ".join(pngs)}</p>' if pngs else
-                 _note("no PNGs in the run's plots/ folder (pretrain/eval_sink_pretrain.py --plots writes them)"))
+    parts.append(
+        f'<p class="plots">Plots: {", ".join(pngs)}</p>'
+        if pngs
+        else _note("no PNGs in the run's plots/ folder (pretrain/eval_sink_pretrain.py --plots writes them)")
+    )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -385,16 +471,23 @@ def report_html(rows: Sequence[dict], page: Path) -> str:
     folders = [row["run_dir"] for row in rows]
     series = [training_series(folder) for folder in folders]
     title = f"Attention sink report: {len(rows)} run{'s' if len(rows) != 1 else ''}"
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>", f"<h1>{_esc(title)}</h1>",
-             "<p>Sink_k: the share (%) of (layer, head, probe sequence) triples whose mean attention to key "
-             "position k exceeds eps; Sink*: the same for key slots. Losses in nats; max top-1/median: the "
-             "largest ratio of the top |activation| to the median one over the layers' outputs, at the layer "
-             "given (layers count from 0); embed top-1/median: the same ratio for the embedding output.</p>",
-             table_html(rows), sweep_html(rows, series)]
-    parts += [run_section(index, row, folder, s, page_dir)
-              for index, (row, folder, s) in enumerate(zip(rows, folders, series))]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        "<p>Sink_k: the share (%) of (layer, head, probe sequence) triples whose mean attention to key "
+        "position k exceeds eps; Sink*: the same for key slots. Losses in nats; max top-1/median: the "
+        "largest ratio of the top |activation| to the median one over the layers' outputs, at the layer "
+        "given (layers count from 0); embed top-1/median: the same ratio for the embedding output.</p>",
+        table_html(rows),
+        sweep_html(rows, series),
+    ]
+    parts += [
+        run_section(index, row, folder, s, page_dir)
+        for index, (row, folder, s) in enumerate(zip(rows, folders, series))
+    ]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -404,6 +497,17 @@ def write_html(path: Path, rows: Sequence[dict]) -> Path:
     return write_atomic(path, report_html(rows, path))
 
 
-__all__ = ["attention_figure", "curves_figure", "layer_sink_figure", "massive_figure", "read_evaluation",
-           "report_html", "svg_uri", "sweep_loss_figure", "sweep_sink_figure", "table_html", "training_series",
-           "write_html"]
+__all__ = [
+    "attention_figure",
+    "curves_figure",
+    "layer_sink_figure",
+    "massive_figure",
+    "read_evaluation",
+    "report_html",
+    "svg_uri",
+    "sweep_loss_figure",
+    "sweep_sink_figure",
+    "table_html",
+    "training_series",
+    "write_html",
+]

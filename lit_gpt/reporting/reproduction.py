@@ -21,10 +21,10 @@ from typing import Optional
 
 import yaml
 
-from lit_gpt.measurement.analysis import peak_activation_ratio
-from lit_gpt.training.checkpoint import find_latest
 from lit_gpt.core.errors import UserError
+from lit_gpt.measurement.analysis import peak_activation_ratio
 from lit_gpt.model.config import Config
+from lit_gpt.training.checkpoint import find_latest
 from lit_gpt.training.run_config import CONFIGS, PAPER, compose
 
 NOT_RUN = "not yet run"
@@ -75,12 +75,21 @@ class Effect:
 GRID = (
     Row(DEFAULT, ATTENTION, "softmax, sum (the default)", "configs/tinyllama_60m.yaml", SEEDS),
     Row("sigmoid_norm", ATTENTION, "sigmoid, sum", "configs/attnsim/tinyllama_60m_sim_sigmoid_norm.yaml", SEEDS),
-    Row("sigmoid_no_norm", ATTENTION, "sigmoid, none", "configs/attnsim/tinyllama_60m_sim_sigmoid_no_norm.yaml",
-        SEEDS),
-    Row("elu_no_norm", ATTENTION, "elu(q.k/sqrt(d)) + 1, none", "configs/attnsim/tinyllama_60m_sim_elu_no_norm.yaml",
-        SEEDS),
-    Row("elu_kernel_norm", ATTENTION, "(elu(q)+1).(elu(k)+1)/sqrt(d), sum",
-        "configs/attnkernel/tinyllama_60m_elu_norm.yaml", SEEDS),
+    Row("sigmoid_no_norm", ATTENTION, "sigmoid, none", "configs/attnsim/tinyllama_60m_sim_sigmoid_no_norm.yaml", SEEDS),
+    Row(
+        "elu_no_norm",
+        ATTENTION,
+        "elu(q.k/sqrt(d)) + 1, none",
+        "configs/attnsim/tinyllama_60m_sim_elu_no_norm.yaml",
+        SEEDS,
+    ),
+    Row(
+        "elu_kernel_norm",
+        ATTENTION,
+        "(elu(q)+1).(elu(k)+1)/sqrt(d), sum",
+        "configs/attnkernel/tinyllama_60m_elu_norm.yaml",
+        SEEDS,
+    ),
     Row("decay0", DECAY, "weight decay 0", "configs/decay/tinyllama_60m_decay0.yaml"),
     Row("decay0.5", DECAY, "weight decay 0.5", "configs/decay/tinyllama_60m_decay5e-1.yaml"),
     Row("decay5", DECAY, "weight decay 5.0", "configs/decay/tinyllama_60m_decay5e0.yaml"),
@@ -162,9 +171,14 @@ def target_step(run_dir: Path, max_step: Optional[int] = None) -> Optional[int]:
 def finished(run_dir: Path, max_step: Optional[int] = None) -> bool:
     """A run is finished when its newest checkpoint reached its last step and was evaluated with the costs."""
     result, target, latest = evaluation(run_dir), target_step(run_dir, max_step), find_latest(run_dir)
-    return (result is not None and "costs" in result and target is not None and latest is not None
-            and (result.get("step_count") or 0) >= target
-            and Path(result.get("checkpoint") or "").resolve() == latest.resolve())
+    return (
+        result is not None
+        and "costs" in result
+        and target is not None
+        and latest is not None
+        and (result.get("step_count") or 0) >= target
+        and Path(result.get("checkpoint") or "").resolve() == latest.resolve()
+    )
 
 
 def plan(root: Path, scale: str, names: Optional[list[str]] = None, max_step: Optional[int] = None) -> list[str]:
@@ -260,21 +274,27 @@ def effect_line(effect: Effect, results: dict[str, RunResult], width: float) -> 
         agrees = seen == effect.expected
     verdict = {True: "yes", False: "**no**", None: "--"}[agrees]
     metric = effect.metric.replace("sink_star", "Sink*").replace("sink_token", "Sink_tok").replace("sink_1", "Sink_1")
-    return (f"| {row.label} | {metric} | {effect.reported} | {effect.expected} | "
-            f"{value_cell(ours, len(row.seeds))} | {seen} | {verdict} |"), agrees
+    return (
+        f"| {row.label} | {metric} | {effect.reported} | {effect.expected} | "
+        f"{value_cell(ours, len(row.seeds))} | {seen} | {verdict} |"
+    ), agrees
 
 
 def default_line(results: dict[str, RunResult]) -> str:
     row = select([DEFAULT])[0]
-    return (f"| {row.label} | Sink_1 | 18.18 | -- | {value_cell(row_values(row, results, 'sink_1'), len(row.seeds))} "
-            f"| -- | -- |")
+    return (
+        f"| {row.label} | Sink_1 | 18.18 | -- | {value_cell(row_values(row, results, 'sink_1'), len(row.seeds))} "
+        f"| -- | -- |"
+    )
 
 
 def effect_tables(results: dict[str, RunResult], width: float) -> tuple[list[str], dict[str, list]]:
     """One Markdown table per paper table, and each source's verdicts (paper, the rest)."""
     lines, verdicts = [], {"paper": [], "other": []}
-    header = ["| row | metric | reported | reported effect | ours (%, seed range) | our effect | agrees |",
-              "|---|---|---|---|---|---|---|"]
+    header = [
+        "| row | metric | reported | reported effect | ours (%, seed range) | our effect | agrees |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for table in TABLES:
         lines += ["", f"### {table}", "", *header, default_line(results)]
         for effect in EFFECTS:
@@ -290,8 +310,10 @@ def count_line(verdicts: dict[str, list]) -> str:
         measured = [v for v in values if v is not None]
         return f"{sum(measured)} of {len(measured)} measured ({len(values) - len(measured)} {NOT_RUN})"
 
-    return (f"**Effects that agree with the paper: {told(verdicts['paper'])}.** "
-            f"Beyond the paper, as expected: {told(verdicts['other'])}.")
+    return (
+        f"**Effects that agree with the paper: {told(verdicts['paper'])}.** "
+        f"Beyond the paper, as expected: {told(verdicts['other'])}."
+    )
 
 
 def fmt(value: Optional[float], digits: int = 2) -> str:
@@ -306,17 +328,23 @@ def cost_line(run: str, result: Optional[RunResult]) -> str:
     peak = "--" if ratio is None else f"{ratio:,.1f} ({layer})"
     streaming = costs["streaming"]
     keep = f"perplexity_keep_{streaming['n_sink']}"
-    return (f"| {run} | {peak} | {fmt(costs['kurtosis']['value'], 1)} ({costs['kurtosis']['layer']}) "
-            f"| {fmt(costs['max_abs']['value'], 1)} ({costs['max_abs']['layer']}) | {fmt(costs['w8a8']['ratio'], 3)} "
-            f"| {fmt(streaming['perplexity_full'])} / {fmt(streaming['perplexity_keep_0'])} / {fmt(streaming[keep])} "
-            f"(window {streaming['window']}) | {fmt(result.result.get('loss'), 3)} |")
+    return (
+        f"| {run} | {peak} | {fmt(costs['kurtosis']['value'], 1)} ({costs['kurtosis']['layer']}) "
+        f"| {fmt(costs['max_abs']['value'], 1)} ({costs['max_abs']['layer']}) | {fmt(costs['w8a8']['ratio'], 3)} "
+        f"| {fmt(streaming['perplexity_full'])} / {fmt(streaming['perplexity_keep_0'])} / {fmt(streaming[keep])} "
+        f"(window {streaming['window']}) | {fmt(result.result.get('loss'), 3)} |"
+    )
 
 
 def cost_table(results: dict[str, RunResult]) -> list[str]:
-    lines = ["", "### What a sink costs", "",
-             "| run | top-1 / median abs. activation (block) | kurtosis (block) | max abs. activation (block) "
-             "| W8A8 / fp32 perplexity | streaming perplexity: full / keep 0 / keep 4 | probe loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "### What a sink costs",
+        "",
+        "| run | top-1 / median abs. activation (block) | kurtosis (block) | max abs. activation (block) "
+        "| W8A8 / fp32 perplexity | streaming perplexity: full / keep 0 / keep 4 | probe loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     return lines + [cost_line(run, results.get(run)) for row in GRID for run in row.runs()]
 
 
@@ -324,14 +352,21 @@ def run_line(run: str, result: Optional[RunResult]) -> str:
     if result is None:
         return f"| {run} | {NOT_RUN} | | | | |"
     minutes = "--" if result.wall_seconds is None else f"{result.wall_seconds / 60:.1f}"
-    return (f"| {run} | `{result.result.get('checkpoint')}` | {result.result.get('tokens_seen') or 0:,} "
-            f"| {result.finished_at or '--'} | {result.machine or '--'} | {minutes} |")
+    return (
+        f"| {run} | `{result.result.get('checkpoint')}` | {result.result.get('tokens_seen') or 0:,} "
+        f"| {result.finished_at or '--'} | {result.machine or '--'} | {minutes} |"
+    )
 
 
 def runs_table(results: dict[str, RunResult]) -> list[str]:
-    lines = ["", "### The runs", "",
-             "| run | checkpoint (`sink-eval --load_from` it with `--costs true`) | tokens | finished | machine "
-             "| training minutes |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "### The runs",
+        "",
+        "| run | checkpoint (`sink-eval --load_from` it with `--costs true`) | tokens | finished | machine "
+        "| training minutes |",
+        "|---|---|---|---|---|---|",
+    ]
     return lines + [run_line(run, results.get(run)) for row in GRID for run in row.runs()]
 
 
@@ -339,10 +374,25 @@ def render(results: dict[str, RunResult], scale: str) -> str:
     """The generated part of docs/reproduction.md: the count, one table per paper table, costs, runs."""
     width = band(scale)
     tables, verdicts = effect_tables(results, width)
-    lines = [count_line(verdicts), "",
-             f"Scale `{scale}`; \"no change\" band: {width:.2f} percentage points (one head)."]
+    lines = [count_line(verdicts), "", f'Scale `{scale}`; "no change" band: {width:.2f} percentage points (one head).']
     return "\n".join(lines + tables + cost_table(results) + runs_table(results))
 
 
-__all__ = ["DEFAULT", "EFFECTS", "GRID", "Effect", "ReproductionError", "Row", "RunResult", "band", "direction",
-           "finished", "load_results", "plan", "render", "run_folder", "select", "train_times"]
+__all__ = [
+    "DEFAULT",
+    "EFFECTS",
+    "GRID",
+    "Effect",
+    "ReproductionError",
+    "Row",
+    "RunResult",
+    "band",
+    "direction",
+    "finished",
+    "load_results",
+    "plan",
+    "render",
+    "run_folder",
+    "select",
+    "train_times",
+]

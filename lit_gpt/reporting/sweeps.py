@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from lit_gpt.data.vocab import vocab_mismatch
 from lit_gpt.core.files import read_text, write_atomic
+from lit_gpt.data.vocab import vocab_mismatch
 from lit_gpt.model.flops import flops_per_token, num_parameters
 from lit_gpt.training.run_config import CONFIGS, PAPER, compose, parse_args, write_run_yaml
 from lit_gpt.training.train_args import TrainArgs
@@ -26,8 +26,14 @@ DATA = {
 }
 
 
-def load_composed(path: Path, scale: str = PAPER, extra: Optional[list[str]] = None, root: Path = CONFIGS,
-                  out: Optional[Path] = None, overrides: Optional[dict[str, Any]] = None) -> TrainArgs:
+def load_composed(
+    path: Path,
+    scale: str = PAPER,
+    extra: Optional[list[str]] = None,
+    root: Path = CONFIGS,
+    out: Optional[Path] = None,
+    overrides: Optional[dict[str, Any]] = None,
+) -> TrainArgs:
     """Compose, write (to `out`, or a temporary file) and parse with the trainer's own parser and checks;
     `overrides` are run-YAML keys set last (e.g. the data folder a script was given)."""
     values = {**compose(path, scale, root), **(overrides or {})}
@@ -103,15 +109,19 @@ def stand_in_plan(config: Path, scale: str, scaled: TrainArgs, paper: TrainArgs,
     model, paper_model = scaled.model_config(), paper.model_config()
     tokens = scaled.global_batch_size * model.block_size
     minutes = training_flops(scaled) / (peak * CPU_EFFICIENCY) / 60
-    return (f"{config} at scale {scale} is a stand-in for the paper's {paper_model.name} "
-            f"({parameter_count(paper_model)} parameters, {paper.max_step:,} steps): it trains "
-            f"{model.name} ({parameter_count(model)} parameters, {model.variant_summary()}) "
-            f"for {scaled.max_step:,} steps x {tokens:,} tokens, about {minutes:,.1f} min at {peak / 1e9:,.0f} "
-            f"GFLOP/s fp32 matmul peak (SCALE=paper runs the paper's setup)")
+    return (
+        f"{config} at scale {scale} is a stand-in for the paper's {paper_model.name} "
+        f"({parameter_count(paper_model)} parameters, {paper.max_step:,} steps): it trains "
+        f"{model.name} ({parameter_count(model)} parameters, {model.variant_summary()}) "
+        f"for {scaled.max_step:,} steps x {tokens:,} tokens, about {minutes:,.1f} min at {peak / 1e9:,.0f} "
+        f"GFLOP/s fp32 matmul peak (SCALE=paper runs the paper's setup)"
+    )
 
 
-STEP_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] step (?P<step>\d+)/(?P<max>\d+) \|.*\| (?P<rate>[\d.]+) tok/s "
-                       r"\| mfu (?P<mfu>[\d.]+)%")
+STEP_LINE = re.compile(
+    r"^\[(?P<run>[^\]]+)\] step (?P<step>\d+)/(?P<max>\d+) \|.*\| (?P<rate>[\d.]+) tok/s "
+    r"\| mfu (?P<mfu>[\d.]+)%"
+)
 
 
 def step_rates(lines: Iterable[tuple[float, str]]) -> Iterator[dict[str, dict[str, float]]]:
@@ -124,8 +134,13 @@ def step_rates(lines: Iterable[tuple[float, str]]) -> Iterator[dict[str, dict[st
             continue
         run, step = match["run"], int(match["step"])
         earlier = seen.get(run)
-        seen[run] = {"step": step, "max": int(match["max"]), "rate": float(match["rate"]), "mfu": float(match["mfu"]),
-                     "arrived": arrived}
+        seen[run] = {
+            "step": step,
+            "max": int(match["max"]),
+            "rate": float(match["rate"]),
+            "mfu": float(match["mfu"]),
+            "arrived": arrived,
+        }
         if earlier and step > earlier["step"]:
             seen[run]["seconds_per_step"] = (arrived - earlier["arrived"]) / (step - earlier["step"])
         yield {name: entry for name, entry in seen.items() if "seconds_per_step" in entry}
@@ -141,9 +156,11 @@ def demo_eta(runs: dict[str, dict[str, float]], now: float, after_training: floa
     together = sum(entry["rate"] for entry in runs.values())
     used = sum(entry["mfu"] for entry in runs.values()) * share
     clock = time.strftime("%H:%M", time.localtime(demo_end))
-    return (f"ETA: the demo ends in about {(demo_end - now) / 60:,.0f} min (around {clock}), training in "
-            f"{(training_end - now) / 60:,.0f}; tokens/s {rates}, together {together:,.0f} = {used:.0f}% of the "
-            f"{peak / 1e9:,.0f} GFLOP/s fp32 matmul peak measured before the start")
+    return (
+        f"ETA: the demo ends in about {(demo_end - now) / 60:,.0f} min (around {clock}), training in "
+        f"{(training_end - now) / 60:,.0f}; tokens/s {rates}, together {together:,.0f} = {used:.0f}% of the "
+        f"{peak / 1e9:,.0f} GFLOP/s fp32 matmul peak measured before the start"
+    )
 
 
 def follow(path: Path, stop_line: str, alive: Callable[[], bool], poll: float = 1.0) -> Iterator[tuple[float, str]]:
@@ -183,5 +200,19 @@ def fill_results(doc: Path, key: str, table: str) -> bool:
     return True
 
 
-__all__ = ["CPU_EFFICIENCY", "DATA", "data_dir", "data_options", "demo_eta", "fill_results", "follow", "load_composed",
-           "missing_data", "preprocess_command", "results_block", "stand_in_plan", "step_rates", "training_flops"]
+__all__ = [
+    "CPU_EFFICIENCY",
+    "DATA",
+    "data_dir",
+    "data_options",
+    "demo_eta",
+    "fill_results",
+    "follow",
+    "load_composed",
+    "missing_data",
+    "preprocess_command",
+    "results_block",
+    "stand_in_plan",
+    "step_rates",
+    "training_flops",
+]

@@ -33,20 +33,41 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from lit_gpt.measurement.analysis import activation_ratios, embedding_activation_ratio, peak_activation_ratio  # noqa: E402
-from lit_gpt.training.checkpoint import find_latest, load_model  # noqa: E402
-from lit_gpt.data.probe import load_probe_windows  # noqa: E402
-from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
-from lit_gpt.training.loggers import read_metrics  # noqa: E402
+from lit_gpt.data.probe import load_probe_windows  # noqa: E402
+from lit_gpt.measurement.analysis import activation_ratios, embedding_activation_ratio, peak_activation_ratio  # noqa: E402
+from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args  # noqa: E402
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
 from lit_gpt.measurement.plots import save_and_close  # noqa: E402
+from lit_gpt.training.checkpoint import find_latest, load_model  # noqa: E402
+from lit_gpt.training.loggers import read_metrics  # noqa: E402
 
-COLUMNS = ("run", "variant", "sink_1", "sink_star", "valid_loss", "probe_loss", "massive_ratio", "massive_layer",
-           "embed_ratio", "tokens_seen", "step")
-HEADERS = {"run": "run", "variant": "variant", "sink_1": "Sink_1 (%)", "sink_star": "Sink* (%)",
-           "valid_loss": "valid loss", "probe_loss": "probe loss", "massive_ratio": "max top-1/median",
-           "massive_layer": "at layer", "embed_ratio": "embed top-1/median", "tokens_seen": "tokens seen", "step": "step"}
+COLUMNS = (
+    "run",
+    "variant",
+    "sink_1",
+    "sink_star",
+    "valid_loss",
+    "probe_loss",
+    "massive_ratio",
+    "massive_layer",
+    "embed_ratio",
+    "tokens_seen",
+    "step",
+)
+HEADERS = {
+    "run": "run",
+    "variant": "variant",
+    "sink_1": "Sink_1 (%)",
+    "sink_star": "Sink* (%)",
+    "valid_loss": "valid loss",
+    "probe_loss": "probe loss",
+    "massive_ratio": "max top-1/median",
+    "massive_layer": "at layer",
+    "embed_ratio": "embed top-1/median",
+    "tokens_seen": "tokens seen",
+    "step": "step",
+}
 ACTIVATION_STATS = ("top1", "top2", "top3", "median")
 # What a cached evaluation holds beyond `evaluate_run`'s result (training args, sink-layer attention maps);
 # a cache of another format is evaluated again.
@@ -89,14 +110,26 @@ def file_digest(path: Path) -> Optional[str]:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3,
-                      n_sequences: int = 100, length: int = 64) -> dict:
+def cached_evaluation(
+    ckpt_path: Path,
+    probe: Path,
+    tokenizer: Optional[str] = None,
+    eps: float = 0.3,
+    n_sequences: int = 100,
+    length: int = 64,
+) -> dict:
     """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
     # Everything the numbers depend on besides the checkpoint (whose newer file time voids the cache).
-    key = {"format": CACHE_FORMAT, "probe": str(Path(probe).resolve()), "probe_sha256": file_digest(probe),
-           "eps": eps, "n_sequences": n_sequences, "length": length,
-           "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None}
+    key = {
+        "format": CACHE_FORMAT,
+        "probe": str(Path(probe).resolve()),
+        "probe_sha256": file_digest(probe),
+        "eps": eps,
+        "n_sequences": n_sequences,
+        "length": length,
+        "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None,
+    }
     if cache.is_file() and cache.stat().st_mtime >= ckpt_path.stat().st_mtime:
         try:
             cached = json.loads(cache.read_text(encoding="utf-8"))
@@ -105,13 +138,15 @@ def cached_evaluation(ckpt_path: Path, probe: Path, tokenizer: Optional[str] = N
         if isinstance(cached, dict) and cached.get("report_key") == key:
             return cached
     model, ckpt = load_model(ckpt_path)
-    tokens = load_probe_windows(probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences,
-                                model.config.vocab_size)
+    tokens = load_probe_windows(
+        probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences, model.config.vocab_size
+    )
     result = evaluate_run(model, ckpt, tokens, eps)
     result["train"] = train_args(ckpt)
     layers = sink_layers(result["layer_sink_rates"])
-    result["attention_maps"] = sink_attention(example_maps(model, ckpt, tokens), layers, model.config.n_slots,
-                                              result["n_sink_tokens"])
+    result["attention_maps"] = sink_attention(
+        example_maps(model, ckpt, tokens), layers, model.config.n_slots, result["n_sink_tokens"]
+    )
     result["report_key"] = key
     write_json(cache, result)
     return result
@@ -143,8 +178,12 @@ def decode_maps(encoded: dict) -> np.ndarray:
 def sink_attention(maps: Sequence[torch.Tensor], layers: Sequence[int], n_slots: int, n_sink_tokens: int) -> dict:
     """Every head of `layers` in the first sequence's maps (per layer (B, H, T, C)), rows normalised as the sink
     metric sees them; `n_slots + n_sink_tokens` columns come before the real keys."""
-    return {"layers": list(layers), "n_slots": n_slots, "n_sink_tokens": n_sink_tokens,
-            "maps": [encode_maps(normalize_rows(maps[layer][0]).cpu()) for layer in layers]}
+    return {
+        "layers": list(layers),
+        "n_slots": n_slots,
+        "n_sink_tokens": n_sink_tokens,
+        "maps": [encode_maps(normalize_rows(maps[layer][0]).cpu()) for layer in layers],
+    }
 
 
 def run_settings(row: dict) -> dict:
@@ -158,8 +197,9 @@ def differing_settings(rows: Sequence[dict]) -> list[str]:
     tells the runs apart; none for a single run."""
     settings = [run_settings(row) for row in rows]
     names = dict.fromkeys(name for run in settings for name in run)
-    return [name for name in names
-            if len({json.dumps(run.get(name), sort_keys=True, default=str) for run in settings}) > 1]
+    return [
+        name for name in names if len({json.dumps(run.get(name), sort_keys=True, default=str) for run in settings}) > 1
+    ]
 
 
 def setting_cell(value) -> str:
@@ -222,8 +262,7 @@ def table_cell(column: str, value) -> str:
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
-    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(table_cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -231,16 +270,22 @@ def to_markdown(rows: Sequence[dict]) -> str:
 def massive_activation_tables(rows: Sequence[dict]) -> str:
     """Per run, a Markdown table of the top-1, top-2, top-3 and median |activation| (and top-1 / median)
     of every hidden state, averaged over the probe sequences."""
-    parts = ["**Massive activations per layer**: the largest |activation|s and the median one of each hidden "
-             "state (embed = embedding output, l = output of layer l, counted from 0) over all positions, learned sink tokens "
-             "included, mean over probe sequences."]
+    parts = [
+        "**Massive activations per layer**: the largest |activation|s and the median one of each hidden "
+        "state (embed = embedding output, l = output of layer l, counted from 0) over all positions, learned sink tokens "
+        "included, mean over probe sequences."
+    ]
     for row in rows:
         stats = row.get("massive_activations")
         if not stats:
             parts.append(f"*{row['run']}*: no activation statistics in its evaluation")
             continue
-        lines = [f"*{row['run']}* ({row['variant']})", "",
-                 "| layer | top-1 | top-2 | top-3 | median | top-1/median |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"*{row['run']}* ({row['variant']})",
+            "",
+            "| layer | top-1 | top-2 | top-3 | median | top-1/median |",
+            "|---|---|---|---|---|---|",
+        ]
         ratios = activation_ratios(stats)
         for layer, values in enumerate(zip(*(stats[name] for name in ACTIVATION_STATS))):
             ratio = "--" if ratios[layer] is None else f"{ratios[layer]:.1f}"
@@ -276,6 +321,23 @@ def bar_chart(rows: Sequence[dict], path: Path) -> Path:
     return save_and_close(fig, path)
 
 
-__all__ = ["COLUMNS", "bar_chart", "cached_evaluation", "decode_maps", "differing_settings", "encode_maps",
-           "massive_activation_tables", "report_markdown", "report_row", "report_rows", "run_checkpoint",
-           "run_settings", "setting_cell", "sink_attention", "sink_layers", "to_markdown", "valid_loss", "write_csv"]
+__all__ = [
+    "COLUMNS",
+    "bar_chart",
+    "cached_evaluation",
+    "decode_maps",
+    "differing_settings",
+    "encode_maps",
+    "massive_activation_tables",
+    "report_markdown",
+    "report_row",
+    "report_rows",
+    "run_checkpoint",
+    "run_settings",
+    "setting_cell",
+    "sink_attention",
+    "sink_layers",
+    "to_markdown",
+    "valid_loss",
+    "write_csv",
+]

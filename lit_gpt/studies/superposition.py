@@ -41,11 +41,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lit_gpt.model.config import Config  # noqa: E402
 from lit_gpt.core.errors import UserError  # noqa: E402
 from lit_gpt.core.files import output_folder, write_atomic, write_json  # noqa: E402
-from lit_gpt.model.gpt import GPT  # noqa: E402
 from lit_gpt.measurement.plots import save_and_close  # noqa: E402
+from lit_gpt.model.config import Config  # noqa: E402
+from lit_gpt.model.gpt import GPT  # noqa: E402
 
 # Arm name -> (attn_gate, whether the gate L1 penalty applies).
 ARMS: dict[str, tuple[str, bool]] = {
@@ -195,8 +195,22 @@ class Study:
 
     def check(self) -> None:
         """Raise `StudyError` naming the setting for sizes and combinations that cannot mean what they say."""
-        positive = ("n_tasks", "n_sources", "n_filler", "n_head", "head_size", "n_embd", "seeds", "steps",
-                    "eval_every", "batch_size", "lr", "eval_repeats", "threshold", "threads")
+        positive = (
+            "n_tasks",
+            "n_sources",
+            "n_filler",
+            "n_head",
+            "head_size",
+            "n_embd",
+            "seeds",
+            "steps",
+            "eval_every",
+            "batch_size",
+            "lr",
+            "eval_repeats",
+            "threshold",
+            "threads",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -205,25 +219,34 @@ class Study:
             if getattr(self, name) < 0:
                 raise StudyError(f"--{name} must be >= 0, got {getattr(self, name)!r}")
         if self.target_loss is not None and not self.target_loss > 0:
-            raise StudyError(f"--target_loss must be positive (or null to train every model for --steps), "
-                             f"got {self.target_loss!r}")
+            raise StudyError(
+                f"--target_loss must be positive (or null to train every model for --steps), got {self.target_loss!r}"
+            )
         if self.seq_len < 2:
             raise StudyError(f"--seq_len must be at least 2 (a source, then the destination), got {self.seq_len}")
         if self.n_head > self.n_tasks:
-            raise StudyError(f"--n_head={self.n_head} is more than --n_tasks={self.n_tasks}: every task could have "
-                             f"a head of its own, so there is no superposition to study; use fewer heads or more tasks")
+            raise StudyError(
+                f"--n_head={self.n_head} is more than --n_tasks={self.n_tasks}: every task could have "
+                f"a head of its own, so there is no superposition to study; use fewer heads or more tasks"
+            )
         if self.n_sources < 2:
-            raise StudyError(f"--n_sources must be at least 2: with one source every task's output is fixed by its "
-                             f"destination alone and no head is needed; got {self.n_sources}")
+            raise StudyError(
+                f"--n_sources must be at least 2: with one source every task's output is fixed by its "
+                f"destination alone and no head is needed; got {self.n_sources}"
+            )
         if self.n_sources < self.n_tasks:
-            raise StudyError(f"--n_sources={self.n_sources} is less than --n_tasks={self.n_tasks}: every two tasks "
-                             f"must send every source to different outputs, which needs n_sources >= n_tasks")
+            raise StudyError(
+                f"--n_sources={self.n_sources} is less than --n_tasks={self.n_tasks}: every two tasks "
+                f"must send every source to different outputs, which needs n_sources >= n_tasks"
+            )
         unknown = [arm for arm in self.arms if arm not in ARMS]
         if unknown or not self.arms or len(set(self.arms)) < len(self.arms):
             raise StudyError(f"--arms must list distinct arms among {', '.join(ARMS)}, got {self.arms!r}")
         if "gated_l1" in self.arms and self.gate_l1 == 0:
-            raise StudyError("--arms has gated_l1 with --gate_l1 0, which is the gated arm again; "
-                             "give a positive --gate_l1 or drop gated_l1")
+            raise StudyError(
+                "--arms has gated_l1 with --gate_l1 0, which is the gated arm again; "
+                "give a positive --gate_l1 or drop gated_l1"
+            )
 
     def dataset(self) -> SkipTrigrams:
         table = latin_rows(self.n_tasks, self.n_sources, torch.Generator().manual_seed(self.data_seed))
@@ -231,9 +254,19 @@ class Study:
 
     def model_config(self, data: SkipTrigrams, arm: str) -> Config:
         """A 1-layer attention-only GPT over the dataset's vocabulary; the arm decides the gate."""
-        return Config(name=f"superposition_{arm}", block_size=data.seq_len, vocab_size=data.vocab_size,
-                      padding_multiple=1, n_layer=1, n_head=self.n_head, head_size=self.head_size,
-                      n_embd=self.n_embd, mlp="none", pos_embedding="nope", attn_gate=ARMS[arm][0])
+        return Config(
+            name=f"superposition_{arm}",
+            block_size=data.seq_len,
+            vocab_size=data.vocab_size,
+            padding_multiple=1,
+            n_layer=1,
+            n_head=self.n_head,
+            head_size=self.head_size,
+            n_embd=self.n_embd,
+            mlp="none",
+            pos_embedding="nope",
+            attn_gate=ARMS[arm][0],
+        )
 
 
 # ---------------------------------------------------------------------------------------- measuring
@@ -351,7 +384,7 @@ def train_model(study: Study, data: SkipTrigrams, arm: str, seed: int, eval_batc
     curve: list[tuple[int, float]] = []
     started = time.perf_counter()
     step = 0
-    with (recorded_gates(model) if penalised else nullcontext([])) as gates:
+    with recorded_gates(model) if penalised else nullcontext([]) as gates:
         while step < study.steps:
             for group in optimizer.param_groups:
                 group["lr"] = study.lr * min(1.0, (step + 1) / max(study.warmup, 1))
@@ -369,8 +402,12 @@ def train_model(study: Study, data: SkipTrigrams, arm: str, seed: int, eval_batc
                 curve.append((step, eval_loss))
                 if study.target_loss is not None and eval_loss <= study.target_loss:
                     break
-    return model, {"steps": step, "train_seconds": time.perf_counter() - started, "curve": curve,
-                   "reached_target": study.target_loss is not None and curve[-1][1] <= study.target_loss}
+    return model, {
+        "steps": step,
+        "train_seconds": time.perf_counter() - started,
+        "curve": curve,
+        "reached_target": study.target_loss is not None and curve[-1][1] <= study.target_loss,
+    }
 
 
 def analyse(model: GPT, study: Study, data: SkipTrigrams, arm: str, eval_batch: Batch) -> dict:
@@ -378,8 +415,10 @@ def analyse(model: GPT, study: Study, data: SkipTrigrams, arm: str, eval_batch: 
     loss, accuracy = task_losses(model, eval_batch, data.n_tasks)
     delta = ablation_matrix(model, eval_batch, data.n_tasks)
     result = {
-        "loss": loss.mean().item(), "accuracy": accuracy.mean().item(),
-        "task_loss": loss.tolist(), "task_accuracy": accuracy.tolist(),
+        "loss": loss.mean().item(),
+        "accuracy": accuracy.mean().item(),
+        "task_loss": loss.tolist(),
+        "task_accuracy": accuracy.tolist(),
         "ablation": delta.tolist(),
         "tasks_per_head": tasks_per_head(delta, study.threshold).tolist(),
         "heads_per_task": heads_per_task(delta, study.threshold).tolist(),
@@ -413,17 +452,20 @@ def summarise(runs: list[dict], arms: list[str], threshold: float) -> dict[str, 
             "worst_task_accuracy": [min(r["task_accuracy"]) for r in mine],
             "tasks_per_head": [sum(r["tasks_per_head"]) / len(r["tasks_per_head"]) for r in mine],
             "heads_per_task": [sum(r["heads_per_task"]) / len(r["heads_per_task"]) for r in mine],
-            "effective_tasks_per_head": [sum(r["effective_tasks_per_head"]) / len(r["effective_tasks_per_head"])
-                                         for r in mine],
+            "effective_tasks_per_head": [
+                sum(r["effective_tasks_per_head"]) / len(r["effective_tasks_per_head"]) for r in mine
+            ],
             "steps": [float(r["steps"]) for r in mine],
         }
         summary[arm] = {name: _mean_std(values) for name, values in per_run.items()}
         n_tasks = len(mine[0]["task_accuracy"])
         summary[arm]["task_accuracy"] = [sum(r["task_accuracy"][t] for r in mine) / len(mine) for t in range(n_tasks)]
         summary[arm]["tasks_per_head_at"] = {
-            str(level): _mean_std([tasks_per_head(torch.tensor(r["ablation"]), level).float().mean().item()
-                                   for r in mine])
-            for level in sensitivity_thresholds(threshold)}
+            str(level): _mean_std(
+                [tasks_per_head(torch.tensor(r["ablation"]), level).float().mean().item() for r in mine]
+            )
+            for level in sensitivity_thresholds(threshold)
+        }
     return summary
 
 
@@ -438,17 +480,22 @@ def describe_numerics(environment: dict) -> str:
 def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: float, environment: dict) -> str:
     """The measured tables: per arm (mean ± std over seeds), per task, per run; and the `numerics` behind them."""
     s = study
-    target = f"until the evaluation loss is <= {s.target_loss} (at most {s.steps} steps)" if s.target_loss else \
-        f"for {s.steps} steps"
+    target = (
+        f"until the evaluation loss is <= {s.target_loss} (at most {s.steps} steps)"
+        if s.target_loss
+        else f"for {s.steps} steps"
+    )
     lines = [
-        "# Attention-head superposition: measured results", "",
+        "# Attention-head superposition: measured results",
+        "",
         f"{s.n_tasks} OV-incoherent skip-trigram tasks, {s.n_sources} sources, {s.n_filler} fillers, sequences of "
         f"{s.seq_len}; 1 layer, {s.n_head} heads of size {s.head_size}, n_embd {s.n_embd}, no MLP. Each model "
         f"trained {target}, batch {s.batch_size}, AdamW lr {s.lr}, weight decay {s.weight_decay}; "
         f"gate L1 weight {s.gate_l1} in `gated_l1`. {s.seeds} seeds per arm; evaluation on "
         f"{s.eval_repeats} sequences per (task, source) pair. A head serves a task when ablating it raises "
         f"the task's loss by more than {s.threshold} nats. Total time {seconds:.0f} s; "
-        f"{describe_numerics(environment)} (the numbers are bit for bit those of this environment only).", "",
+        f"{describe_numerics(environment)} (the numbers are bit for bit those of this environment only).",
+        "",
         "| arm | loss | accuracy | worst task acc. | tasks per head | heads per task | effective tasks per head "
         "| steps |",
         "|---|---|---|---|---|---|---|---|",
@@ -456,30 +503,53 @@ def results_markdown(study: Study, summary: dict, runs: list[dict], seconds: flo
     for arm, row in summary.items():
         cells = [f"{row['loss'][0]:.4f} ± {row['loss'][1]:.4f}"]
         cells += [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" for k in ("accuracy", "worst_task_accuracy")]
-        cells += [f"{row[k][0]:.2f} ± {row[k][1]:.2f}" for k in ("tasks_per_head", "heads_per_task",
-                                                                 "effective_tasks_per_head")]
+        cells += [
+            f"{row[k][0]:.2f} ± {row[k][1]:.2f}"
+            for k in ("tasks_per_head", "heads_per_task", "effective_tasks_per_head")
+        ]
         cells.append(f"{row['steps'][0]:.0f} ± {row['steps'][1]:.0f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     n_tasks = len(next(iter(summary.values()))["task_accuracy"])
-    lines += ["", "Accuracy per task (mean over seeds):", "",
-              "| arm | " + " | ".join(f"task {t}" for t in range(n_tasks)) + " |",
-              "|---|" + "---|" * n_tasks]
+    lines += [
+        "",
+        "Accuracy per task (mean over seeds):",
+        "",
+        "| arm | " + " | ".join(f"task {t}" for t in range(n_tasks)) + " |",
+        "|---|" + "---|" * n_tasks,
+    ]
     for arm, row in summary.items():
         lines.append(f"| {arm} | " + " | ".join(f"{a:.3f}" for a in row["task_accuracy"]) + " |")
     levels = sensitivity_thresholds(s.threshold)
-    lines += ["", "Tasks per head when a head serves a task at other thresholds (nats; mean ± std over seeds):", "",
-              "| arm | " + " | ".join(f"> {level:g}" for level in levels) + " |", "|---|" + "---|" * len(levels)]
+    lines += [
+        "",
+        "Tasks per head when a head serves a task at other thresholds (nats; mean ± std over seeds):",
+        "",
+        "| arm | " + " | ".join(f"> {level:g}" for level in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
     for arm, row in summary.items():
-        lines.append(f"| {arm} | " + " | ".join(f"{row['tasks_per_head_at'][str(level)][0]:.2f} ± "
-                                                f"{row['tasks_per_head_at'][str(level)][1]:.2f}" for level in levels) + " |")
-    lines += ["", "Per run (tasks served by each head):", "",
-              "| arm | seed | steps | loss | accuracy | tasks per head | effective tasks per head |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {arm} | "
+            + " | ".join(
+                f"{row['tasks_per_head_at'][str(level)][0]:.2f} ± {row['tasks_per_head_at'][str(level)][1]:.2f}"
+                for level in levels
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Per run (tasks served by each head):",
+        "",
+        "| arm | seed | steps | loss | accuracy | tasks per head | effective tasks per head |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         effective = ", ".join(f"{e:.1f}" for e in run["effective_tasks_per_head"])
         missed = s.target_loss is not None and not run["reached_target"]
-        lines.append(f"| {run['arm']} | {run['seed']} | {run['steps']}{'*' if missed else ''} | "
-                     f"{run['loss']:.4f} | {run['accuracy']:.3f} | {run['tasks_per_head']} | [{effective}] |")
+        lines.append(
+            f"| {run['arm']} | {run['seed']} | {run['steps']}{'*' if missed else ''} | "
+            f"{run['loss']:.4f} | {run['accuracy']:.3f} | {run['tasks_per_head']} | [{effective}] |"
+        )
     if not all(run["reached_target"] for run in runs) and s.target_loss is not None:
         lines += ["", f"\\* did not reach the target loss {s.target_loss} within {s.steps} steps."]
     lines += ["", "![task-to-head assignment](assignment.png)", "", "![tasks per head](tasks_per_head.png)"]
@@ -493,8 +563,13 @@ def plot_assignment(runs: list[dict], arms: list[str], threshold: float, path: P
     marks a served pair. Tasks are ordered by the head that matters most for them."""
     seeds = sorted({run["seed"] for run in runs})
     vmax = max(max(max(row) for row in run["ablation"]) for run in runs)
-    fig, axes = plt.subplots(len(arms), len(seeds), figsize=(2.9 * len(seeds) + 0.8, 1.9 * len(arms) + 0.4),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(arms),
+        len(seeds),
+        figsize=(2.9 * len(seeds) + 0.8, 1.9 * len(arms) + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
     for row, arm in enumerate(arms):
         for col, seed in enumerate(seeds):
             run = next(r for r in runs if r["arm"] == arm and r["seed"] == seed)
@@ -502,14 +577,16 @@ def plot_assignment(runs: list[dict], arms: list[str], threshold: float, path: P
             order = sorted(range(delta.shape[1]), key=lambda t: (int(delta[:, t].argmax()), -float(delta[:, t].max())))
             delta = delta[:, order]
             ax = axes[row][col]
-            image = ax.imshow(delta.clamp(min=0).numpy(), cmap="magma", vmin=0, vmax=vmax, aspect="auto",
-                              interpolation="nearest")
+            image = ax.imshow(
+                delta.clamp(min=0).numpy(), cmap="magma", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest"
+            )
             heads, tasks = torch.nonzero(served(delta, threshold), as_tuple=True)
             ax.scatter(tasks.numpy(), heads.numpy(), s=9, color="tab:cyan")
             ax.set_xticks(range(len(order)), [str(t) for t in order], fontsize=7)
             ax.set_yticks(range(delta.shape[0]), [str(h) for h in range(delta.shape[0])], fontsize=7)
-            ax.set_title(f"{arm}, seed {seed}: {sum(run['tasks_per_head']) / delta.shape[0]:.2f} tasks/head",
-                         fontsize=8)
+            ax.set_title(
+                f"{arm}, seed {seed}: {sum(run['tasks_per_head']) / delta.shape[0]:.2f} tasks/head", fontsize=8
+            )
             if col == 0:
                 ax.set_ylabel("head ablated", fontsize=8)
             if row == len(arms) - 1:
@@ -530,8 +607,11 @@ def plot_tasks_per_head(runs: list[dict], arms: list[str], path: Path) -> Path:
             ax.bar(x, sum(values) / len(values), color="0.85", width=0.6)
             ax.scatter(jitter, values, s=10, color=f"C{x}")
         right.scatter([x] * len(mine), [run["loss"] for run in mine], color=f"C{x}")
-    for ax, label in ((left, "tasks served per head"), (middle, "effective tasks per head"),
-                      (right, "evaluation loss (nats)")):
+    for ax, label in (
+        (left, "tasks served per head"),
+        (middle, "effective tasks per head"),
+        (right, "evaluation loss (nats)"),
+    ):
         ax.set_xticks(range(len(arms)), arms)
         ax.set_ylabel(label)
     right.set_yscale("log")
@@ -542,12 +622,12 @@ def plot_gates(runs: list[dict], arms: list[str], path: Path) -> Path:
     """Mean gate value of each head at each task's destination, for the gated arms' first seed."""
     gated = [arm for arm in arms if ARMS[arm][0] != "none"]
     seed = min(run["seed"] for run in runs)
-    fig, axes = plt.subplots(1, len(gated), figsize=(3.6 * len(gated) + 0.8, 2.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(gated), figsize=(3.6 * len(gated) + 0.8, 2.4), squeeze=False, layout="constrained")
     for ax, arm in zip(axes[0], gated):
         run = next(r for r in runs if r["arm"] == arm and r["seed"] == seed)
-        image = ax.imshow(torch.tensor(run["gate"]).numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto",
-                          interpolation="nearest")
+        image = ax.imshow(
+            torch.tensor(run["gate"]).numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest"
+        )
         ax.set_title(f"{arm}, seed {seed}", fontsize=9)
         ax.set_xlabel("task", fontsize=8)
         ax.set_ylabel("head", fontsize=8)
@@ -570,9 +650,12 @@ def fixed_threads(threads: int) -> Iterator[None]:
 def numerics() -> dict:
     """What, besides the settings and seeds, decides the numbers bit for bit: the torch build, the CPU kernel
     paths of torch and of MKL (the CPU's own unless `KERNEL_VARIABLES` lower them) and the thread count."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "kernel_variables": {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ},
-            "threads": torch.get_num_threads()}
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_variables": {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ},
+        "threads": torch.get_num_threads(),
+    }
 
 
 def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict], dict]:
@@ -588,9 +671,11 @@ def train_and_analyse(study: Study, log=print) -> tuple[SkipTrigrams, list[dict]
                 model, training = train_model(study, data, arm, seed, eval_batch)
                 run = {"arm": arm, "seed": seed, **training, **analyse(model, study, data, arm, eval_batch)}
                 runs.append(run)
-                log(f"{arm:>9} seed {seed}: {run['steps']:>5} steps, loss {run['loss']:.4f}, accuracy "
+                log(
+                    f"{arm:>9} seed {seed}: {run['steps']:>5} steps, loss {run['loss']:.4f}, accuracy "
                     f"{run['accuracy']:.3f}, tasks per head {run['tasks_per_head']} "
-                    f"({run['train_seconds']:.1f} s)")
+                    f"({run['train_seconds']:.1f} s)"
+                )
     return data, runs, environment
 
 
@@ -602,20 +687,56 @@ def run_study(study: Study, out: Path, log=print) -> dict:
     data, runs, environment = train_and_analyse(study, log)
     summary = summarise(runs, study.arms, study.threshold)
     seconds = time.perf_counter() - started
-    result = {"study": asdict(study), "numerics": environment, "task_table": data.table.tolist(),
-              "summary": summary, "runs": runs, "seconds": seconds}
+    result = {
+        "study": asdict(study),
+        "numerics": environment,
+        "task_table": data.table.tolist(),
+        "summary": summary,
+        "runs": runs,
+        "seconds": seconds,
+    }
     markdown = results_markdown(study, summary, runs, seconds, environment)
-    written = [write_json(out / "results.json", result), write_atomic(out / "results.md", markdown),
-               plot_assignment(runs, study.arms, study.threshold, out / "assignment.png"),
-               plot_tasks_per_head(runs, study.arms, out / "tasks_per_head.png")]
+    written = [
+        write_json(out / "results.json", result),
+        write_atomic(out / "results.md", markdown),
+        plot_assignment(runs, study.arms, study.threshold, out / "assignment.png"),
+        plot_tasks_per_head(runs, study.arms, out / "tasks_per_head.png"),
+    ]
     if any(ARMS[arm][0] != "none" for arm in study.arms):
         written.append(plot_gates(runs, study.arms, out / "gates.png"))
     log("wrote " + ", ".join(str(path) for path in written))
     return result
 
 
-__all__ = ["ARMS", "Batch", "KERNEL_VARIABLES", "SkipTrigrams", "Study", "StudyError", "ablation_matrix", "analyse",
-           "describe_numerics", "effective_tasks_per_head", "fixed_threads", "gate_by_task", "head_ablated",
-           "heads_per_task", "init_model", "last_logits", "latin_rows", "numerics", "plot_assignment", "plot_gates",
-           "plot_tasks_per_head", "recorded_gates", "results_markdown", "run_study", "served", "summarise",
-           "task_losses", "tasks_per_head", "train_and_analyse", "train_model"]
+__all__ = [
+    "ARMS",
+    "Batch",
+    "KERNEL_VARIABLES",
+    "SkipTrigrams",
+    "Study",
+    "StudyError",
+    "ablation_matrix",
+    "analyse",
+    "describe_numerics",
+    "effective_tasks_per_head",
+    "fixed_threads",
+    "gate_by_task",
+    "head_ablated",
+    "heads_per_task",
+    "init_model",
+    "last_logits",
+    "latin_rows",
+    "numerics",
+    "plot_assignment",
+    "plot_gates",
+    "plot_tasks_per_head",
+    "recorded_gates",
+    "results_markdown",
+    "run_study",
+    "served",
+    "summarise",
+    "task_losses",
+    "tasks_per_head",
+    "train_and_analyse",
+    "train_model",
+]

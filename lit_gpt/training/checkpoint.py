@@ -24,9 +24,9 @@ from typing import Any, Optional, Union
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from lit_gpt.model.config import Config
 from lit_gpt.core.errors import UserError, one_line
 from lit_gpt.core.files import free_space, human_size, is_disk_full
+from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
 NAME_RE = re.compile(r"^iter-(\d+)-ckpt\.pth$")
@@ -127,10 +127,12 @@ def _save_failure(path: Path, failure: Optional[BaseException], needed: Optional
         return failure
     need = f"it needs about {human_size(needed)} and " if needed is not None else ""
     free = free_space(path.parent) + (temporary_path(path).stat().st_size if temporary_path(path).exists() else 0)
-    return CheckpointWriteError(f"no space left to save checkpoint {path}: {need}{human_size(free)} "
-                                f"are free on that disk; free some space (or keep fewer checkpoints with --keep_last) "
-                                f"and continue with --resume auto. Earlier checkpoints are intact; no partial file was "
-                                f"left")
+    return CheckpointWriteError(
+        f"no space left to save checkpoint {path}: {need}{human_size(free)} "
+        f"are free on that disk; free some space (or keep fewer checkpoints with --keep_last) "
+        f"and continue with --resume auto. Earlier checkpoints are intact; no partial file was "
+        f"left"
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -159,8 +161,9 @@ class CheckpointError(UserError):
 REQUIRED = ("model", "config")
 
 
-def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
-                    mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(
+    path: Union[str, Path], device: Union[str, torch.device] = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """The checkpoint dict of a training checkpoint file; `CheckpointError` naming the file otherwise.
 
     `mmap=True` maps tensors instead of reading them: a cheap check that a file is complete before
@@ -168,19 +171,25 @@ def read_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; pass one of its iter-*-ckpt.pth files (report.py takes run folders)")
+        raise CheckpointError(
+            f"{path} is a folder; pass one of its iter-*-ckpt.pth files (report.py takes run folders)"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .pth file a training run saved")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
     except Exception as error:  # a truncated or foreign file fails in the zip reader, pickle, or torch itself
         reason = one_line(error)[:120]
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {reason}); it is truncated "
-                              f"or not a torch checkpoint: pass another checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {reason}); it is truncated "
+            f"or not a torch checkpoint: pass another checkpoint"
+        ) from None
     missing = [key for key in REQUIRED if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(key), dict)]
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)} mapping); pass a .pth "
-                              f"file a training run saved")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint (no {', '.join(missing)} mapping); pass a .pth "
+            f"file a training run saved"
+        )
     return checkpoint
 
 
@@ -193,8 +202,10 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
     try:
         model.load_state_dict(checkpoint["model"], assign=True)
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"the weights in {path} do not fit the model config it stores "
-                              f"({one_line(error)[:120]}); the file is damaged") from None
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model config it stores "
+            f"({one_line(error)[:120]}); the file is damaged"
+        ) from None
     return model.to(device).eval(), checkpoint
 
 
@@ -204,14 +215,18 @@ def check_resumable(path: Path, state: dict[str, Any], config: Config) -> None:
     saved = read_checkpoint(path, mmap=True)
     missing = [key for key in state if key not in saved]
     if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it was not saved by this trainer, so a run cannot "
-                              f"resume from it; start a fresh run (or load its weights for evaluation only)")
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: it was not saved by this trainer, so a run cannot "
+            f"resume from it; start a fresh run (or load its weights for evaluation only)"
+        )
     ours = config.asdict()
     differs = {key: value for key, value in Config.from_saved(saved["config"]).asdict().items() if value != ours[key]}
     if differs:
         changes = ", ".join(f"{key}={value!r} (now {ours[key]!r})" for key, value in differs.items())
-        raise CheckpointError(f"{path} was trained with another model config: {changes}; resume with the same model "
-                              f"settings or choose another --out_name")
+        raise CheckpointError(
+            f"{path} was trained with another model config: {changes}; resume with the same model "
+            f"settings or choose another --out_name"
+        )
 
 
 def first_readable(candidates: list[Path], say) -> Optional[Path]:
@@ -227,6 +242,7 @@ def first_readable(candidates: list[Path], say) -> Optional[Path]:
             problems.append(str(path))
             say(f"warning: {error}; trying an older checkpoint")
     if problems:
-        raise CheckpointError(f"no readable checkpoint among {', '.join(problems)}; move them away to start over, "
-                              f"or pass --resume PATH")
+        raise CheckpointError(
+            f"no readable checkpoint among {', '.join(problems)}; move them away to start over, or pass --resume PATH"
+        )
     return None

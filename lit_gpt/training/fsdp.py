@@ -24,8 +24,13 @@ from typing import Any, Optional
 
 import torch
 from lightning.fabric.strategies import ModelParallelStrategy
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn import Module
@@ -55,8 +60,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         self._tensor_parallel_size = 1
         super().setup_environment()
 
-    def save_checkpoint(self, path, state: dict[str, Any], storage_options: Optional[Any] = None,
-                        filter: Optional[dict] = None) -> None:
+    def save_checkpoint(
+        self, path, state: dict[str, Any], storage_options: Optional[Any] = None, filter: Optional[dict] = None
+    ) -> None:
         if storage_options is not None or filter is not None:
             raise TypeError(f"{type(self).__name__} saves whole checkpoints only (no storage options or filters)")
         path = Path(self.broadcast(path))
@@ -76,8 +82,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         if self.global_rank == 0:
             torch.save(checkpoint, path)
 
-    def load_checkpoint(self, path, state: Optional[dict[str, Any]] = None, strict: bool = True,
-                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, state: Optional[dict[str, Any]] = None, strict: bool = True, weights_only: Optional[bool] = None
+    ) -> dict[str, Any]:
         """Restore `state` in place from a one-file checkpoint (every process reads the file, mapped, and keeps
         its own shards); returns the entries `state` did not ask for."""
         if not isinstance(state, dict) or not state:
@@ -94,8 +101,9 @@ class FSDP2Strategy(ModelParallelStrategy):
                 set_model_state_dict(obj, saved, options=StateDictOptions(full_state_dict=True, strict=strict))
             elif isinstance(obj, Optimizer):
                 names = optimizer_parameter_names(model, obj)
-                set_optimizer_state_dict(model, obj, optimizer_state_by_name(saved, names),
-                                         options=StateDictOptions(full_state_dict=True))
+                set_optimizer_state_dict(
+                    model, obj, optimizer_state_by_name(saved, names), options=StateDictOptions(full_state_dict=True)
+                )
                 # torch.distributed.checkpoint hands tuples (AdamW's betas) back as lists: restore the saved
                 # hyperparameters as they were, so the next checkpoint is written exactly as this one.
                 for group, saved_group in zip(obj.param_groups, saved["param_groups"]):

@@ -143,17 +143,28 @@ class WandbMetrics(Logger):
     is plotted against `step` (the optimizer step), so a resumed run may log a step again.
     """
 
-    def __init__(self, folder: Union[str, Path], name: str, tags: Sequence[str] = (), resume: bool = False,
-                 group: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        folder: Union[str, Path],
+        name: str,
+        tags: Sequence[str] = (),
+        resume: bool = False,
+        group: Optional[str] = None,
+    ) -> None:
         self.folder = Path(folder)
         stored = self.folder / WANDB_ID_FILE
         self.run_id = (stored.read_text().strip() or None) if resume and stored.is_file() else None
         env_tags = [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
-        self.settings = dict(project=os.environ.get("WANDB_PROJECT", "attention-sink"),
-                             entity=os.environ.get("WANDB_ENTITY"), name=os.environ.get("WANDB_NAME", name),
-                             group=os.environ.get("WANDB_RUN_GROUP", group),
-                             tags=list(dict.fromkeys([*tags, *env_tags])), dir=str(self.folder), resume="allow",
-                             mode=wandb_mode())
+        self.settings = dict(
+            project=os.environ.get("WANDB_PROJECT", "attention-sink"),
+            entity=os.environ.get("WANDB_ENTITY"),
+            name=os.environ.get("WANDB_NAME", name),
+            group=os.environ.get("WANDB_RUN_GROUP", group),
+            tags=list(dict.fromkeys([*tags, *env_tags])),
+            dir=str(self.folder),
+            resume="allow",
+            mode=wandb_mode(),
+        )
         self._run = None
 
     @property
@@ -221,8 +232,9 @@ class TensorBoardMetrics(TensorBoardLogger):
         self._kwargs["purge_step"] = step + 1
 
 
-def dashboard_logger(kind: str, log_dir: Path, run_name: str, tags: Sequence[str] = (),
-                     resume: bool = False) -> Optional[Logger]:
+def dashboard_logger(
+    kind: str, log_dir: Path, run_name: str, tags: Sequence[str] = (), resume: bool = False
+) -> Optional[Logger]:
     """The optional dashboard: wandb (`WandbMetrics`) or TensorBoard; None for `csv`/`none`."""
     if kind == "tensorboard":
         return TensorBoardMetrics(log_dir)
@@ -281,7 +293,7 @@ def layer_history(rows: Sequence[tuple[int, str, float]], name: str) -> tuple[li
     by_step: dict[int, dict[int, float]] = {}
     for step, metric, value in rows:
         if metric.startswith(prefix):
-            by_step.setdefault(step, {})[int(metric[len(prefix):])] = value
+            by_step.setdefault(step, {})[int(metric[len(prefix) :])] = value
     steps = sorted(by_step)
     n_layers = 1 + max((layer for values in by_step.values() for layer in values), default=-1)
     return steps, [[by_step[step].get(layer, math.nan) for step in steps] for layer in range(n_layers)]
@@ -293,8 +305,7 @@ def log_report(rows: Sequence[dict], columns: Sequence[str], chart: Path, folder
     refresh of the report logs to the same run. Returns the run's local folder."""
     import wandb
 
-    logger = WandbMetrics(folder, folder.name, tags=("report",), resume=True,
-                          group=folder.name.removesuffix("_report"))
+    logger = WandbMetrics(folder, folder.name, tags=("report",), resume=True, group=folder.name.removesuffix("_report"))
     status = "failed"
     try:
         table = wandb.Table(columns=list(columns), data=[[row[c] for c in columns] for row in rows])
@@ -365,8 +376,10 @@ class Throughput:
         if not steps:
             return {}
         per_step = elapsed / steps
-        return {"throughput/tokens_per_sec": self.tokens_per_step / per_step,
-                "throughput/mfu": self.flops_per_step / per_step / self.peak_flops_total}
+        return {
+            "throughput/tokens_per_sec": self.tokens_per_step / per_step,
+            "throughput/mfu": self.flops_per_step / per_step / self.peak_flops_total,
+        }
 
 
 def peak_memory(device: torch.device) -> int:
@@ -382,9 +395,9 @@ def dashboard_location(logger: Logger) -> Optional[str]:
     """Where a dashboard logger's run is, for the summary at the end of training (None for the CSV)."""
     if isinstance(logger, WandbMetrics):
         where = f"wandb run {logger.run_id or '(not started)'} ({wandb_mode()}) in {logger.folder / 'wandb'}"
-        return where + (f"; upload with `wandb sync {logger.folder / 'wandb'}/offline-run-*`"
-                        if wandb_mode() == "offline" else "")
+        return where + (
+            f"; upload with `wandb sync {logger.folder / 'wandb'}/offline-run-*`" if wandb_mode() == "offline" else ""
+        )
     if isinstance(logger, TensorBoardLogger):
         return f"TensorBoard events in {logger.log_dir} (`tensorboard --logdir {logger.log_dir}`)"
     return None
-

@@ -35,16 +35,29 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norms_and_biases: 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float, betas: tuple[float, float],
-                   decay_norms_and_biases: bool = True) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    decay_norms_and_biases: bool = True,
+) -> torch.optim.AdamW:
     """AdamW, fused when the parameters live on CUDA (the fastest kernel there; not available on CPU)."""
     on_cuda = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(param_groups(model, weight_decay, decay_norms_and_biases), lr=learning_rate,
-                             betas=betas, fused=on_cuda)
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay, decay_norms_and_biases), lr=learning_rate, betas=betas, fused=on_cuda
+    )
 
 
-def learning_rate_at(step: int, learning_rate: float, min_lr: float, warmup_steps: int, max_step: int,
-                     decay_lr: bool = True, cooldown_steps: int = 0) -> float:
+def learning_rate_at(
+    step: int,
+    learning_rate: float,
+    min_lr: float,
+    warmup_steps: int,
+    max_step: int,
+    decay_lr: bool = True,
+    cooldown_steps: int = 0,
+) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup, then down to `min_lr` at `max_step`.
 
     Warmup reaches the full rate at step `warmup_steps - 1`, so the first step already moves the

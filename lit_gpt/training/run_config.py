@@ -43,10 +43,10 @@ import docstring_parser
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
-from lit_gpt.model.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.core.errors import argument_message, fail
 from lit_gpt.core.files import write_atomic
 from lit_gpt.core.flags import new_parser, parse
+from lit_gpt.model.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.training.train_args import ArgsError, TrainArgs, number_problem
 
 CONFIG_FLAGS = ("--data_yaml_file", "--config")
@@ -56,12 +56,23 @@ PAPER = "paper"
 BASE_KEY = "base"
 
 # Upstream key -> ours.
-RENAMED = {"num_of_devices": "devices", "num_of_nodes": "num_nodes", "data_seed": "seed",
-           "fix_position": "fixed_token_pos"}
+RENAMED = {
+    "num_of_devices": "devices",
+    "num_of_nodes": "num_nodes",
+    "data_seed": "seed",
+    "fix_position": "fixed_token_pos",
+}
 # Keys upstream YAMLs carry that do not configure training: RegMix mixture-search parameters, and
 # `total_devices`, which we derive from `devices * num_nodes`.
-IGNORED = ("temperature", "min_strength", "max_strength", "minimum", "sample_multiplier", "maximum_usage",
-           "total_devices")
+IGNORED = (
+    "temperature",
+    "min_strength",
+    "max_strength",
+    "minimum",
+    "sample_multiplier",
+    "maximum_usage",
+    "total_devices",
+)
 
 
 ARG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainArgs) if f.name != "model")
@@ -140,20 +151,38 @@ def build_parser() -> ArgumentParser:
     """The trainer's parser; it raises on bad input (`parse_args` decides how to report it)."""
     parser = new_parser(TrainArgs.__doc__, default_meta=False)
     parser.add_class_arguments(TrainArgs, skip={"model", "data_yaml_file", *RUNTIME_KEYS})
-    parser.add_argument(*CONFIG_FLAGS, dest="data_yaml_file", type=Optional[Path], default=None,
-                        help="Run YAML: " + _doc(TrainArgs, "data_yaml_file"))
+    parser.add_argument(
+        *CONFIG_FLAGS,
+        dest="data_yaml_file",
+        type=Optional[Path],
+        default=None,
+        help="Run YAML: " + _doc(TrainArgs, "data_yaml_file"),
+    )
     # Former model fields keep their `--model.` spelling, which configs and scripts written before use.
     for name in RUNTIME_KEYS:
-        parser.add_argument(f"--{name}", f"--model.{name}", dest=name, type=typing.get_type_hints(TrainArgs)[name],
-                            default=getattr(TrainArgs, name), help=_doc(TrainArgs, name))
+        parser.add_argument(
+            f"--{name}",
+            f"--model.{name}",
+            dest=name,
+            type=typing.get_type_hints(TrainArgs)[name],
+            default=getattr(TrainArgs, name),
+            help=_doc(TrainArgs, name),
+        )
     hints = typing.get_type_hints(Config)
     for name in MODEL_FIELDS:
         parser.add_argument(f"--model.{name}", type=Optional[hints[name]], default=None, help=_doc(Config, name))
     # Shown in the help only: `parse_args` takes the flag out of the command line before parsing (jsonargparse
     # keeps the name for its own action).
-    parser.add_argument(PRINT_CONFIG, dest="print_run_yaml", type=bool, nargs="?", const=True, default=False,
-                        help="Print the run's settings (YAML, command line and defaults merged and checked) as a run "
-                             "YAML and exit, without training.")
+    parser.add_argument(
+        PRINT_CONFIG,
+        dest="print_run_yaml",
+        type=bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="Print the run's settings (YAML, command line and defaults merged and checked) as a run "
+        "YAML and exit, without training.",
+    )
     return parser
 
 
@@ -179,8 +208,9 @@ def typed_yaml_values(parser: ArgumentParser, values: dict[str, Any], source: st
         try:
             namespace = parser.parse_object({head: {field_name: value}} if field_name else {key: value}, defaults=False)
         except ArgumentError:
-            raise ArgsError(f"{source}: {key} must be {_type_text(hints[key])}, got {value!r}; fix the value in the "
-                            f"YAML") from None
+            raise ArgsError(
+                f"{source}: {key} must be {_type_text(hints[key])}, got {value!r}; fix the value in the YAML"
+            ) from None
         problem = number_problem(key, namespace[key])
         if problem:
             raise ArgsError(f"{source}: {problem} in the YAML")
@@ -192,7 +222,9 @@ def _type_text(hint: Any) -> str:
     """`Optional[int]` -> 'int or null', for messages a YAML author reads."""
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if typing.get_origin(hint) is Union and args:
-        return " or ".join(_type_text(arg) for arg in args) + (" or null" if type(None) in typing.get_args(hint) else "")
+        return " or ".join(_type_text(arg) for arg in args) + (
+            " or null" if type(None) in typing.get_args(hint) else ""
+        )
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
 
 
@@ -295,5 +327,18 @@ def write_run_yaml(values: dict[str, Any], out: Path, sources: str = "") -> Path
     return write_atomic(out, header + yaml.safe_dump(values, sort_keys=False))
 
 
-__all__ = ["CONFIGS", "PAPER", "build_parser", "chain", "compose", "load_run_yaml", "normalize_run_yaml", "parse_args",
-           "read_yaml_mapping", "scales", "typed_yaml_values", "valid_keys", "write_run_yaml"]
+__all__ = [
+    "CONFIGS",
+    "PAPER",
+    "build_parser",
+    "chain",
+    "compose",
+    "load_run_yaml",
+    "normalize_run_yaml",
+    "parse_args",
+    "read_yaml_mapping",
+    "scales",
+    "typed_yaml_values",
+    "valid_keys",
+    "write_run_yaml",
+]

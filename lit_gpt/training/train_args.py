@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from lit_gpt.model.config import Config
 from lit_gpt.core.errors import UserError
+from lit_gpt.model.config import Config
 
 # The input transforms, attention runtime and loss masks are imported where used: reading arguments must not
 # import torch, so that `--help` and a refused flag answer at once.
@@ -26,11 +26,23 @@ FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
 # (Lightning replaces a larger seed by a random one with only a warning: a run that cannot be repeated).
 INT64_MAX = 2**63 - 1
 SEED_MAX = 2**32 - 1
-POSITIVE_INTS = ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
-                 "log_step_interval", "eval_iters", "num_nodes", "sink_k")
+POSITIVE_INTS = (
+    "global_batch_size",
+    "micro_batch_size",
+    "max_step",
+    "eval_step_interval",
+    "save_step_interval",
+    "log_step_interval",
+    "eval_iters",
+    "num_nodes",
+    "sink_k",
+)
 NON_NEGATIVE_INTS = ("warmup_steps", "cooldown_steps", "keep_last", "ignore_loss")
-INT_RANGES = {**dict.fromkeys(POSITIVE_INTS, (1, INT64_MAX)), **dict.fromkeys(NON_NEGATIVE_INTS, (0, INT64_MAX)),
-              "seed": (0, SEED_MAX)}
+INT_RANGES = {
+    **dict.fromkeys(POSITIVE_INTS, (1, INT64_MAX)),
+    **dict.fromkeys(NON_NEGATIVE_INTS, (0, INT64_MAX)),
+    "seed": (0, SEED_MAX),
+}
 NON_NEGATIVE_FLOATS = ("min_lr", "weight_decay", "grad_clip")
 
 
@@ -216,8 +228,10 @@ class TrainArgs:
             if getattr(self, key) < 0:
                 raise ArgsError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.min_lr > self.learning_rate:
-            raise ArgsError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; the schedule decays "
-                            "from learning_rate to min_lr")
+            raise ArgsError(
+                f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; the schedule decays "
+                "from learning_rate to min_lr"
+            )
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise ArgsError(f"{key} must be in [0, 1), got {getattr(self, key)}")
@@ -228,14 +242,18 @@ class TrainArgs:
         if self.devices != "auto" and (isinstance(self.devices, str) or self.devices < 1):
             raise ArgsError(f"devices must be 'auto' or a positive number, got {self.devices!r}")
         if self.strategy == "fsdp" and self.precision not in FSDP_PRECISIONS + (None,):
-            raise ArgsError(f"precision={self.precision!r} does not work with strategy=fsdp; use one of "
-                            f"{', '.join(FSDP_PRECISIONS)}")
+            raise ArgsError(
+                f"precision={self.precision!r} does not work with strategy=fsdp; use one of "
+                f"{', '.join(FSDP_PRECISIONS)}"
+            )
         if not 0 < self.downsample_ratio <= 1:
             raise ArgsError(f"downsample_ratio must be in (0, 1], got {self.downsample_ratio}")
         if (self.random_token_start is None) != (self.random_token_end is None):
             raise ArgsError("set both random_token_start and random_token_end (the span is [start, end))")
         if self.random_token_start is not None and not 0 <= self.random_token_start < self.random_token_end:
-            raise ArgsError(f"random token span [{self.random_token_start}, {self.random_token_end}) is empty or negative")
+            raise ArgsError(
+                f"random token span [{self.random_token_start}, {self.random_token_end}) is empty or negative"
+            )
         if isinstance(self.resume, str) and self.resume != "auto" and not Path(self.resume).is_file():
             raise ArgsError(f"resume={self.resume!r} is neither True, False, 'auto' nor an existing checkpoint file")
         self.attention_runtime()  # refuses an unknown backend or a negative chunk size before any process starts
@@ -244,8 +262,9 @@ class TrainArgs:
 
         if ignored_predictions(config, self.ignore_loss) >= config.block_size:
             prefix = f" (a prefix LM ignores at least {config.prefix_tokens - 1})" if config.prefix_tokens > 1 else ""
-            raise ArgsError(f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token "
-                            "block")
+            raise ArgsError(
+                f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token block"
+            )
         self._check_transforms(config)
 
     def _check_numbers(self) -> None:
@@ -255,8 +274,10 @@ class TrainArgs:
                 raise ArgsError(problem)
         samples = self.max_step * self.global_batch_size
         if samples > INT64_MAX:
-            raise ArgsError(f"max_step * global_batch_size = {samples} samples exceeds the loader's 64-bit sample index "
-                            f"(at most {INT64_MAX}); lower one of them")
+            raise ArgsError(
+                f"max_step * global_batch_size = {samples} samples exceeds the loader's 64-bit sample index "
+                f"(at most {INT64_MAX}); lower one of them"
+            )
 
     def _check_mixture(self) -> None:
         """Mixture weights are relative shares: none negative and, when a mixture is given, one positive."""
@@ -274,7 +295,9 @@ class TrainArgs:
             if not 0 <= self.fixed_token_pos < window:
                 raise ArgsError(f"fixed_token_pos={self.fixed_token_pos} is outside a {window}-token window")
             if not 0 <= self.fixed_token_id < config.vocab_size:
-                raise ArgsError(f"fixed_token_id={self.fixed_token_id} is not a token id of the model's "
-                                f"vocab_size={config.vocab_size}")
+                raise ArgsError(
+                    f"fixed_token_id={self.fixed_token_id} is not a token id of the model's "
+                    f"vocab_size={config.vocab_size}"
+                )
         if self.random_token_end is not None and self.random_token_end > window:
             raise ArgsError(f"random token span ends at {self.random_token_end}, past a {window}-token window")

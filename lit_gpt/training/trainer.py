@@ -39,27 +39,52 @@ import torch
 from lightning.fabric.connector import _is_using_cli
 from tqdm import tqdm
 
-from lit_gpt.measurement.analysis import evaluate_gpt
-from lit_gpt.training.checkpoint import (DirectCheckpointIO, check_resumable, checkpoint_bytes, checkpoint_path, find_latest,
-                                first_readable, list_checkpoints, prune, read_checkpoint, remove_temporaries, save_atomic)
-from lit_gpt.model.config import Config
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import OutputError, human_size, output_folder
+from lit_gpt.core.locks import LOCK_FILE, exclusive
 from lit_gpt.data import DataError, build_train_loader, build_valid_loaders, load_probe_windows
 from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
-from lit_gpt.core.errors import UserError
+from lit_gpt.measurement.analysis import evaluate_gpt
 from lit_gpt.measurement.evaluation import metric_label
-from lit_gpt.core.files import OutputError, human_size, output_folder
-from lit_gpt.model.flops import estimated_flops_per_step, num_parameters
-from lit_gpt.training.fsdp import FSDP2Strategy, full_tensor
 from lit_gpt.measurement.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
-from lit_gpt.core.locks import LOCK_FILE, exclusive
-from lit_gpt.training.loggers import (CSVMetrics, Throughput, dashboard_location, dashboard_logger, dashboard_tags,
-                                   layer_history, layer_metric, log_images, log_summary, peak_flops, peak_memory,
-                                   read_metrics, resume_logging, set_aside_earlier_logs, takes_images)
 from lit_gpt.measurement.metrics import LAYER_SERIES
-from lit_gpt.model.gpt import GPT, Block
-from lit_gpt.training.optim import learning_rate_at, make_optimizer, set_learning_rate
 from lit_gpt.measurement.plots import attention_heatmaps, layer_history_heatmap, norms_by_position
+from lit_gpt.model.config import Config
+from lit_gpt.model.flops import estimated_flops_per_step, num_parameters
+from lit_gpt.model.gpt import GPT, Block
+from lit_gpt.training.checkpoint import (
+    DirectCheckpointIO,
+    check_resumable,
+    checkpoint_bytes,
+    checkpoint_path,
+    find_latest,
+    first_readable,
+    list_checkpoints,
+    prune,
+    read_checkpoint,
+    remove_temporaries,
+    save_atomic,
+)
+from lit_gpt.training.fsdp import FSDP2Strategy, full_tensor
+from lit_gpt.training.loggers import (
+    CSVMetrics,
+    Throughput,
+    dashboard_location,
+    dashboard_logger,
+    dashboard_tags,
+    layer_history,
+    layer_metric,
+    log_images,
+    log_summary,
+    peak_flops,
+    peak_memory,
+    read_metrics,
+    resume_logging,
+    set_aside_earlier_logs,
+    takes_images,
+)
+from lit_gpt.training.optim import learning_rate_at, make_optimizer, set_learning_rate
 from lit_gpt.training.train_args import ArgsError, TrainArgs
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -85,14 +110,26 @@ def make_strategy(args: TrainArgs):
 
 def make_fabric(args: TrainArgs) -> L.Fabric:
     loggers = [CSVMetrics(args.out_dir)]
-    dashboard = dashboard_logger(args.logger, args.out_dir / "logs", args.out_name, dashboard_tags(args.model_config()),
-                                 resume=not starts_fresh(args))
+    dashboard = dashboard_logger(
+        args.logger,
+        args.out_dir / "logs",
+        args.out_name,
+        dashboard_tags(args.model_config()),
+        resume=not starts_fresh(args),
+    )
     if dashboard is not None:
         loggers.append(dashboard)
     # FSDP2Strategy writes its gathered checkpoint itself; the other strategies take the direct writer.
     plugins = [] if args.strategy == "fsdp" else [DirectCheckpointIO()]
-    return L.Fabric(accelerator="auto", devices=args.devices, num_nodes=args.num_nodes, strategy=make_strategy(args),
-                    precision=args.precision or default_precision(), loggers=loggers, plugins=plugins)
+    return L.Fabric(
+        accelerator="auto",
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=make_strategy(args),
+        precision=args.precision or default_precision(),
+        loggers=loggers,
+        plugins=plugins,
+    )
 
 
 def setup(args: TrainArgs) -> None:
@@ -100,8 +137,10 @@ def setup(args: TrainArgs) -> None:
     args.validate()
     finished = finished_checkpoint(args)
     if finished is not None:
-        print(f"{args.out_dir} has finished already: its checkpoint {finished.name} has reached --max_step "
-              f"{args.max_step}, so there is nothing to do (raise --max_step to train on, or choose another --out_name)")
+        print(
+            f"{args.out_dir} has finished already: its checkpoint {finished.name} has reached --max_step "
+            f"{args.max_step}, so there is nothing to do (raise --max_step to train on, or choose another --out_name)"
+        )
         return
     check_data_dirs(args)
     with owning_run_folder(args):
@@ -116,8 +155,9 @@ def setup(args: TrainArgs) -> None:
 def becomes_rank_zero() -> bool:
     """Whether this process is, or will launch, global rank 0: the launchers (torchrun, `fabric run`, SLURM,
     Fabric's own for the processes it starts) give every other process a non-zero rank in the environment."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
-                                                             "SLURM_PROCID"))
+    return all(
+        os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    )
 
 
 @contextmanager
@@ -132,14 +172,19 @@ def owning_run_folder(args: TrainArgs) -> Iterator[None]:
     created = not args.out_dir.exists()
     output_folder(args.out_dir)
     try:
-        with exclusive(args.out_dir / LOCK_FILE, f"run folder {args.out_dir}",
-                       "wait for that run to end, or choose another --out_name (nothing was changed)"):
+        with exclusive(
+            args.out_dir / LOCK_FILE,
+            f"run folder {args.out_dir}",
+            "wait for that run to end, or choose another --out_name (nothing was changed)",
+        ):
             check_out_dir(args)
             remove_temporaries(args.out_dir)
             if starts_fresh(args):
                 for earlier, kept in set_aside_earlier_logs(args.out_dir):
-                    print(f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run "
-                          f"starts a new one")
+                    print(
+                        f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run "
+                        f"starts a new one"
+                    )
             yield
     except BaseException:
         if created:
@@ -178,8 +223,10 @@ def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
     """FSDP shards over processes: one process has nothing to shard over, and running it anyway would hide
     a mistaken --devices / --num_nodes."""
     if args.strategy == "fsdp" and fabric.strategy.num_processes * fabric.strategy.num_nodes == 1:
-        raise ArgsError("strategy=fsdp shards the model over processes but this run has one (devices="
-                        f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto")
+        raise ArgsError(
+            "strategy=fsdp shards the model over processes but this run has one (devices="
+            f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto"
+        )
 
 
 def check_not_a_file(args: TrainArgs) -> None:
@@ -194,8 +241,10 @@ def check_out_dir(args: TrainArgs) -> None:
     check_not_a_file(args)
     existing = list_checkpoints(args.out_dir)
     if args.resume is False and existing:
-        raise ArgsError(f"{args.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
-                        f"continue that run, or choose another --out_name (nothing was changed)")
+        raise ArgsError(
+            f"{args.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
+            f"continue that run, or choose another --out_name (nothing was changed)"
+        )
     if isinstance(args.resume, str) and args.resume != "auto":
         read_checkpoint(args.resume, mmap=True)
 
@@ -203,8 +252,10 @@ def check_out_dir(args: TrainArgs) -> None:
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
     per_step = micro_batch_size * world_size
     if global_batch_size % per_step:
-        raise ArgsError(f"global_batch_size={global_batch_size} is not a multiple of micro_batch_size * devices = "
-                        f"{micro_batch_size} * {world_size}; change one of them")
+        raise ArgsError(
+            f"global_batch_size={global_batch_size} is not a multiple of micro_batch_size * devices = "
+            f"{micro_batch_size} * {world_size}; change one of them"
+        )
     return global_batch_size // per_step
 
 
@@ -215,15 +266,21 @@ def check_data_dirs(args: TrainArgs) -> None:
     vocab_size = args.model_config().vocab_size
     for flag, folder in (("train_data_dir", args.train_data_dir), ("val_data_dir", args.val_data_dir)):
         if folder is not None and not Path(folder).is_dir():
-            raise DataError(f"{flag} {folder} does not exist; run `bash preprocess/run_preprocess.sh --source embedded` "
-                            f"or pass --{flag} pointing at tokenized shards")
+            raise DataError(
+                f"{flag} {folder} does not exist; run `bash preprocess/run_preprocess.sh --source embedded` "
+                f"or pass --{flag} pointing at tokenized shards"
+            )
         mismatch = vocab_mismatch(folder, vocab_size) if folder is not None else None
         if mismatch:
-            raise DataError(f"{mismatch}; set --model.vocab_size {recorded_vocab_size(folder)} or use shards built "
-                            f"with the model's tokenizer")
+            raise DataError(
+                f"{mismatch}; set --model.vocab_size {recorded_vocab_size(folder)} or use shards built "
+                f"with the model's tokenizer"
+            )
     if args.eval_sink and (args.probe_file is None or not Path(args.probe_file).is_file()):
-        raise DataError(f"probe file {args.probe_file} does not exist; build it with preprocess/run_preprocess.sh, "
-                        "pass --probe_file, or disable the sink metric with --eval_sink false")
+        raise DataError(
+            f"probe file {args.probe_file} does not exist; build it with preprocess/run_preprocess.sh, "
+            "pass --probe_file, or disable the sink metric with --eval_sink false"
+        )
 
 
 def dataset_names(data_dir: Path, split: str) -> list[str]:
@@ -231,7 +288,9 @@ def dataset_names(data_dir: Path, split: str) -> list[str]:
     names = {path.name for path in data_dir.glob(f"{split}_*") if (path / INDEX).is_file()}
     names |= {SHARD_INDEX_RE.sub("", path.stem) for path in data_dir.glob(f"{split}_*.bin")}
     if not names:
-        raise DataError(f"{data_dir} holds no '{split}_*' datasets; run preprocess/run_preprocess.sh or fix the data dir")
+        raise DataError(
+            f"{data_dir} holds no '{split}_*' datasets; run preprocess/run_preprocess.sh or fix the data dir"
+        )
     return sorted(names)
 
 
@@ -239,17 +298,30 @@ def train_mixture(args: TrainArgs) -> dict[str, float]:
     """The YAML's train weights, or every train dataset weighted by its size (plain concatenation)."""
     if args.train:
         return dict(args.train)
-    return {name: float(open_stream(args.train_data_dir, name).n_tokens)
-            for name in dataset_names(args.train_data_dir, "train")}
+    return {
+        name: float(open_stream(args.train_data_dir, name).n_tokens)
+        for name in dataset_names(args.train_data_dir, "train")
+    }
 
 
 def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
     """(train loader, {domain: valid loader}, probe windows or None), sharded by rank."""
     transforms = args.input_transforms()
-    shard = {"rank": fabric.global_rank, "world_size": fabric.world_size, "seed": args.seed,
-             "vocab_size": config.vocab_size, "transforms": transforms}
-    train = build_train_loader(args.train_data_dir, train_mixture(args), config.block_size, args.micro_batch_size,
-                               downsample_ratio=args.downsample_ratio, **shard)
+    shard = {
+        "rank": fabric.global_rank,
+        "world_size": fabric.world_size,
+        "seed": args.seed,
+        "vocab_size": config.vocab_size,
+        "transforms": transforms,
+    }
+    train = build_train_loader(
+        args.train_data_dir,
+        train_mixture(args),
+        config.block_size,
+        args.micro_batch_size,
+        downsample_ratio=args.downsample_ratio,
+        **shard,
+    )
     val_dir = args.val_data_dir or args.train_data_dir
     valid_names = list(args.valid) or dataset_names(val_dir, "valid")
     valid = build_valid_loaders(val_dir, valid_names, config.block_size, args.micro_batch_size, **shard)
@@ -320,11 +392,16 @@ def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.M
         model = GPT(config, args.attention_runtime())
     if args.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-            CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+            CheckpointImpl,
+            apply_activation_checkpointing,
+            checkpoint_wrapper,
+        )
 
-        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block),
-                                       checkpoint_wrapper_fn=partial(checkpoint_wrapper,
-                                                                     checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        apply_activation_checkpointing(
+            model,
+            check_fn=lambda module: isinstance(module, Block),
+            checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
+        )
     if args.compile:
         model = torch.compile(model)
     return fabric.setup(model)
@@ -338,10 +415,22 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     fabric.seed_everything(args.seed, verbose=False)
     train_loader, valid_loaders, probe = build_data(fabric, args, config)
     model = build_model(fabric, config, args)
-    optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay,
-                                                       (args.beta1, args.beta2), args.decay_norms_and_biases))
-    state = {"model": model, "optimizer": optimizer, "train_loader": train_loader, "rng": RNGState(),
-             "iter_num": 0, "step_count": 0, "tokens_seen": 0, "config": config.asdict(), "train": args.to_dict()}
+    optimizer = fabric.setup_optimizers(
+        make_optimizer(
+            model, args.learning_rate, args.weight_decay, (args.beta1, args.beta2), args.decay_norms_and_biases
+        )
+    )
+    state = {
+        "model": model,
+        "optimizer": optimizer,
+        "train_loader": train_loader,
+        "rng": RNGState(),
+        "iter_num": 0,
+        "step_count": 0,
+        "tokens_seen": 0,
+        "config": config.asdict(),
+        "train": args.to_dict(),
+    }
     path = resume_path(args.resume, args.out_dir, fabric.print)
     if path is not None:
         check_resumable(path, state, config)
@@ -352,9 +441,11 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     for logger in fabric.loggers:
         logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
     counts = num_parameters(config)
-    fabric.print(f"{config.name} ({config.variant_summary()}), {counts['total']:,} parameters "
-                 f"({counts['non_embedding']:,} non-embedding), "
-                 f"{fabric.world_size} process(es), gradient accumulation {accumulation}")
+    fabric.print(
+        f"{config.name} ({config.variant_summary()}), {counts['total']:,} parameters "
+        f"({counts['non_embedding']:,} non-embedding), "
+        f"{fabric.world_size} process(es), gradient accumulation {accumulation}"
+    )
     status = "failed"
     started, first_step = time.perf_counter(), state["step_count"]
     try:
@@ -367,26 +458,41 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
         fabric.print(line)
 
 
-def run_summary(fabric: L.Fabric, state: dict, throughput: Throughput, seconds: float, first_step: int,
-                args: TrainArgs) -> list[str]:
+def run_summary(
+    fabric: L.Fabric, state: dict, throughput: Throughput, seconds: float, first_step: int, args: TrainArgs
+) -> list[str]:
     """What a user wants to know when the run ends: how long and how fast, and where everything went."""
     speed = throughput.overall()
-    rate = (f"{speed['throughput/tokens_per_sec']:,.0f} tokens/s, MFU {speed['throughput/mfu']:.1%} (training steps "
-            f"only, evaluation and saving excluded)" if speed else "no step trained")
+    rate = (
+        f"{speed['throughput/tokens_per_sec']:,.0f} tokens/s, MFU {speed['throughput/mfu']:.1%} (training steps "
+        f"only, evaluation and saving excluded)"
+        if speed
+        else "no step trained"
+    )
     latest = find_latest(args.out_dir)
-    lines = [f"Run summary: steps {first_step} -> {state['step_count']} of {args.max_step} in {seconds:,.0f} s; {rate}; "
-             f"peak memory {human_size(peak_memory(fabric.device))} on rank 0",
-             f"  checkpoints: {args.out_dir} (newest {latest.name if latest else 'none'})",
-             f"  metrics: {args.out_dir / 'metrics.csv'}"]
+    lines = [
+        f"Run summary: steps {first_step} -> {state['step_count']} of {args.max_step} in {seconds:,.0f} s; {rate}; "
+        f"peak memory {human_size(peak_memory(fabric.device))} on rank 0",
+        f"  checkpoints: {args.out_dir} (newest {latest.name if latest else 'none'})",
+        f"  metrics: {args.out_dir / 'metrics.csv'}",
+    ]
     dashboards = [where for logger in fabric.loggers if (where := dashboard_location(logger))]
     lines += [f"  dashboard: {where} (figures under figures/)" for where in dashboards] or [
-        "  dashboard: none (--logger wandb or tensorboard adds one, with the attention and sink figures)"]
+        "  dashboard: none (--logger wandb or tensorboard adds one, with the attention and sink figures)"
+    ]
     return lines
 
 
 # ------------------------------------------------------------------------------------------ fit
-def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe: Optional[torch.Tensor],
-        args: TrainArgs, accumulation: int) -> Throughput:
+def fit(
+    fabric: L.Fabric,
+    state: dict,
+    train_loader,
+    valid_loaders: dict,
+    probe: Optional[torch.Tensor],
+    args: TrainArgs,
+    accumulation: int,
+) -> Throughput:
     """Train from `state` to `args.max_step` (or a stop signal); returns the timing of its steps."""
     model = state["model"]
     config: Config = model.config
@@ -397,8 +503,14 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
     peak = peak_flops(fabric.device, compute_dtype, args.peak_flops)
     throughput = Throughput(tokens_per_step, flops_per_step * fabric.world_size, peak * fabric.world_size)
     batches = iter(train_loader)
-    bar = tqdm(total=args.max_step, initial=state["step_count"], desc="train", unit="step", dynamic_ncols=True,
-               disable=not (args.progress_bar and fabric.global_rank == 0))
+    bar = tqdm(
+        total=args.max_step,
+        initial=state["step_count"],
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (args.progress_bar and fabric.global_rank == 0),
+    )
     say = bar.write if not bar.disable else fabric.print
 
     if state["step_count"] == 0:
@@ -417,12 +529,22 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if step % args.log_step_interval == 0 or step == args.max_step:
                 speed = throughput.report()
-                fabric.log_dict({"metric/train_loss": loss, "lr": lr, "gradient_norm": grad_norm,
-                                 "total_tokens": state["tokens_seen"], **speed}, step=step)
+                fabric.log_dict(
+                    {
+                        "metric/train_loss": loss,
+                        "lr": lr,
+                        "gradient_norm": grad_norm,
+                        "total_tokens": state["tokens_seen"],
+                        **speed,
+                    },
+                    step=step,
+                )
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed['throughput/tokens_per_sec']:.0f}")
                 if bar.disable:
-                    say(f"step {step}/{args.max_step} | loss {loss:.4f} | lr {lr:.3e} | "
-                        f"{speed['throughput/tokens_per_sec']:.0f} tok/s | mfu {speed['throughput/mfu']:.1%}")
+                    say(
+                        f"step {step}/{args.max_step} | loss {loss:.4f} | lr {lr:.3e} | "
+                        f"{speed['throughput/tokens_per_sec']:.0f} tok/s | mfu {speed['throughput/mfu']:.1%}"
+                    )
             if step % args.eval_step_interval == 0 or step == args.max_step:
                 evaluate(fabric, model, valid_loaders, probe, args, state, say)
             if step % args.save_step_interval == 0 or step == args.max_step:
@@ -431,13 +553,15 @@ def fit(fabric: L.Fabric, state: dict, train_loader, valid_loaders: dict, probe:
     return throughput
 
 
-def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], args: TrainArgs,
-               accumulation: int) -> tuple[float, float, float]:
+def train_step(
+    fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], args: TrainArgs, accumulation: int
+) -> tuple[float, float, float]:
     """One optimizer step over `accumulation` micro-batches -> (loss averaged over ranks, grad norm, lr)."""
     model, optimizer = state["model"], state["optimizer"]
     step = state["step_count"]
-    lr = learning_rate_at(step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr,
-                          args.cooldown_steps)
+    lr = learning_rate_at(
+        step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr, args.cooldown_steps
+    )
     set_learning_rate(optimizer, lr)
     total = torch.zeros((), device=fabric.device)
     n_ignored = ignored_predictions(model.config, args.ignore_loss)
@@ -456,9 +580,11 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
     grad_norm = float(full_tensor(grad_norm))
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         latest = find_latest(args.out_dir)
-        raise TrainingError(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
-                            f"stopped before the update. Last good checkpoint: {latest or 'none'}. Lower "
-                            f"--learning_rate or check the data and model settings")
+        raise TrainingError(
+            f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
+            f"stopped before the update. Last good checkpoint: {latest or 'none'}. Lower "
+            f"--learning_rate or check the data and model settings"
+        )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     state["step_count"] += 1
@@ -468,7 +594,9 @@ def train_step(fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], a
 
 def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
     path = checkpoint_path(args.out_dir, state["step_count"])
-    save_atomic(fabric, path, state, needed=checkpoint_bytes(args.out_dir, num_parameters(state["model"].config)["total"]))
+    save_atomic(
+        fabric, path, state, needed=checkpoint_bytes(args.out_dir, num_parameters(state["model"].config)["total"])
+    )
     if fabric.global_rank == 0:
         prune(args.out_dir, args.keep_last)
     say(f"Saved checkpoint {path}")
@@ -476,8 +604,9 @@ def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ validate
-def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs,
-             state: dict, say) -> dict[str, float]:
+def evaluate(
+    fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs, state: dict, say
+) -> dict[str, float]:
     """Validation loss/ppl per domain and the sink metric (with one series per layer), logged at the current
     step; the dashboards also get its figures (`log_sink_images`) and the numbers as the run's summary."""
     step = state["step_count"]
@@ -493,8 +622,11 @@ def evaluate(fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch
         log_sink_images(fabric, model, probe, result, args.out_dir / "metrics.csv", step)
     for logger in fabric.loggers:
         log_summary(logger, {**metrics, "eval_step": step})
-    summary = " | ".join(f"{k.removeprefix('metric/')} {v:.4g}" for k, v in metrics.items()
-                         if k.endswith("val_loss") or k in ("metric/sink_1", "metric/sink_star"))
+    summary = " | ".join(
+        f"{k.removeprefix('metric/')} {v:.4g}"
+        for k, v in metrics.items()
+        if k.endswith("val_loss") or k in ("metric/sink_1", "metric/sink_star")
+    )
     say(f"eval step {state['step_count']}: {summary}")
     return metrics
 
@@ -512,8 +644,10 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
             inputs, targets = split_batch(fabric.to_device(batch), n_ignored)
             losses.append(lm_loss(model(inputs), targets))
         if not losses:
-            raise DataError(f"validation domain {domain} yielded no batch on rank {fabric.global_rank}; "
-                            "add validation data or lower micro_batch_size")
+            raise DataError(
+                f"validation domain {domain} yielded no batch on rank {fabric.global_rank}; "
+                "add validation data or lower micro_batch_size"
+            )
         loss = fabric.all_reduce(torch.stack(losses).mean(), reduce_op="mean").item()
         metrics[f"metric/{domain}_val_loss"] = loss
         metrics[f"metric/{domain}_val_ppl"] = math.exp(min(loss, 80.0))
@@ -522,15 +656,18 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
 
 
 @torch.no_grad()
-def sink_evaluation(fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int,
-                    n_ignored: int = 0) -> dict:
+def sink_evaluation(
+    fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int, n_ignored: int = 0
+) -> dict:
     """The report of the same probe evaluator as the evaluation scripts (`lit_gpt.measurement.analysis.evaluate_gpt`):
     sink rates overall and per layer, probe loss, norms.
 
     Every rank computes the same numbers (the probe set is small); under FSDP every rank must run the
     forward anyway.
     """
-    result = evaluate_gpt(model, fabric.to_device(probe), eps, k, batch_size, prediction_mask(n_ignored, probe.shape[1]))
+    result = evaluate_gpt(
+        model, fabric.to_device(probe), eps, k, batch_size, prediction_mask(n_ignored, probe.shape[1])
+    )
     model.train()
     return result
 
@@ -568,13 +705,17 @@ def log_sink_images(fabric: L.Fabric, model, probe: torch.Tensor, result: dict, 
     rows = read_metrics(metrics_csv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        images = {"figures/attention": attention_heatmaps(maps, folder / "attention.png", n_slots=config.n_slots,
-                                                         n_sink_tokens=config.sink_tokens),
-                  "figures/norms": norms_by_position(result, folder / "norms.png")}
+        images = {
+            "figures/attention": attention_heatmaps(
+                maps, folder / "attention.png", n_slots=config.n_slots, n_sink_tokens=config.sink_tokens
+            ),
+            "figures/norms": norms_by_position(result, folder / "norms.png"),
+        }
         for name in LAYER_SERIES:
             steps, rates = layer_history(rows, name)
             if steps:
-                images[f"figures/{name}_by_layer"] = layer_history_heatmap(steps, rates, folder / f"{name}.png",
-                                                                          metric_label(name))
+                images[f"figures/{name}_by_layer"] = layer_history_heatmap(
+                    steps, rates, folder / f"{name}.png", metric_label(name)
+                )
         for logger in fabric.loggers:
             log_images(logger, images, step)

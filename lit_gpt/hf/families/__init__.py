@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from lit_gpt.model.config import Config, ConfigError
 from lit_gpt.hf.families import gpt2, llama
+from lit_gpt.model.config import Config, ConfigError
 
 FAMILIES: dict[str, ModuleType] = {"llama": llama, "gpt2": gpt2}
 
@@ -52,5 +52,12 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> d
     return family_of(config).from_hf_state_dict(state_dict, config)
 
 
-__all__ = ["FAMILIES", "config_from_hf", "family_of", "from_hf_state_dict", "hf_config", "hf_family",
-           "to_hf_state_dict"]
+__all__ = [
+    "FAMILIES",
+    "config_from_hf",
+    "family_of",
+    "from_hf_state_dict",
+    "hf_config",
+    "hf_family",
+    "to_hf_state_dict",
+]

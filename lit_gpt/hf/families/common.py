@@ -12,19 +12,31 @@ from lit_gpt.model.config import Config, ConfigError
 # Plain softmax attention over the causal mask, without the study's key slots, sink tokens or gates: what
 # every HF family here computes, with the reason being the family's own position encoding and blocks.
 PLAIN_ATTENTION: dict[str, Any] = {
-    "attn_score": "softmax", "attn_kernel": "none", "attn_normalize": "sum", "window_size": 0, "prefix_tokens": 0,
-    "k_bias": False, "v_bias": False, "softmax_off_by_one": False, "sink_logit": False, "sink_tokens": 0,
+    "attn_score": "softmax",
+    "attn_kernel": "none",
+    "attn_normalize": "sum",
+    "window_size": 0,
+    "prefix_tokens": 0,
+    "k_bias": False,
+    "v_bias": False,
+    "softmax_off_by_one": False,
+    "sink_logit": False,
+    "sink_tokens": 0,
     "attn_gate": "none",
 }
 
 
-def refuse_unless(config: Config, family: str, required: dict[str, Any], activations: dict[str, str],
-                  other: Iterable[str] = ()) -> None:
+def refuse_unless(
+    config: Config, family: str, required: dict[str, Any], activations: dict[str, str], other: Iterable[str] = ()
+) -> None:
     """Raise `ConfigError` naming every field in which `config` differs from `required`, an MLP kind the family
     has no HF activation for (`activations`: our kind -> HF name) and the `other` differences the caller
     found, so the user sees at once what keeps it from being a `family`."""
-    differs = [f"{key}={getattr(config, key)!r} ({family}: {value!r})"
-               for key, value in required.items() if getattr(config, key) != value]
+    differs = [
+        f"{key}={getattr(config, key)!r} ({family}: {value!r})"
+        for key, value in required.items()
+        if getattr(config, key) != value
+    ]
     if config.mlp not in activations:
         differs.append(f"mlp={config.mlp!r} ({family}: one of {', '.join(activations)})")
     differs += list(other)
@@ -56,8 +68,10 @@ def drop_tied_head(state_dict: dict[str, torch.Tensor], head: str, embedding: st
     if head not in state_dict:
         return
     if embedding in state_dict and not torch.equal(state_dict[head], state_dict[embedding]):
-        raise ConfigError(f"{head} differs from {embedding} although tie_word_embeddings is set; set it to false "
-                          f"in config.json if the head is a matrix of its own")
+        raise ConfigError(
+            f"{head} differs from {embedding} although tie_word_embeddings is set; set it to false "
+            f"in config.json if the head is a matrix of its own"
+        )
     del state_dict[head]
 
 
@@ -70,8 +84,11 @@ def check_shapes(state_dict: dict[str, torch.Tensor], expected: dict[str, tuple[
     missing = sorted(set(expected) - set(state_dict))
     if missing:
         raise ConfigError(f"HF weights lack {len(missing)} tensors the config needs: {', '.join(missing[:3])}")
-    wrong = [f"{name} {list(state_dict[name].shape)} (config: {list(shape)})"
-             for name, shape in expected.items() if tuple(state_dict[name].shape) != shape]
+    wrong = [
+        f"{name} {list(state_dict[name].shape)} (config: {list(shape)})"
+        for name, shape in expected.items()
+        if tuple(state_dict[name].shape) != shape
+    ]
     if wrong:
         raise ConfigError(f"HF weights of other shapes than the config's: {', '.join(wrong[:3])}")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from lit_gpt.model.config import GPT2_STRUCTURE, Config, ConfigError
 from lit_gpt.hf.families.common import PLAIN_ATTENTION, check_shapes, drop_tied_head, flag, number, refuse_unless
+from lit_gpt.model.config import GPT2_STRUCTURE, Config, ConfigError
 from lit_gpt.model.gpt import GPT
 
 NAME = "GPT-2"
@@ -29,12 +29,16 @@ REQUIRED_KEYS = ("vocab_size", "n_embd", "n_layer", "n_head")
 
 HF_ACTIVATION = {"gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu", "relu": "relu", "swish": "silu"}
 # Also HF's other names of the same functions: GPT-2's default `gelu_new`, and `swish` for `silu`.
-FROM_HF_ACTIVATION = {**{act: kind for kind, act in HF_ACTIVATION.items()}, "gelu_new": "gelu_tanh",
-                      "swish": "swish"}
+FROM_HF_ACTIVATION = {**{act: kind for kind, act in HF_ACTIVATION.items()}, "gelu_new": "gelu_tanh", "swish": "swish"}
 
 # Field values a config must have to be a GPT-2 (the MLP kind and weight tying are free).
-GPT2_FIELDS: dict[str, Any] = {"pos_embedding": "learnable", "norm_class": "layernorm", "norm_position": "pre",
-                               "bias": True, **PLAIN_ATTENTION}
+GPT2_FIELDS: dict[str, Any] = {
+    "pos_embedding": "learnable",
+    "norm_class": "layernorm",
+    "norm_position": "pre",
+    "bias": True,
+    **PLAIN_ATTENTION,
+}
 
 # Attention options of HF's GPT-2 that our attention does not compute, with the value it does compute.
 HF_ATTENTION = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False}
@@ -71,9 +75,12 @@ def hf_config(config: Config) -> dict[str, Any]:
         "layer_norm_epsilon": config.norm_eps,
         "tie_word_embeddings": config.tie_embeddings,
         # our model has no dropout; HF training of the export should not add any
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
         # GPT2Config's defaults are GPT-2's tokenizer's ids, which another vocabulary does not have
-        "bos_token_id": None, "eos_token_id": None,
+        "bos_token_id": None,
+        "eos_token_id": None,
         **HF_ATTENTION,
     }
 
@@ -85,14 +92,22 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
         raise ConfigError(f"activation_function={activation!r} has no MLP here; valid: {', '.join(FROM_HF_ACTIVATION)}")
     differs = [f"{key}={hf[key]!r}" for key, value in HF_ATTENTION.items() if key in hf and hf[key] != value]
     if differs:
-        raise ConfigError(f"{', '.join(differs)}: this GPT-2's attention is not ours (which needs "
-                          f"{', '.join(f'{k}={v}' for k, v in HF_ATTENTION.items())})")
+        raise ConfigError(
+            f"{', '.join(differs)}: this GPT-2's attention is not ours (which needs "
+            f"{', '.join(f'{k}={v}' for k, v in HF_ATTENTION.items())})"
+        )
     n_embd = hf["n_embd"]
     values = dict(
-        GPT2_STRUCTURE, block_size=hf.get("n_positions", 1024), vocab_size=hf["vocab_size"],
-        padded_vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=n_embd,
+        GPT2_STRUCTURE,
+        block_size=hf.get("n_positions", 1024),
+        vocab_size=hf["vocab_size"],
+        padded_vocab_size=hf["vocab_size"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=n_embd,
         intermediate_size=number(hf.get("n_inner") or 4 * n_embd, "n_inner", integer=True),
-        norm_eps=number(hf.get("layer_norm_epsilon", 1e-5), "layer_norm_epsilon"), mlp=FROM_HF_ACTIVATION[activation],
+        norm_eps=number(hf.get("layer_norm_epsilon", 1e-5), "layer_norm_epsilon"),
+        mlp=FROM_HF_ACTIVATION[activation],
         tie_embeddings=flag(hf, "tie_word_embeddings", True),
     )
     values.update(overrides)
@@ -101,12 +116,22 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
 
 def _names(config: Config) -> dict[str, str]:
     """Our parameter name -> HF's."""
-    names = {"wte.weight": "transformer.wte.weight", "wpe.weight": "transformer.wpe.weight",
-             "norm.weight": "transformer.ln_f.weight", "norm.bias": "transformer.ln_f.bias"}
+    names = {
+        "wte.weight": "transformer.wte.weight",
+        "wpe.weight": "transformer.wpe.weight",
+        "norm.weight": "transformer.ln_f.weight",
+        "norm.bias": "transformer.ln_f.bias",
+    }
     if not config.tie_embeddings:
         names["lm_head.weight"] = "lm_head.weight"
-    parts = {"norm_1": "ln_1", "norm_2": "ln_2", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
-             "mlp.up_proj": "mlp.c_fc", "mlp.down_proj": "mlp.c_proj"}
+    parts = {
+        "norm_1": "ln_1",
+        "norm_2": "ln_2",
+        "attn.qkv": "attn.c_attn",
+        "attn.proj": "attn.c_proj",
+        "mlp.up_proj": "mlp.c_fc",
+        "mlp.down_proj": "mlp.c_proj",
+    }
     for i in range(config.n_layer):
         for ours, theirs in parts.items():
             for kind in ("weight", "bias"):
@@ -160,5 +185,14 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> d
     return {name: _to_hf(name, state_dict[theirs]).contiguous().clone() for name, theirs in _names(config).items()}
 
 
-__all__ = ["GPT2_FIELDS", "HF_ACTIVATION", "NAME", "REQUIRED_KEYS", "check", "config_from_hf", "from_hf_state_dict",
-           "hf_config", "to_hf_state_dict"]
+__all__ = [
+    "GPT2_FIELDS",
+    "HF_ACTIVATION",
+    "NAME",
+    "REQUIRED_KEYS",
+    "check",
+    "config_from_hf",
+    "from_hf_state_dict",
+    "hf_config",
+    "to_hf_state_dict",
+]

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from lit_gpt.model.config import Config, ConfigError
 from lit_gpt.hf.families.common import PLAIN_ATTENTION, check_shapes, drop_tied_head, flag, number, refuse_unless
+from lit_gpt.model.config import Config, ConfigError
 
 NAME = "LLaMA"
 # The config.json keys a LLaMA cannot be built without (the others have transformers' defaults).
@@ -25,8 +25,13 @@ REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attentio
 HF_ACTIVATION = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
 
 # Field values a config must have to be a LLaMA.
-LLAMA_FIELDS: dict[str, Any] = {"pos_embedding": "rope", "norm_position": "pre", "norm_class": "rmsnorm", "bias": False,
-                                **PLAIN_ATTENTION}
+LLAMA_FIELDS: dict[str, Any] = {
+    "pos_embedding": "rope",
+    "norm_position": "pre",
+    "norm_class": "rmsnorm",
+    "bias": False,
+    **PLAIN_ATTENTION,
+}
 
 
 def check(config: Config) -> None:
@@ -53,8 +58,10 @@ def hf_config(config: Config) -> dict[str, Any]:
         # transformers >= 5 reads rope_parameters, older versions rope_theta and rope_scaling
         "rope_theta": float(config.rope_base),
         "rope_scaling": hf_rope_scaling(config),
-        "rope_parameters": {"rope_theta": float(config.rope_base),
-                            **(hf_rope_scaling(config) or {"rope_type": "default"})},
+        "rope_parameters": {
+            "rope_theta": float(config.rope_base),
+            **(hf_rope_scaling(config) or {"rope_type": "default"}),
+        },
         "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": False,
         "mlp_bias": False,
@@ -67,16 +74,21 @@ def hf_rope_scaling(config: Config) -> Optional[dict[str, Any]]:
         return None
     scaling = {"rope_type": config.rope_scaling, "factor": float(config.rope_scaling_factor)}
     if config.rope_scaling == "llama3":
-        scaling.update(low_freq_factor=float(config.rope_low_freq_factor),
-                       high_freq_factor=float(config.rope_high_freq_factor),
-                       original_max_position_embeddings=config.rope_original_max_seq_len)
+        scaling.update(
+            low_freq_factor=float(config.rope_low_freq_factor),
+            high_freq_factor=float(config.rope_high_freq_factor),
+            original_max_position_embeddings=config.rope_original_max_seq_len,
+        )
     return scaling
 
 
 # The RoPE parameters each supported HF `rope_type` reads; transformers ignores any other key, but one here
 # most likely belongs to a scaling we do not compute, so it is refused rather than dropped.
-ROPE_KEYS = {"default": set(), "linear": {"factor"},
-             "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+ROPE_KEYS = {
+    "default": set(),
+    "linear": {"factor"},
+    "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+}
 
 
 def _hf_rope(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -119,10 +131,13 @@ def rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     if kind != "default":
         values["rope_scaling_factor"] = number(rope["factor"], "factor")
     if kind == "llama3":
-        values.update(rope_low_freq_factor=number(rope["low_freq_factor"], "low_freq_factor"),
-                      rope_high_freq_factor=number(rope["high_freq_factor"], "high_freq_factor"),
-                      rope_original_max_seq_len=number(rope["original_max_position_embeddings"],
-                                                        "original_max_position_embeddings", integer=True))
+        values.update(
+            rope_low_freq_factor=number(rope["low_freq_factor"], "low_freq_factor"),
+            rope_high_freq_factor=number(rope["high_freq_factor"], "high_freq_factor"),
+            rope_original_max_seq_len=number(
+                rope["original_max_position_embeddings"], "original_max_position_embeddings", integer=True
+            ),
+        )
     return values
 
 
@@ -135,12 +150,18 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
     if biased:
         raise ConfigError(f"{', '.join(biased)} set: this LLaMA has bias terms, which our model does not have")
     values = dict(
-        block_size=hf.get("max_position_embeddings", 2048), vocab_size=hf["vocab_size"],
-        padded_vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
-        n_embd=hf["hidden_size"], head_size=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+        block_size=hf.get("max_position_embeddings", 2048),
+        vocab_size=hf["vocab_size"],
+        padded_vocab_size=hf["vocab_size"],
+        n_layer=hf["num_hidden_layers"],
+        n_head=hf["num_attention_heads"],
+        n_embd=hf["hidden_size"],
+        head_size=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
         n_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-        mlp=activation[hf.get("hidden_act", "silu")], tie_embeddings=flag(hf, "tie_word_embeddings", False),
+        intermediate_size=hf["intermediate_size"],
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        mlp=activation[hf.get("hidden_act", "silu")],
+        tie_embeddings=flag(hf, "tie_word_embeddings", False),
         **rope_from_hf(hf),
     )
     values.update(overrides)
@@ -153,7 +174,10 @@ def _layer_names(i: int) -> dict[str, str]:
         f"blocks.{i}.norm_1.weight": f"model.layers.{i}.input_layernorm.weight",
         f"blocks.{i}.attn.proj.weight": f"model.layers.{i}.self_attn.o_proj.weight",
         f"blocks.{i}.norm_2.weight": f"model.layers.{i}.post_attention_layernorm.weight",
-        **{f"blocks.{i}.mlp.{p}.weight": f"model.layers.{i}.mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")},
+        **{
+            f"blocks.{i}.mlp.{p}.weight": f"model.layers.{i}.mlp.{p}.weight"
+            for p in ("gate_proj", "up_proj", "down_proj")
+        },
     }
 
 
@@ -192,13 +216,19 @@ def _hf_shapes(config: Config) -> dict[str, tuple[int, ...]]:
         shapes["lm_head.weight"] = (config.padded_vocab_size, d)
     for i in range(config.n_layer):
         layer = f"model.layers.{i}."
-        shapes.update({
-            layer + "input_layernorm.weight": (d,), layer + "post_attention_layernorm.weight": (d,),
-            layer + "self_attn.q_proj.weight": (q, d), layer + "self_attn.k_proj.weight": (k, d),
-            layer + "self_attn.v_proj.weight": (v, d), layer + "self_attn.o_proj.weight": (d, q),
-            layer + "mlp.gate_proj.weight": (inner, d), layer + "mlp.up_proj.weight": (inner, d),
-            layer + "mlp.down_proj.weight": (d, inner),
-        })
+        shapes.update(
+            {
+                layer + "input_layernorm.weight": (d,),
+                layer + "post_attention_layernorm.weight": (d,),
+                layer + "self_attn.q_proj.weight": (q, d),
+                layer + "self_attn.k_proj.weight": (k, d),
+                layer + "self_attn.v_proj.weight": (v, d),
+                layer + "self_attn.o_proj.weight": (d, q),
+                layer + "mlp.gate_proj.weight": (inner, d),
+                layer + "mlp.up_proj.weight": (inner, d),
+                layer + "mlp.down_proj.weight": (d, inner),
+            }
+        )
     return shapes
 
 
@@ -221,5 +251,15 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> d
     return ours
 
 
-__all__ = ["HF_ACTIVATION", "LLAMA_FIELDS", "NAME", "REQUIRED_KEYS", "check", "config_from_hf", "from_hf_state_dict",
-           "hf_config", "rope_from_hf", "to_hf_state_dict"]
+__all__ = [
+    "HF_ACTIVATION",
+    "LLAMA_FIELDS",
+    "NAME",
+    "REQUIRED_KEYS",
+    "check",
+    "config_from_hf",
+    "from_hf_state_dict",
+    "hf_config",
+    "rope_from_hf",
+    "to_hf_state_dict",
+]

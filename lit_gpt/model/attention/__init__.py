@@ -8,5 +8,14 @@ from lit_gpt.model.attention.layer import CausalSelfAttention
 from lit_gpt.model.attention.masks import MaskSpec
 from lit_gpt.model.attention.runtime import AttentionRuntime
 
-__all__ = ["AttentionProblem", "AttentionRuntime", "AttentionSpec", "Backend", "CausalSelfAttention", "Eager",
-           "KVCache", "LayerCache", "MaskSpec"]
+__all__ = [
+    "AttentionProblem",
+    "AttentionRuntime",
+    "AttentionSpec",
+    "Backend",
+    "CausalSelfAttention",
+    "Eager",
+    "KVCache",
+    "LayerCache",
+    "MaskSpec",
+]

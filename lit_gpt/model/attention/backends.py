@@ -135,9 +135,15 @@ class AttentionSpec:
 
     @classmethod
     def from_config(cls, config: Config) -> "AttentionSpec":
-        return cls(config.attn_score, config.attn_kernel, config.attn_normalize,
-                   MaskSpec(config.window_size, config.prefix_tokens, config.sink_tokens), config.n_slots,
-                   config.sink_logit, config.pos_embedding if config.pos_embedding in ("alibi", "relative") else "none")
+        return cls(
+            config.attn_score,
+            config.attn_kernel,
+            config.attn_normalize,
+            MaskSpec(config.window_size, config.prefix_tokens, config.sink_tokens),
+            config.n_slots,
+            config.sink_logit,
+            config.pos_embedding if config.pos_embedding in ("alibi", "relative") else "none",
+        )
 
 
 class Backend:
@@ -148,8 +154,7 @@ class Backend:
     """The kernel masks by token index, so it computes a spec only when queries and keys are the same
     0..T-1 positions (a forward pass without KV cache)."""
 
-    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
-                 training: bool) -> Optional[str]:
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
         """None when this kernel computes exactly `spec` here, otherwise the reason it cannot."""
         raise NotImplementedError
 
@@ -167,9 +172,16 @@ def auto_chunk_size(n_keys: int, head_size: int) -> int:
     return max(16, head_size * 1024 // max(n_keys, 1))
 
 
-def _eager_chunk(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, q_pos: torch.Tensor,
-                 allowed: Optional[torch.Tensor], problem: AttentionProblem, spec: AttentionSpec,
-                 need_weights: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _eager_chunk(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    q_pos: torch.Tensor,
+    allowed: Optional[torch.Tensor],
+    problem: AttentionProblem,
+    spec: AttentionSpec,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     # Every step avoids a pass over the (Tq, S + Tk) block where a smaller tensor can take it: the scale
     # goes on q, the row normaliser on the output.
     scores = (q * problem.scale) @ keys.transpose(-1, -2)
@@ -195,8 +207,7 @@ class Eager(Backend):
     chunk_size: int = 0
     name = "eager"
 
-    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
-                 training: bool) -> Optional[str]:
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
         return None
 
     def __call__(self, problem: AttentionProblem, spec: AttentionSpec) -> torch.Tensor:
@@ -213,12 +224,19 @@ class Eager(Backend):
         recompute = torch.is_grad_enabled() and not need_weights and n_queries > chunk
         outputs, maps = [], []
         for start in range(0, n_queries, chunk):
-            q = problem.q[:, :, start:start + chunk]
-            q_pos = problem.q_pos[start:start + chunk]
+            q = problem.q[:, :, start : start + chunk]
+            q_pos = problem.q_pos[start : start + chunk]
             allowed = problem.allowed_keys(slice(start, start + chunk))
             if recompute:
-                y = checkpoint(lambda q_, k_, v_, p_, a_: _eager_chunk(q_, k_, v_, p_, a_, problem, spec)[0],
-                               q, keys, values, q_pos, allowed, use_reentrant=False)
+                y = checkpoint(
+                    lambda q_, k_, v_, p_, a_: _eager_chunk(q_, k_, v_, p_, a_, problem, spec)[0],
+                    q,
+                    keys,
+                    values,
+                    q_pos,
+                    allowed,
+                    use_reentrant=False,
+                )
             else:
                 y, weights = _eager_chunk(q, keys, values, q_pos, allowed, problem, spec, need_weights)
                 if need_weights:
@@ -242,8 +260,7 @@ class Fused(Backend):
     """Spec field -> which of its values the kernel computes exactly; unlisted fields must keep their
     default."""
 
-    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype,
-                 training: bool) -> Optional[str]:
+    def supports(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype, training: bool) -> Optional[str]:
         for field in fields(spec):
             value = getattr(spec, field.name)
             if value != field.default and not self.allowed.get(field.name, lambda _: False)(value):
@@ -275,7 +292,7 @@ class SDPA(Fused):
         if problem.slot_bias is not None and problem.position_bias is None:
             q, keys, values = _slot_bias_channel(problem, keys, values)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=problem.scale)
-            return y[..., :problem.v.shape[-1]]
+            return y[..., : problem.v.shape[-1]]
         bias = problem.score_bias(problem.q_pos)
         mask = visible if bias is None else bias.masked_fill(~visible, float("-inf"))
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
@@ -309,8 +326,11 @@ class Flex(Fused):
 
     name = "flex"
     computes = "softmax, sigmoid or elu+1 attention with any mask, key slots and score bias"
-    allowed = {**SDPA.allowed, "score": lambda score: score in ("softmax", *LOG_WEIGHT_FUNCTIONS),
-               "normalize": lambda normalize: normalize in ("sum", "none")}
+    allowed = {
+        **SDPA.allowed,
+        "score": lambda score: score in ("softmax", *LOG_WEIGHT_FUNCTIONS),
+        "normalize": lambda normalize: normalize in ("sum", "none"),
+    }
 
     @cached_property
     def compiled(self) -> Callable:

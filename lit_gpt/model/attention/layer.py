@@ -107,7 +107,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.feature_map = (
             FeatureMap(config.attn_kernel, config.head_size, config.kernel_hidden)
-            if config.attn_kernel != "none" else None
+            if config.attn_kernel != "none"
+            else None
         )
         self.slots = KeySlots(config) if (config.n_slots or config.v_bias) else None
         self.gate = OutputGate(config) if config.attn_gate != "none" else None
@@ -118,8 +119,14 @@ class CausalSelfAttention(nn.Module):
         self.eager = Eager(runtime.chunk_size)  # attention maps always come from eager, the only one returning them
         self.backends: dict[tuple, Backend] = {}
 
-    def backend(self, device: torch.device, dtype: torch.dtype, training: bool, aligned: bool,
-                spec: Optional[AttentionSpec] = None) -> Backend:
+    def backend(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        training: bool,
+        aligned: bool,
+        spec: Optional[AttentionSpec] = None,
+    ) -> Backend:
         """The backend for calls of this kind (and `spec`, default the layer's), chosen once and then reused."""
         spec = spec or self.spec
         key = (spec, device, dtype, training, aligned)
@@ -139,8 +146,11 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, C), positions: (T,) absolute positions. Returns (y, weights or None)."""
         cfg = self.config
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, -1, cfg.head_size).transpose(1, 2).split(
-            (cfg.n_head, cfg.n_query_groups, cfg.n_query_groups), dim=1
+        q, k, v = (
+            self.qkv(x)
+            .view(B, T, -1, cfg.head_size)
+            .transpose(1, 2)
+            .split((cfg.n_head, cfg.n_query_groups, cfg.n_query_groups), dim=1)
         )
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
@@ -153,8 +163,18 @@ class CausalSelfAttention(nn.Module):
             repeat = cfg.n_head // cfg.n_query_groups
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         slot_k, slot_v, slot_bias = self.slots.keys_values(self.feature_map, q) if self.slots else (None, None, None)
-        problem = AttentionProblem(q, k, v, positions, k_pos, aligned=cache is None, slot_k=slot_k,
-                                   slot_v=slot_v, slot_bias=slot_bias, position_bias=position_bias)
+        problem = AttentionProblem(
+            q,
+            k,
+            v,
+            positions,
+            k_pos,
+            aligned=cache is None,
+            slot_k=slot_k,
+            slot_v=slot_v,
+            slot_bias=slot_bias,
+            position_bias=position_bias,
+        )
         spec = self.spec
         if self.key_selector is not None:
             problem.key_mask = self.key_selector(problem)

@@ -33,8 +33,9 @@ class AttentionRuntime:
         if self.chunk_size < 0:
             raise ConfigError(f"attn_chunk_size must be >= 0, got {self.chunk_size}")
 
-    def select(self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype, training: bool,
-               aligned: bool) -> Backend:
+    def select(
+        self, spec: AttentionSpec, device: torch.device, dtype: torch.dtype, training: bool, aligned: bool
+    ) -> Backend:
         """The backend for calls of one kind (layers cache it, so this runs once per kind).
 
         An explicit backend is honoured or refused with a `ConfigError`; `auto` takes the fastest one

@@ -63,8 +63,9 @@ WEIGHT_FUNCTIONS = {
 ZERO_AT_MINUS_INF = ("softmax", "sigmoid", "elu")
 
 
-def attention_weights(scores: torch.Tensor, visible: torch.Tensor, score_fn: str,
-                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def attention_weights(
+    scores: torch.Tensor, visible: torch.Tensor, score_fn: str, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """The weight function applied to masked scores, before any row normaliser; masked keys get exactly 0.
 
     Softmax comes out normalised (the fused stable form). `scores` are the raw similarities and are

@@ -33,16 +33,33 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def runs_table(result: dict) -> list[str]:
     ks = sorted(result["settings"]["k"])
-    header = ["run", "variant", "step", "measured / calibration windows", "dense perplexity",
-              "weight on first token", *(f"first token in top-{k}" for k in ks), "mean \\|q'\\|², \\|k'\\|²"]
+    header = [
+        "run",
+        "variant",
+        "step",
+        "measured / calibration windows",
+        "dense perplexity",
+        "weight on first token",
+        *(f"first token in top-{k}" for k in ks),
+        "mean \\|q'\\|², \\|k'\\|²",
+    ]
     rows = []
     for run in result["runs"]:
         exact = [r for r in run["rows"] if r["method"] == "exact top-k"]
         hits = [f"{100 * next(r['first_in_top'] for r in exact if r['k'] == k):.1f}%" if exact else "--" for k in ks]
         norms = [sum(values) / len(values) for values in (run["query_norm2_layers"], run["key_norm2_layers"])]
-        rows.append([run["run"], run["variant"], str(run["step"]), f"{run['n_measured']} / {run['n_calibration']}",
-                     f"{run['dense_perplexity']:.3f}", f"{100 * run['first_mass']:.1f}%", *hits,
-                     f"{norms[0]:.1f}, {norms[1]:.1f}"])
+        rows.append(
+            [
+                run["run"],
+                run["variant"],
+                str(run["step"]),
+                f"{run['n_measured']} / {run['n_calibration']}",
+                f"{run['dense_perplexity']:.3f}",
+                f"{100 * run['first_mass']:.1f}%",
+                *hits,
+                f"{norms[0]:.1f}, {norms[1]:.1f}",
+            ]
+        )
     return _table(header, rows)
 
 
@@ -58,31 +75,63 @@ def comparison_table(result: dict) -> list[str]:
         cells = [method, f"{_row(runs[0], method, k)['compute']:.3f}"]
         for run in runs:
             row, dense = _row(run, method, k), run["dense_perplexity"]
-            cells += [f"{row['recall']:.3f}", f"{row['mass']:.3f}", f"{row['perplexity'] / dense:.3f}",
-                      f"{row['perplexity_first'] / dense:.3f}"]
+            cells += [
+                f"{row['recall']:.3f}",
+                f"{row['mass']:.3f}",
+                f"{row['perplexity'] / dense:.3f}",
+                f"{row['perplexity_first'] / dense:.3f}",
+            ]
         rows.append(cells)
     return _table(header, rows)
 
 
 def run_table(run: dict) -> list[str]:
-    header = ["method", "k", "recall@k", "mass captured", "first token retrieved", "perplexity",
-              "perplexity + first", "compute fraction"]
-    rows = [[row["method"], str(row["k"]), f"{row['recall']:.3f}", f"{row['mass']:.3f}",
-             f"{100 * row['first_in_top']:.1f}%", f"{row['perplexity']:.3f}", f"{row['perplexity_first']:.3f}",
-             f"{row['compute']:.3f}"] for row in run["rows"]]
+    header = [
+        "method",
+        "k",
+        "recall@k",
+        "mass captured",
+        "first token retrieved",
+        "perplexity",
+        "perplexity + first",
+        "compute fraction",
+    ]
+    rows = [
+        [
+            row["method"],
+            str(row["k"]),
+            f"{row['recall']:.3f}",
+            f"{row['mass']:.3f}",
+            f"{100 * row['first_in_top']:.1f}%",
+            f"{row['perplexity']:.3f}",
+            f"{row['perplexity_first']:.3f}",
+            f"{row['compute']:.3f}",
+        ]
+        for row in run["rows"]
+    ]
     return _table(header, rows)
 
 
 def results_markdown(result: dict) -> str:
     settings = result["settings"]
-    lines = ["# Approximate attention: finding each query's top-k keys", "",
-             f"Probe `{result['probe']}`, {settings['length']}-token windows; k = {settings['k']}; FAVOR+ "
-             f"m = {settings['features']}; k-means C = {settings['clusters']} visiting b = {settings['probes']} "
-             f"buckets; seed {settings['seed']}. Recall and mass: queries that see more than k keys, mean over "
-             "layers, heads and queries. Perplexity: every layer restricted to the retrieved keys (+ first: "
-             "and the first token). Compute: multiply-adds relative to dense attention "
-             "(`lit_gpt/studies/retrieval/search.py`).", "", "## Runs", "", *runs_table(result), "",
-             f"## All methods at k = {headline_k(result)}", "", *comparison_table(result)]
+    lines = [
+        "# Approximate attention: finding each query's top-k keys",
+        "",
+        f"Probe `{result['probe']}`, {settings['length']}-token windows; k = {settings['k']}; FAVOR+ "
+        f"m = {settings['features']}; k-means C = {settings['clusters']} visiting b = {settings['probes']} "
+        f"buckets; seed {settings['seed']}. Recall and mass: queries that see more than k keys, mean over "
+        "layers, heads and queries. Perplexity: every layer restricted to the retrieved keys (+ first: "
+        "and the first token). Compute: multiply-adds relative to dense attention "
+        "(`lit_gpt/studies/retrieval/search.py`).",
+        "",
+        "## Runs",
+        "",
+        *runs_table(result),
+        "",
+        f"## All methods at k = {headline_k(result)}",
+        "",
+        *comparison_table(result),
+    ]
     for run in result["runs"]:
         lines += ["", f"## {run['run']} ({run['variant']})", "", *run_table(run)]
     return "\n".join(lines) + "\n"
@@ -129,7 +178,7 @@ def perplexity_vs_k(result: dict, path: Path) -> Path:
     for ax, run in zip(axes, result["runs"]):
         for method in _methods(run):
             rows = [r for r in run["rows"] if r["method"] == method]
-            line, = ax.plot([r["k"] for r in rows], [r["perplexity"] for r in rows], marker="o", label=method)
+            (line,) = ax.plot([r["k"] for r in rows], [r["perplexity"] for r in rows], marker="o", label=method)
             ax.plot([r["k"] for r in rows], [r["perplexity_first"] for r in rows], ls="--", color=line.get_color())
         ax.axhline(run["dense_perplexity"], color="black", lw=1, label="dense")
         ax.set_xscale("log", base=2)
@@ -162,10 +211,21 @@ def mass_by_layer(result: dict, path: Path) -> Path:
 def write_results(result: dict, out: Path) -> list[Path]:
     """results.md, results.json and the plots under `out`."""
     out = Path(out)
-    return [write_atomic(out / "results.md", results_markdown(result)), write_json(out / "results.json", result),
-            recall_vs_compute(result, out / "recall_vs_compute.png"),
-            perplexity_vs_k(result, out / "perplexity_vs_k.png"), mass_by_layer(result, out / "mass_by_layer.png")]
+    return [
+        write_atomic(out / "results.md", results_markdown(result)),
+        write_json(out / "results.json", result),
+        recall_vs_compute(result, out / "recall_vs_compute.png"),
+        perplexity_vs_k(result, out / "perplexity_vs_k.png"),
+        mass_by_layer(result, out / "mass_by_layer.png"),
+    ]
 
 
-__all__ = ["comparison_table", "headline_k", "mass_by_layer", "perplexity_vs_k", "recall_vs_compute",
-           "results_markdown", "write_results"]
+__all__ = [
+    "comparison_table",
+    "headline_k",
+    "mass_by_layer",
+    "perplexity_vs_k",
+    "recall_vs_compute",
+    "results_markdown",
+    "write_results",
+]

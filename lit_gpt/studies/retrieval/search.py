@@ -72,8 +72,9 @@ class Search:
     def fit(self, layer: int, keys: torch.Tensor) -> None:
         """Prepare layer `layer` from keys (H, M, D) of calibration sequences (most searches need nothing)."""
 
-    def select(self, layer: int, q: torch.Tensor, k: torch.Tensor, visible: torch.Tensor, scale: float,
-               top: int) -> Selection:
+    def select(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, visible: torch.Tensor, scale: float, top: int
+    ) -> Selection:
         raise NotImplementedError
 
 
@@ -141,8 +142,9 @@ class Favor(Search):
     def omega(self, layer: int, heads: int, size: int) -> torch.Tensor:
         if layer not in self.projections:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + layer)
-            self.projections[layer] = torch.stack([orthogonal_gaussian(self.features, size, generator)
-                                                   for _ in range(heads)])[None]
+            self.projections[layer] = torch.stack(
+                [orthogonal_gaussian(self.features, size, generator) for _ in range(heads)]
+            )[None]
         return self.projections[layer]
 
     def select(self, layer, q, k, visible, scale, top):
@@ -202,20 +204,19 @@ class KMeansBuckets(Search):
             generator = torch.Generator().manual_seed(self.seed * 100_003 + layer)
             self.centroids[layer] = kmeans(keys.float(), self.clusters, self.iterations, generator)
 
-    def candidates(self, layer: int, q: torch.Tensor, k: torch.Tensor, visible: torch.Tensor,
-                   top: int) -> torch.Tensor:
+    def candidates(self, layer: int, q: torch.Tensor, k: torch.Tensor, visible: torch.Tensor, top: int) -> torch.Tensor:
         """(B, H, Tq, Tk) boolean: the visible keys in the buckets each query visits."""
         if layer not in self.centroids:
             raise RuntimeError(f"{self.label}: layer {layer} has no centroids; call fit first")
         centroids = self.centroids[layer].to(q.device, q.dtype)
-        bucket = nearest(k, centroids)                                         # (B, H, Tk)
+        bucket = nearest(k, centroids)  # (B, H, Tk)
         order = (q @ centroids.transpose(-1, -2)).argsort(-1, descending=True)  # (B, H, Tq, C) best first
-        rank = order.argsort(-1)                                               # bucket -> its rank per query
+        rank = order.argsort(-1)  # bucket -> its rank per query
         members = F.one_hot(bucket, self.clusters).to(q.dtype)
-        counts = visible.to(q.dtype) @ members                                 # visible keys per bucket
-        found = counts.gather(-1, order).cumsum(-1)                            # by rank
-        need = visible.sum(-1).clamp(max=top).to(q.dtype)                      # (Tq,)
-        short = (found < need[:, None]).sum(-1)                                # buckets that do not yet suffice
+        counts = visible.to(q.dtype) @ members  # visible keys per bucket
+        found = counts.gather(-1, order).cumsum(-1)  # by rank
+        need = visible.sum(-1).clamp(max=top).to(q.dtype)  # (Tq,)
+        short = (found < need[:, None]).sum(-1)  # buckets that do not yet suffice
         visits = (short + 1).clamp(min=self.probes, max=self.clusters)
         key_rank = rank.gather(-1, bucket[:, :, None, :].expand(-1, -1, q.shape[2], -1))
         return (key_rank < visits[..., None]) & visible
@@ -243,5 +244,19 @@ def mass_captured(retrieved: torch.Tensor, weights: torch.Tensor, kept: torch.Te
     return float(share[..., rows].mean())
 
 
-__all__ = ["ExactTopK", "Favor", "KMeansBuckets", "Search", "Selection", "dense_cost", "favor_scores", "kmeans",
-           "mass_captured", "nearest", "orthogonal_gaussian", "positive_features", "recall_at_k", "top_keys"]
+__all__ = [
+    "ExactTopK",
+    "Favor",
+    "KMeansBuckets",
+    "Search",
+    "Selection",
+    "dense_cost",
+    "favor_scores",
+    "kmeans",
+    "mass_captured",
+    "nearest",
+    "orthogonal_gaussian",
+    "positive_features",
+    "recall_at_k",
+    "top_keys",
+]

@@ -26,16 +26,25 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager
-from lit_gpt.training.checkpoint import load_model
+from lit_gpt.core.errors import UserError
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.data.transforms import InputTransforms
-from lit_gpt.core.errors import UserError
-from lit_gpt.measurement.evaluation import EvalError, PROBE_LENGTH, probe_loss_mask, tokenizer_for, train_args
+from lit_gpt.measurement.evaluation import EvalError, probe_loss_mask, tokenizer_for, train_args
+from lit_gpt.measurement.probe_defaults import PROBE_LENGTH
+from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager
 from lit_gpt.model.gpt import GPT
 from lit_gpt.reporting.table import run_checkpoint
-from lit_gpt.studies.retrieval.search import (ExactTopK, Favor, KMeansBuckets, Search, dense_cost, mass_captured,
-                                              recall_at_k, top_keys)
+from lit_gpt.studies.retrieval.search import (
+    ExactTopK,
+    Favor,
+    KMeansBuckets,
+    Search,
+    dense_cost,
+    mass_captured,
+    recall_at_k,
+    top_keys,
+)
+from lit_gpt.training.checkpoint import load_model
 
 METHODS = ("exact", "favor", "kmeans")
 DEMO_RUNS = ("checkpoints/softmax_cpu", "checkpoints/sigmoid_no_norm_cpu")
@@ -79,16 +88,21 @@ class StudySettings:
         if self.clusters < 1:
             raise StudyError(f"--clusters must be >= 1, got {self.clusters}")
         if max(self.probes) > self.clusters:
-            raise StudyError(f"--probes {self.probes}: a query cannot visit more than the {self.clusters} buckets "
-                             f"(--clusters)")
+            raise StudyError(
+                f"--probes {self.probes}: a query cannot visit more than the {self.clusters} buckets (--clusters)"
+            )
         if self.length < 2:
             raise StudyError(f"--length must be >= 2 tokens, got {self.length}")
         if max(self.k) >= self.length:
-            raise StudyError(f"--k {self.k} must stay below --length {self.length}: a query that sees at most k keys "
-                             f"keeps them all, so no query would be measured")
+            raise StudyError(
+                f"--k {self.k} must stay below --length {self.length}: a query that sees at most k keys "
+                f"keeps them all, so no query would be measured"
+            )
         if not 1 <= self.n_calibration < self.n_sequences:
-            raise StudyError(f"--n_calibration {self.n_calibration} must be >= 1 and leave windows to measure "
-                             f"out of --n_sequences {self.n_sequences}")
+            raise StudyError(
+                f"--n_calibration {self.n_calibration} must be >= 1 and leave windows to measure "
+                f"out of --n_sequences {self.n_sequences}"
+            )
 
     def searches(self) -> list[Search]:
         found: list[Search] = []
@@ -107,17 +121,21 @@ def checkpoint_of(run: str) -> Path:
     try:
         return run_checkpoint(run)
     except EvalError:
-        raise StudyError(f"{run} is not a checkpoint file or a run folder with iter-*-ckpt.pth files: run `make demo` "
-                         f"first (it trains {' and '.join(DEMO_RUNS)}), or pass --runs with run folders or checkpoint "
-                         f"files") from None
+        raise StudyError(
+            f"{run} is not a checkpoint file or a run folder with iter-*-ckpt.pth files: run `make demo` "
+            f"first (it trains {' and '.join(DEMO_RUNS)}), or pass --runs with run folders or checkpoint "
+            f"files"
+        ) from None
 
 
 def check_variant(model: GPT, path: Path) -> None:
     """The study ranks keys by q.k * scale with a positive weight that grows with it; refuse other variants."""
     cfg = model.config
     if cfg.attn_kernel != "none" or cfg.attn_score == "linear" or cfg.pos_embedding in ("alibi", "relative"):
-        raise StudyError(f"{path} is a {cfg.variant_summary()} model: the study covers dot-product scores without "
-                         f"an additive position bias and with an increasing positive weight (softmax, sigmoid, elu)")
+        raise StudyError(
+            f"{path} is a {cfg.variant_summary()} model: the study covers dot-product scores without "
+            f"an additive position bias and with an increasing positive weight (softmax, sigmoid, elu)"
+        )
 
 
 # ------------------------------------------------------------------------------------ model hooks
@@ -138,7 +156,9 @@ def key_selection(model: GPT, select: Selector) -> Iterator[None]:
 
 
 @torch.no_grad()
-def record_problems(model: GPT, tokens: torch.Tensor) -> tuple[torch.Tensor, list[tuple[AttentionSpec, AttentionProblem]]]:
+def record_problems(
+    model: GPT, tokens: torch.Tensor
+) -> tuple[torch.Tensor, list[tuple[AttentionSpec, AttentionProblem]]]:
     """The logits of an unrestricted forward pass over `tokens`, and each layer's spec and attention problem in it."""
     seen: list[tuple[AttentionSpec, AttentionProblem]] = []
     with key_selection(model, lambda index, spec, problem: seen.append((spec, problem))):
@@ -190,8 +210,10 @@ def first_mass(records: list[LayerRecord], n_first: int) -> list[float]:
 def scaled_norms(records: list[LayerRecord]) -> dict[str, list[float]]:
     """Per layer, the mean |q'|^2 and |k'|^2 of the scaled vectors q' = q sqrt(scale), k' = k sqrt(scale) that
     FAVOR+ maps: the relative variance of one random feature is exp(|q' + k'|^2) - 1."""
-    return {name: [float(getattr(r.problem, name).pow(2).sum(-1).mean()) * r.problem.scale for r in records]
-            for name in ("q", "k")}
+    return {
+        name: [float(getattr(r.problem, name).pow(2).sum(-1).mean()) * r.problem.scale for r in records]
+        for name in ("q", "k")
+    }
 
 
 def retrieval(records: list[LayerRecord], search: Search, top: int, n_first: int) -> dict:
@@ -222,10 +244,12 @@ def sequence_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: Optiona
 
 
 @torch.no_grad()
-def restricted_loss(model: GPT, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor], search: Search, top: int,
-                    n_first: int = 0) -> float:
+def restricted_loss(
+    model: GPT, tokens: torch.Tensor, loss_mask: Optional[torch.Tensor], search: Search, top: int, n_first: int = 0
+) -> float:
     """The loss when every layer's queries attend only to the keys `search` retrieves there, plus the keys
     at the first `n_first` positions."""
+
     def select(index: int, spec: AttentionSpec, problem: AttentionProblem) -> torch.Tensor:
         visible = visible_keys(spec, problem)
         keys = search.select(index, problem.q, problem.k, visible, problem.scale, top).keys
@@ -241,25 +265,29 @@ def probe_tokens(model: GPT, ckpt: dict, probe: Path, tokenizer: Optional[str], 
     cfg, train = model.config, train_args(ckpt)
     if settings.length > cfg.block_size:
         raise StudyError(f"--length {settings.length} exceeds the model's block_size {cfg.block_size}")
-    tokens = load_probe_windows(probe, tokenizer_for(train, tokenizer), settings.length, settings.n_sequences,
-                                cfg.vocab_size)
+    tokens = load_probe_windows(
+        probe, tokenizer_for(train, tokenizer), settings.length, settings.n_sequences, cfg.vocab_size
+    )
     if tokens.shape[0] <= settings.n_calibration:
-        raise StudyError(f"{probe} has {tokens.shape[0]} texts, not more than --n_calibration "
-                         f"{settings.n_calibration}; lower --n_calibration")
+        raise StudyError(
+            f"{probe} has {tokens.shape[0]} texts, not more than --n_calibration "
+            f"{settings.n_calibration}; lower --n_calibration"
+        )
     tokens = InputTransforms.of_run(train).apply(tokens, cfg.vocab_size)
     return tokens, probe_loss_mask(cfg, train, settings.length)
 
 
 @torch.no_grad()
-def study_run(run: str, probe: Path, tokenizer: Optional[str], settings: StudySettings,
-              say: Callable[[str], None] = print) -> dict:
+def study_run(
+    run: str, probe: Path, tokenizer: Optional[str], settings: StudySettings, say: Callable[[str], None] = print
+) -> dict:
     """Every measure of `settings` for one run (see the module docstring)."""
     path = checkpoint_of(run)
     name = (path.parent if Path(run).is_file() else Path(run)).name
     model, ckpt = load_model(path)
     check_variant(model, path)
     tokens, loss_mask = probe_tokens(model, ckpt, probe, tokenizer, settings)
-    calibration, tokens = tokens[:settings.n_calibration], tokens[settings.n_calibration:]
+    calibration, tokens = tokens[: settings.n_calibration], tokens[settings.n_calibration :]
     n_first = model.config.sink_tokens + 1
     searches = settings.searches()
     for index, (_, problem) in enumerate(record_problems(model, calibration)[1]):
@@ -276,8 +304,10 @@ def study_run(run: str, probe: Path, tokenizer: Optional[str], settings: StudySe
             row["perplexity"] = math.exp(restricted_loss(model, tokens, loss_mask, search, top))
             row["perplexity_first"] = math.exp(restricted_loss(model, tokens, loss_mask, search, top, n_first))
             rows.append(row)
-            say(f"{name}: {search.label} k={top}: recall {row['recall']:.3f} mass {row['mass']:.3f} "
-                f"ppl {row['perplexity']:.2f} / {row['perplexity_first']:.2f} compute {row['compute']:.3f}")
+            say(
+                f"{name}: {search.label} k={top}: recall {row['recall']:.3f} mass {row['mass']:.3f} "
+                f"ppl {row['perplexity']:.2f} / {row['perplexity_first']:.2f} compute {row['compute']:.3f}"
+            )
     layer_first_mass = first_mass(records, n_first)
     norms = scaled_norms(records)
     return {
@@ -297,17 +327,33 @@ def study_run(run: str, probe: Path, tokenizer: Optional[str], settings: StudySe
     }
 
 
-def run_study(runs: list[str], probe: Path, tokenizer: Optional[str], settings: StudySettings,
-              say: Callable[[str], None] = print) -> dict:
+def run_study(
+    runs: list[str], probe: Path, tokenizer: Optional[str], settings: StudySettings, say: Callable[[str], None] = print
+) -> dict:
     """`study_run` for every run; settings and runs are checked before any model is loaded."""
     settings.check()
     if not runs:
         raise StudyError("--runs is empty; pass run folders or checkpoint files")
     for run in runs:
         checkpoint_of(run)
-    return {"settings": settings.__dict__, "probe": str(probe),
-            "runs": [study_run(run, probe, tokenizer, settings, say) for run in runs]}
+    return {
+        "settings": settings.__dict__,
+        "probe": str(probe),
+        "runs": [study_run(run, probe, tokenizer, settings, say) for run in runs],
+    }
 
 
-__all__ = ["DEMO_RUNS", "METHODS", "LayerRecord", "StudyError", "StudySettings", "key_selection", "record_problems",
-           "restricted_loss", "retrieval", "run_study", "sequence_loss", "study_run"]
+__all__ = [
+    "DEMO_RUNS",
+    "METHODS",
+    "LayerRecord",
+    "StudyError",
+    "StudySettings",
+    "key_selection",
+    "record_problems",
+    "restricted_loss",
+    "retrieval",
+    "run_study",
+    "sequence_loss",
+    "study_run",
+]
