@@ -2,8 +2,13 @@
 
 import os
 
+import matplotlib
 import pytest
 import torch
+
+# Figures render off-screen in every test, whichever module draws first (the package sets it in
+# lit_gpt/measurement/plots.py).
+matplotlib.use("Agg")
 
 
 @pytest.fixture

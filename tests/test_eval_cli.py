@@ -6,29 +6,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.image as mpimg
+import pytest
+import torch
+import torch.nn.functional as F
+from jsonargparse import CLI
 
-matplotlib.use("Agg")
-import matplotlib.image as mpimg  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from jsonargparse import CLI  # noqa: E402
-
-from lit_gpt.cli.eval_sink import evaluate_checkpoint  # noqa: E402
-from lit_gpt.cli.generate import sample  # noqa: E402
-from lit_gpt.cli.report import parse as parse_report_args  # noqa: E402
+from lit_gpt.cli.eval_sink import evaluate_checkpoint
+from lit_gpt.cli.generate import sample
+from lit_gpt.cli.report import parse as parse_report_args
 from lit_gpt.cli.report import report
-from lit_gpt.cli.streaming import compare_caches  # noqa: E402
-from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
-from lit_gpt.data.transforms import InputTransforms  # noqa: E402
+from lit_gpt.cli.streaming import compare_caches
+from lit_gpt.data.tokenizer import train_bpe
+from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.measurement.evaluation import (
-    example_maps,  # noqa: E402
+    example_maps,
     probe_loss_mask,
 )
-from lit_gpt.model.config import Config  # noqa: E402
-from lit_gpt.model.gpt import GPT  # noqa: E402
-from lit_gpt.training.checkpoint import load_model  # noqa: E402
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
+from lit_gpt.training.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then quickly slowly".split()

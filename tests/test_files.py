@@ -1,13 +1,10 @@
 """Outputs are written whole or not at all, and a path that cannot take one is a clear error."""
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-
-import lit_gpt.core.files as files  # noqa: E402
-from lit_gpt.core.files import OutputError, output_folder, save_figure, write_atomic, write_json  # noqa: E402
+import lit_gpt.core.files as files
+from lit_gpt.core.files import OutputError, output_folder, save_figure, write_atomic, write_json
 
 
 def test_writes_create_folders_and_replace_whole_files(tmp_path):

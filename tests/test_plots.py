@@ -1,14 +1,11 @@
-import matplotlib
+import matplotlib.image as mpimg
+import pytest
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.image as mpimg  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from lit_gpt.measurement.analysis import evaluate_gpt  # noqa: E402
-from lit_gpt.measurement.plots import norms_by_position, write_plots  # noqa: E402
-from lit_gpt.model.config import Config  # noqa: E402
-from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.measurement.analysis import evaluate_gpt
+from lit_gpt.measurement.plots import norms_by_position, write_plots
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(k_bias=True, v_bias=True, sink_tokens=2)])

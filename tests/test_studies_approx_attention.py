@@ -8,23 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.image as mpimg
+import pytest
+import torch
+import torch.nn.functional as F
+from script_modules import load_script
 
-matplotlib.use("Agg")
-import matplotlib.image as mpimg  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from script_modules import load_script  # noqa: E402
-
-from lit_gpt.data.tokenizer import train_bpe  # noqa: E402
-from lit_gpt.model.config import Config  # noqa: E402
-from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.data.tokenizer import train_bpe
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT
 from lit_gpt.studies.retrieval.search import (
     ExactTopK,
     Favor,
     KMeansBuckets,
-    dense_cost,  # noqa: E402
+    dense_cost,
     favor_scores,
     kmeans,
     mass_captured,
@@ -36,7 +33,7 @@ from lit_gpt.studies.retrieval.search import (
 from lit_gpt.studies.retrieval.study import (
     LayerRecord,
     StudyError,
-    StudySettings,  # noqa: E402
+    StudySettings,
     key_selection,
     record_problems,
     restricted_loss,

@@ -23,7 +23,7 @@ comparison.png (Sink_1 per model) in --plots.
 """
 
 from pathlib import Path
-from typing import Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from lit_gpt.core.errors import run_cli
 from lit_gpt.core.flags import add_aliases, add_config, new_parser
@@ -125,7 +125,7 @@ def evaluate_hf_model(
     specs = model_specs(model, models)
     names = model_names(specs)
     folders = [resolve_model_dir(spec) for spec in specs]  # every typo is named before the first evaluation
-    settings = dict(
+    settings: dict[str, Any] = dict(
         probe=probe,
         tokenizer=tokenizer,
         add_bos=add_bos,

@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from argparse import ArgumentError
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace, set_parsing_settings
 
@@ -97,7 +97,7 @@ def add_config(parser: ArgumentParser) -> None:
     parser.add_argument("--config", action=ActionConfigFile, help=CONFIG_HELP)
 
 
-def function_parser(function: Callable, skip: Optional[set[str]] = None) -> ArgumentParser:
+def function_parser(function: Callable, skip: Optional[set[Union[str, int]]] = None) -> ArgumentParser:
     """A parser whose flags are `function`'s parameters, documented by its docstring's `Args:`."""
     parser = new_parser(_summary(function))
     add_config(parser)
@@ -110,11 +110,10 @@ def _summary(function: Callable) -> Optional[str]:
     return (function.__doc__ or "").strip().split("\n\n")[0] or None
 
 
-def add_aliases(parser: ArgumentParser, aliases: Optional[dict[str, Sequence[str]]] = None) -> None:
+def add_aliases(parser: ArgumentParser, aliases: Optional[Mapping[str, Sequence[str]]] = None) -> None:
     """Give the flag `parser` has for each concept of `aliases` every other spelling of that concept as a second
     name, the canonical one first (a spelling another option already has stays that option's)."""
-    aliases = ALIASES if aliases is None else aliases
-    for canonical, others in aliases.items():
+    for canonical, others in (ALIASES if aliases is None else aliases).items():
         spellings = (canonical, *others)
         action = next(
             (parser._option_string_actions[name] for name in spellings if name in parser._option_string_actions), None
@@ -162,7 +161,7 @@ def did_you_mean(message: str, options: Sequence[str]) -> str:
     return "; ".join(hints)
 
 
-def run_function(function: Callable, argv: Optional[Sequence[str]], skip: Optional[set[str]] = None) -> Any:
+def run_function(function: Callable, argv: Optional[Sequence[str]], skip: Optional[set[Union[str, int]]] = None) -> Any:
     """Parse `argv` with `function_parser(function)` and call `function` with the values."""
     values = parse(function_parser(function, skip), argv).as_dict()
     values.pop("config", None)

@@ -437,7 +437,7 @@ def _build(
         }
         meta["dtype"] = token_dtype.name
         meta["datasets"] = _tokenize(plan, tokenizer, token_dtype, prefix, fraction, num_workers, build)
-        valid_texts = {
+        valid_texts: dict[str, Iterable[str]] = {
             domain: _split_texts(files, "valid", fraction)
             for (split, domain), files in plan.items()
             if split == "valid"

@@ -44,7 +44,7 @@ def select_probe_texts(
             if len(tokenizer.encode(snippet)) >= PROBE_TOKENS:
                 yield {"domain": domain, "text": snippet}
 
-    records = []
+    records: list[dict[str, str]] = []
     for layer in itertools.zip_longest(*itertools.starmap(eligible, texts_by_domain.items())):
         records.extend(record for record in layer if record is not None)
         if len(records) >= count:

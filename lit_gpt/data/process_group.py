@@ -43,6 +43,7 @@ def run_in_own_group(function: Callable[..., Any], *args: Any) -> Any:
     child = context.Process(target=_lead_group, args=(send, function, args), name="preprocessing build")
     try:
         child.start()
+        assert child.pid is not None  # set by start()
         _make_group(child.pid)  # the child does the same; whichever runs first, the group exists before work
         send.close()
         return _outcome(child, receive)
@@ -58,6 +59,7 @@ def _lead_group(send: Connection, function: Callable[..., Any], args: tuple) -> 
     _make_group(0)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    outcome: tuple[Any, ...]
     try:
         outcome = ("returned", function(*args))
     except BaseException as error:

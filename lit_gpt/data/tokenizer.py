@@ -38,6 +38,9 @@ class Tokenizer:
 
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
+        # One of the two backends, chosen by the file's kind.
+        self._sp: Optional[sentencepiece.SentencePieceProcessor] = None
+        self._hf: Optional[tokenizers.Tokenizer] = None
         if not self.path.is_file():
             raise TokenizerError(
                 f"tokenizer file {self.path} does not exist; pass an existing tokenizer.json or .model"
@@ -52,7 +55,7 @@ class Tokenizer:
                 ) from None
             self._hf = None
             self.vocab_size = self._sp.get_piece_size()
-            self.eos_id = _optional_id(self._sp.eos_id())
+            eos_id = _optional_id(self._sp.eos_id())
             self.bos_id = _optional_id(self._sp.bos_id())
         else:
             try:
@@ -63,16 +66,23 @@ class Tokenizer:
                 ) from None
             self._sp = None
             self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
-            self.eos_id = self._first_known(EOS_TOKENS)
+            eos_id = self._first_known(EOS_TOKENS)
             self.bos_id = self._first_known(BOS_TOKENS)
-        if self.eos_id is None:
+        if eos_id is None:
             raise TokenizerError(
                 f"tokenizer {self.path} has no EOS token (tried {', '.join(EOS_TOKENS)}); documents cannot be separated"
             )
+        self.eos_id: int = eos_id
+
+    @property
+    def _hf_tokenizer(self) -> tokenizers.Tokenizer:
+        """The HF backend, for the methods that run when there is no SentencePiece model."""
+        assert self._hf is not None, "a SentencePiece tokenizer has no HF backend"
+        return self._hf
 
     def _first_known(self, candidates: Iterable[str]) -> Optional[int]:
         for token in candidates:
-            token_id = self._hf.token_to_id(token)
+            token_id = self._hf_tokenizer.token_to_id(token)
             if token_id is not None:
                 return token_id
         return None
@@ -87,7 +97,7 @@ class Tokenizer:
         if self._sp is not None:
             return self._sp.encode(texts)
         try:
-            encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
+            encodings = self._hf_tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         except Exception as error:  # the library raises a bare Exception
             raise TokenizerError(
                 f"tokenizer {self.path} cannot encode the text ({_reason(error)}); give its model an "
@@ -100,14 +110,14 @@ class Tokenizer:
         if self._sp is not None:
             token_id = self._sp.piece_to_id(token)
             return token_id if self._sp.id_to_piece(token_id) == token else None
-        return self._hf.token_to_id(token)
+        return self._hf_tokenizer.token_to_id(token)
 
     def token(self, token_id: int) -> Optional[str]:
         """The vocabulary entry of `token_id` (None outside the vocabulary): exported models name their BOS
         and EOS by it."""
         if self._sp is not None:
             return self._sp.id_to_piece(token_id) if 0 <= token_id < self.vocab_size else None
-        return self._hf.id_to_token(token_id)
+        return self._hf_tokenizer.id_to_token(token_id)
 
     def special_prefix(self) -> list[int]:
         """The ids the tokenizer's own post-processing puts before every text (LLaMA's BOS, for one).
@@ -117,15 +127,15 @@ class Tokenizer:
         """
         if self._hf is None:
             return []
-        plain = self._hf.encode("a", add_special_tokens=False).ids
-        full = self._hf.encode("a", add_special_tokens=True).ids
+        plain = self._hf_tokenizer.encode("a", add_special_tokens=False).ids
+        full = self._hf_tokenizer.encode("a", add_special_tokens=True).ids
         starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
         return full[: starts[0]] if starts else []
 
     def decode(self, ids: list[int]) -> str:
         if self._sp is not None:
             return self._sp.decode(ids)
-        return self._hf.decode(ids, skip_special_tokens=False)
+        return self._hf_tokenizer.decode(ids, skip_special_tokens=False)
 
     @property
     def file_name(self) -> str:

@@ -11,16 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lit_gpt.core.errors import UserError  # noqa: E402
-from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
-from lit_gpt.measurement.analysis import peak_activation_ratio  # noqa: E402
-from lit_gpt.measurement.evaluation import metric_label  # noqa: E402
-from lit_gpt.measurement.plots import save_and_close  # noqa: E402
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import write_atomic, write_json
+from lit_gpt.measurement.analysis import peak_activation_ratio
+from lit_gpt.measurement.evaluation import metric_label
+from lit_gpt.measurement.plots import plt, save_and_close
 
 
 def _path_parts(spec: str) -> tuple[str, ...]:

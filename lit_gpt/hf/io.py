@@ -132,7 +132,8 @@ def _prefixing(tok: Tokenizer, bos: Optional[int]) -> bytes:
     if tok.file_name != "tokenizer.json" or tok.special_prefix() == wanted:
         return tok.path.read_bytes()
     hf = tokenizers.Tokenizer.from_file(str(tok.path))
-    first = [] if bos is None else [tok.token(bos)]
+    bos_token = None if bos is None else tok.token(bos)
+    first = [] if bos_token is None else [bos_token]
     hf.post_processor = processors.TemplateProcessing(
         single=" ".join(first + ["$A"]),
         pair=" ".join(first + ["$A"] + first + ["$B"]),

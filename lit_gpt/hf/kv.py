@@ -20,7 +20,7 @@ other architectures (Falcon's `query_key_value`, CodeGen's `qkv_proj`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -133,7 +133,7 @@ def per_head(name: str, module: nn.Module, shape: HeadShape) -> KeyValueReader:
     return KeyValueReader({"qkv": module}, split)
 
 
-def layer_reader(model: nn.Module, layer: nn.Module) -> KeyValueReader:
+def layer_reader(model: Any, layer: nn.Module) -> KeyValueReader:
     """How to read one decoder layer's keys and values; `KeyValueUnavailable` when no layout fits."""
     shape = HeadShape.of(model.config)
     model_type = model.config.model_type
@@ -150,7 +150,7 @@ def layer_reader(model: nn.Module, layer: nn.Module) -> KeyValueReader:
     return separate_projections(layer, shape)
 
 
-def key_value_readers(model: nn.Module, layers: list[nn.Module]) -> list[KeyValueReader]:
+def key_value_readers(model: Any, layers: list[nn.Module]) -> list[KeyValueReader]:
     """One reader per decoder layer; the `KeyValueUnavailable` message names the architecture."""
     try:
         return [layer_reader(model, layer) for layer in layers]

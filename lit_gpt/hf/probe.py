@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -75,7 +75,8 @@ def load_hf_causal_lm(spec: Union[str, Path]):
         ) from None
     try:
         with _quiet_transformers():
-            model, info = AutoModelForCausalLM.from_pretrained(
+            # typed as returning the model alone; with output_loading_info it returns (model, info)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 folder,
                 config=config,
                 attn_implementation="eager",
@@ -83,6 +84,7 @@ def load_hf_causal_lm(spec: Union[str, Path]):
                 ignore_mismatched_sizes=True,
                 output_loading_info=True,
             )
+            model, info = loaded
     except Exception as error:  # transformers reports a damaged or foreign folder with many error types
         raise HFError(
             f"transformers cannot load {folder} ({type(error).__name__}: {one_line(error)[:160]}); "
@@ -97,13 +99,16 @@ def decoder_layers(model) -> list[nn.Module]:
     `gpt_neox.layers`, OPT `model.decoder.layers`, LLaMA `model.layers`, ...); where several lists have
     that length, the one holding the most parameters, since decoder layers hold nearly all of them."""
     count = getattr(model.config, "num_hidden_layers", None)
-    lists = [module for module in model.modules() if isinstance(module, nn.ModuleList) and len(module) == count]
+    lists: list[nn.ModuleList] = [
+        module for module in model.modules() if isinstance(module, nn.ModuleList) and len(module) == count
+    ]
     if not count or not lists:
         raise HFError(
             f"{type(model).__name__} keeps no list of num_hidden_layers={count} decoder layers, so its "
             f"hidden states cannot be hooked; this architecture cannot be evaluated"
         )
-    return list(max(lists, key=lambda layers: sum(p.numel() for p in layers.parameters())))
+    largest = max(lists, key=lambda layers: sum(p.numel() for p in layers.parameters()))
+    return list(largest)
 
 
 def _attention_maps(model, out) -> list[torch.Tensor]:
@@ -128,7 +133,7 @@ def hf_probe_forward(model) -> tuple[ProbeForward, Optional[str]]:
         modules.update({f"kv{i}.{name}": module for name, module in reader.modules.items()})
 
     def forward(idx: torch.Tensor) -> ProbeOutputs:
-        store = {}
+        store: dict[str, torch.Tensor] = {}
         handle = layers[0].register_forward_pre_hook(
             lambda m, args, kwargs: store.__setitem__("embedding", args[0] if args else kwargs["hidden_states"]),
             with_kwargs=True,

@@ -132,7 +132,13 @@ class ProbeStatistics:
         }
 
     def _add(self, name: str, value: torch.Tensor) -> None:
-        self.sums[name] = value if self.sums[name] is None else self.sums[name] + value
+        total = self.sums[name]
+        self.sums[name] = value if total is None else total + value
+
+    def _mean(self, name: str) -> Optional[list]:
+        """The per-sequence mean of a sum, as lists; None for what no batch gave (keys of a HF model)."""
+        total = self.sums[name]
+        return None if total is None else (total / self.n_sequences).tolist()
 
     @torch.no_grad()
     def update(self, out: ProbeOutputs, idx: torch.Tensor, loss_mask: Optional[torch.Tensor] = None) -> None:
@@ -159,7 +165,7 @@ class ProbeStatistics:
         if not self.n_sequences:
             raise ValueError("no probe batches were evaluated")
         n = self.n_sequences
-        activations = (self.sums["activations"] / n).tolist()
+        activations = self._mean("activations") or []
         return {
             "eps": self.eps,
             "n_sequences": n,
@@ -168,10 +174,7 @@ class ProbeStatistics:
             "layer_sink_rates": self.sinks.layer_rates(),
             "layer_mean_alpha": self.sinks.mean_alphas(),
             "loss": self.loss_sum / max(self.loss_count, 1),
-            "norms": {
-                name: None if self.sums[name] is None else (self.sums[name] / n).tolist()
-                for name in ("hidden", "keys", "values")
-            },
+            "norms": {name: self._mean(name) for name in ("hidden", "keys", "values")},
             "massive_activations": {
                 stat: [row[i] for row in activations] for i, stat in enumerate(("top1", "top2", "top3", "median"))
             },

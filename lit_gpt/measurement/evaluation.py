@@ -127,7 +127,7 @@ def publish(
     if json is not None:
         write_json(json, result)
         print(f"wrote {json}")
-    if examples is not None:
+    if examples is not None and plots is not None:
         paths = write_plots(result, examples, plots, layers, heads, n_slots)
         print("wrote " + ", ".join(str(p) for p in paths))
 

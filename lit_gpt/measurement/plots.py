@@ -1,6 +1,7 @@
 """PNG figures of a sink evaluation (the dict from `lit_gpt.measurement.analysis.evaluate_probe`).
 
-Uses matplotlib's non-interactive Agg backend, so it runs on headless machines.
+Uses matplotlib's non-interactive Agg backend, so it runs on headless machines. Every module of the package
+that draws takes `plt` from here, so that choice is made in this one place.
 """
 
 from __future__ import annotations

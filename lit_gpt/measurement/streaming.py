@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,13 +73,13 @@ def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_siz
     bounded = cache_policy.window > 0
     prefill = min(n, cache_policy.keep_first + cache_policy.window) if bounded else n
     cache = model.new_cache()
-    logits = []
+    pieces = []
     for start in range(0, prefill, chunk_size):
-        logits.append(model(tokens[:, start : min(start + chunk_size, prefill)], cache=cache)[0])
+        pieces.append(model(tokens[:, start : min(start + chunk_size, prefill)], cache=cache)[0])
     for pos in range(prefill, n):
         cache.keep(cache_policy.kept(len(cache), cfg.sink_tokens))
-        logits.append(model(tokens[:, pos : pos + 1], cache=cache)[0])
-    logits = torch.cat(logits)[:-1, : cfg.vocab_size].float()
+        pieces.append(model(tokens[:, pos : pos + 1], cache=cache)[0])
+    logits = torch.cat(pieces)[:-1, : cfg.vocab_size].float()
     return F.cross_entropy(logits, tokens[0, 1:], reduction="none")
 
 
@@ -104,7 +105,13 @@ def streaming_perplexities(
         raise StreamingError(f"n_sink must be >= 0 (0 keeps no first tokens), got {n_sink}")
     if tokens.numel() < 2:
         raise StreamingError("need at least two tokens to measure perplexity")
-    result = {"n_tokens": int(tokens.numel()), "window": window, "n_sink": n_sink, "nll": {}, "perplexity": {}}
+    result: dict[str, Any] = {
+        "n_tokens": int(tokens.numel()),
+        "window": window,
+        "n_sink": n_sink,
+        "nll": {},
+        "perplexity": {},
+    }
     for name in policies:
         nll = float(token_nlls(model, tokens, policy(name, window, n_sink)).mean())
         result["nll"][name] = nll

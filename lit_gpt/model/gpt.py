@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -56,16 +56,21 @@ class Block(nn.Module):
         if self.post_norm:
             attended, weights = self.attn(x, positions, rope, position_bias, cache, need_weights)
             x = self.norm_1(x + attended)
-            return (x if self.mlp is None else self.norm_2(x + self.mlp(x))), weights
+            if self.mlp is not None and self.norm_2 is not None:
+                x = self.norm_2(x + self.mlp(x))
+            return x, weights
         attended, weights = self.attn(self.norm_1(x), positions, rope, position_bias, cache, need_weights)
         x = x + attended
-        return (x if self.mlp is None else x + self.mlp(self.norm_2(x))), weights
+        if self.mlp is not None and self.norm_2 is not None:
+            x = x + self.mlp(self.norm_2(x))
+        return x, weights
 
 
-def _normal_init(module: nn.Module, std: float) -> None:
+def _normal_init(module: Union[nn.Linear, nn.Embedding], std: float) -> None:
     nn.init.normal_(module.weight, mean=0.0, std=std)
-    if getattr(module, "bias", None) is not None:
-        nn.init.zeros_(module.bias)
+    bias = getattr(module, "bias", None)
+    if bias is not None:
+        nn.init.zeros_(bias)
 
 
 class GPT(nn.Module):
@@ -114,7 +119,7 @@ class GPT(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 std = out_std if name.endswith("mlp.down_proj") else self.init_std
-                module.reset_parameters = partial(_normal_init, module, std)
+                module.reset_parameters = partial(_normal_init, module, std)  # type: ignore[method-assign]
 
     def reset_parameters(self) -> None:
         """Initialise the parameters this module owns directly (the sink-token embeddings)."""
@@ -124,8 +129,9 @@ class GPT(nn.Module):
     def init_weights(self) -> None:
         """Apply the init to every parameter, e.g. after `to_empty()` of a meta-device model."""
         for module in self.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
     # ------------------------------------------------------------------------------ forward
     def new_cache(self) -> KVCache:
@@ -140,11 +146,13 @@ class GPT(nn.Module):
         x = self.wte(idx)
         n_sink = cfg.sink_tokens if start == 0 else 0
         if n_sink:
+            assert self.sink_tokens is not None  # built when the config has sink tokens
             x = torch.cat((self.sink_tokens.to(x.dtype).expand(batch, -1, -1), x), dim=1)
         positions = torch.arange(start, start + x.shape[1], device=idx.device)
         if cfg.pos_embedding == "absolute":
             x = x + sinusoidal(positions, cfg.n_embd).to(x.dtype)
         elif cfg.pos_embedding == "learnable":
+            assert self.wpe is not None  # built for learnable positions
             if positions[-1] >= self.wpe.num_embeddings:
                 raise ConfigError(f"position {int(positions[-1])} exceeds the learnable table; raise block_size")
             x = x + self.wpe(positions)

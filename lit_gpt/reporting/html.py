@@ -30,31 +30,27 @@ from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import quote
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
-
-from lit_gpt.core.files import write_atomic  # noqa: E402
-from lit_gpt.measurement.analysis import activation_ratios  # noqa: E402
-from lit_gpt.measurement.evaluation import metric_label  # noqa: E402
-from lit_gpt.measurement.metrics import LAYER_SERIES  # noqa: E402
-from lit_gpt.measurement.plots import draw_attention  # noqa: E402
+from lit_gpt.core.files import write_atomic
+from lit_gpt.measurement.analysis import activation_ratios
+from lit_gpt.measurement.evaluation import metric_label
+from lit_gpt.measurement.metrics import LAYER_SERIES
+from lit_gpt.measurement.plots import draw_attention, plt
 from lit_gpt.reporting.table import (
     COLUMNS,
     HEADERS,
     MAX_SINK_LAYERS,
     decode_maps,
-    differing_settings,  # noqa: E402
+    differing_settings,
     layer_label,
     run_settings,
     setting_cell,
     table_cell,
 )
-from lit_gpt.training.loggers import read_metrics  # noqa: E402
+from lit_gpt.training.loggers import read_metrics
 
 SINK_SERIES = {name: metric_label(name) for name in LAYER_SERIES}
 LOSS_SERIES = {"train_loss": "train", "valid_loss": "valid (mean over domains)", "probe_loss": "probe"}
@@ -422,7 +418,7 @@ def run_section(index: int, row: dict, run_dir: Path, series: Optional[dict], pa
             )
     evaluation, reason = read_evaluation(run_dir)
     if evaluation is None:
-        notes.append(reason)
+        notes.append(reason or "no sink evaluation")
     else:
         caption = (
             f"Sink rates of each layer (layers count from 0), from sink_eval.json (step {evaluation.get('step_count')})"

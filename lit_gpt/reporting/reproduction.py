@@ -225,8 +225,9 @@ def load_results(root: Path, scale: str, max_step: Optional[int] = None) -> dict
     for row in GRID:
         for run in row.runs():
             folder = Path(root) / run_folder(run, scale)
-            if finished(folder, max_step):
-                results[run] = RunResult(run, folder, evaluation(folder), *train_times(folder))
+            result = evaluation(folder) if finished(folder, max_step) else None
+            if result is not None:
+                results[run] = RunResult(run, folder, result, *train_times(folder))
     return results
 
 
@@ -290,7 +291,8 @@ def default_line(results: dict[str, RunResult]) -> str:
 
 def effect_tables(results: dict[str, RunResult], width: float) -> tuple[list[str], dict[str, list]]:
     """One Markdown table per paper table, and each source's verdicts (paper, the rest)."""
-    lines, verdicts = [], {"paper": [], "other": []}
+    lines: list[str] = []
+    verdicts: dict[str, list] = {"paper": [], "other": []}
     header = [
         "| row | metric | reported | reported effect | ours (%, seed range) | our effect | agrees |",
         "|---|---|---|---|---|---|---|",

@@ -20,7 +20,7 @@ from lit_gpt.training.run_config import CONFIGS, PAPER, compose, parse_args, wri
 from lit_gpt.training.train_args import TrainArgs
 
 # Where each scale's data lives and how it is built (preprocess/run_preprocess.sh forwards to prepare.py).
-DATA = {
+DATA: dict[str, dict[str, Any]] = {
     PAPER: {"dir": Path("datasets/hub"), "source": "hub"},
     "cpu": {"dir": Path("datasets/embedded"), "source": "embedded"},
 }

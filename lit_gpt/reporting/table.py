@@ -26,21 +26,17 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
 import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
-from lit_gpt.data.probe import load_probe_windows  # noqa: E402
-from lit_gpt.measurement.analysis import activation_ratios, embedding_activation_ratio, peak_activation_ratio  # noqa: E402
-from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args  # noqa: E402
-from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
-from lit_gpt.measurement.plots import save_and_close  # noqa: E402
-from lit_gpt.training.checkpoint import find_latest, load_model  # noqa: E402
-from lit_gpt.training.loggers import read_metrics  # noqa: E402
+from lit_gpt.core.files import write_atomic, write_json
+from lit_gpt.data.probe import load_probe_windows
+from lit_gpt.measurement.analysis import activation_ratios, embedding_activation_ratio, peak_activation_ratio
+from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args
+from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows
+from lit_gpt.measurement.plots import plt, save_and_close
+from lit_gpt.training.checkpoint import find_latest, load_model
+from lit_gpt.training.loggers import read_metrics
 
 COLUMNS = (
     "run",

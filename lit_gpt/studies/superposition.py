@@ -32,20 +32,16 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional, cast
 
-import matplotlib
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from lit_gpt.core.errors import UserError  # noqa: E402
-from lit_gpt.core.files import output_folder, write_atomic, write_json  # noqa: E402
-from lit_gpt.measurement.plots import save_and_close  # noqa: E402
-from lit_gpt.model.config import Config  # noqa: E402
-from lit_gpt.model.gpt import GPT  # noqa: E402
+from lit_gpt.core.errors import UserError
+from lit_gpt.core.files import output_folder, write_atomic, write_json
+from lit_gpt.measurement.plots import plt, save_and_close
+from lit_gpt.model.config import Config
+from lit_gpt.model.gpt import GPT, Block
 
 # Arm name -> (attn_gate, whether the gate L1 penalty applies).
 ARMS: dict[str, tuple[str, bool]] = {
@@ -289,7 +285,7 @@ def task_losses(model: GPT, batch: Batch, n_tasks: int) -> tuple[torch.Tensor, t
 @contextmanager
 def head_ablated(model: GPT, head: int, layer: int = 0) -> Iterator[GPT]:
     """The model with one head's output zeroed where the heads meet the output projection (after the gate)."""
-    attn = model.blocks[layer].attn
+    attn = cast(Block, model.blocks[layer]).attn
     if not 0 <= head < attn.config.n_head:
         raise StudyError(f"head {head} does not exist; the layer has {attn.config.n_head} heads")
     keep = torch.ones(attn.config.n_head, attn.config.head_size)
@@ -345,7 +341,7 @@ def effective_tasks_per_head(delta: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def recorded_gates(model: GPT, layer: int = 0) -> Iterator[list[torch.Tensor]]:
     """A list that receives each forward's gate values sigmoid(x W_g), (B, T, n_head), kept in the graph."""
-    gate = model.blocks[layer].attn.gate
+    gate = cast(Block, model.blocks[layer]).attn.gate
     if gate is None or not gate.headwise:
         raise StudyError("the model has no per-head output gate (attn_gate: headwise)")
     values: list[torch.Tensor] = []
@@ -384,7 +380,8 @@ def train_model(study: Study, data: SkipTrigrams, arm: str, seed: int, eval_batc
     curve: list[tuple[int, float]] = []
     started = time.perf_counter()
     step = 0
-    with recorded_gates(model) if penalised else nullcontext([]) as gates:
+    recording: ContextManager[list[torch.Tensor]] = recorded_gates(model) if penalised else nullcontext([])
+    with recording as gates:
         while step < study.steps:
             for group in optimizer.param_groups:
                 group["lr"] = study.lr * min(1.0, (step + 1) / max(study.warmup, 1))
@@ -443,7 +440,7 @@ def summarise(runs: list[dict], arms: list[str], threshold: float) -> dict[str, 
     """Per arm, over seeds: mean and standard deviation of loss, accuracy, worst task's accuracy, tasks per
     head, heads per task, effective tasks per head, steps; per-task accuracy averaged over seeds; and the
     mean tasks per head at each of `sensitivity_thresholds`."""
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for arm in arms:
         mine = [run for run in runs if run["arm"] == arm]
         per_run = {

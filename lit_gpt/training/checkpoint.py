@@ -102,13 +102,13 @@ def save_atomic(fabric, path: Path, state: dict[str, Any], needed: Optional[int]
         if fabric.global_rank == 0:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-    except (OSError, RuntimeError) as error:  # torch's zip writer reports a failed write as RuntimeError
-        failure = error
+    except (OSError, RuntimeError) as caught:  # torch's zip writer reports a failed write as RuntimeError
+        failure = caught
     if fabric.strategy.reduce_boolean_decision(failure is not None, all=False):
-        error = _save_failure(path, failure, needed)  # before the temporary goes: a full disk still shows
+        reported = _save_failure(path, failure, needed)  # before the temporary goes: a full disk still shows
         if fabric.global_rank == 0:
             tmp.unlink(missing_ok=True)
-        raise error
+        raise reported
     if fabric.global_rank == 0:
         os.replace(tmp, path)
         _fsync_dir(path.parent)

@@ -20,7 +20,7 @@ read any other, and a sharded run resumes from an unsharded one's.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from lightning.fabric.strategies import ModelParallelStrategy
@@ -41,7 +41,8 @@ def shard_model(model: Module, mesh) -> Module:
     """One FSDP unit per transformer block (whatever wraps it, e.g. activation checkpointing), then the root
     unit for the parameters left: the embeddings, the final norm and the head."""
     mesh = mesh["data_parallel"]
-    for block in model.blocks:
+    blocks: Module = model.get_submodule("blocks")
+    for block in blocks.children():
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
@@ -69,7 +70,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         model = _the_model(state)
         # Every process takes part in gathering; only rank 0 receives the full tensors and writes them.
         gathered = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        checkpoint = {}
+        checkpoint: dict[str, Any] = {}
         for key, obj in state.items():
             if isinstance(obj, Module):
                 checkpoint[key] = get_model_state_dict(obj, options=gathered)
@@ -83,7 +84,11 @@ class FSDP2Strategy(ModelParallelStrategy):
             torch.save(checkpoint, path)
 
     def load_checkpoint(
-        self, path, state: Optional[dict[str, Any]] = None, strict: bool = True, weights_only: Optional[bool] = None
+        self,
+        path,
+        state: Optional[Union[Module, Optimizer, dict[str, Any]]] = None,
+        strict: bool = True,
+        weights_only: Optional[bool] = None,
     ) -> dict[str, Any]:
         """Restore `state` in place from a one-file checkpoint (every process reads the file, mapped, and keeps
         its own shards); returns the entries `state` did not ask for."""
@@ -125,7 +130,7 @@ def _the_model(state: dict[str, Any]) -> Module:
 def optimizer_parameter_names(model: Module, optimizer: Optimizer) -> list[str]:
     """The names torch.distributed.checkpoint gives the optimizer's parameters, in the optimizer's order
     (wrappers such as activation checkpointing's are not part of a name)."""
-    sharded = get_optimizer_state_dict(model, optimizer)
+    sharded: dict[str, Any] = dict(get_optimizer_state_dict(model, optimizer))
     return [name for group in sharded["param_groups"] for name in group["params"]]
 
 

@@ -16,6 +16,7 @@ import io
 import math
 import os
 import time
+from argparse import Namespace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -76,7 +77,7 @@ class CSVMetrics(Logger):
                 writer.writerow(CSV_COLUMNS)
             writer.writerows((step, name, repr(float(value))) for name, value in metrics.items())
 
-    def log_hyperparams(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: Union[dict[str, Any], Namespace], *args: Any, **kwargs: Any) -> None:
         """Hyperparameters live in every checkpoint (`train`, `config`); the CSV holds metrics only."""
 
 
@@ -155,7 +156,7 @@ class WandbMetrics(Logger):
         stored = self.folder / WANDB_ID_FILE
         self.run_id = (stored.read_text().strip() or None) if resume and stored.is_file() else None
         env_tags = [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
-        self.settings = dict(
+        self.settings: dict[str, Any] = dict(
             project=os.environ.get("WANDB_PROJECT", "attention-sink"),
             entity=os.environ.get("WANDB_ENTITY"),
             name=os.environ.get("WANDB_NAME", name),
@@ -165,7 +166,7 @@ class WandbMetrics(Logger):
             resume="allow",
             mode=wandb_mode(),
         )
-        self._run = None
+        self._run: Any = None  # a wandb Run once started
 
     @property
     def name(self) -> str:
@@ -198,7 +199,7 @@ class WandbMetrics(Logger):
         self.experiment.log(dict(metrics) if step is None else {**metrics, STEP: step})
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: Union[dict[str, Any], Namespace], *args: Any, **kwargs: Any) -> None:
         self.experiment.config.update(params, allow_val_change=True)
 
     @rank_zero_only

@@ -29,7 +29,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norms_and_biases: 
     named: Iterator = ((n, p) for n, p in model.named_parameters() if p.requires_grad)
     if decay_norms_and_biases:
         return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in named:
         (no_decay if is_bias_like(name, param) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

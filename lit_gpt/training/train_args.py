@@ -250,7 +250,11 @@ class TrainArgs:
             raise ArgsError(f"downsample_ratio must be in (0, 1], got {self.downsample_ratio}")
         if (self.random_token_start is None) != (self.random_token_end is None):
             raise ArgsError("set both random_token_start and random_token_end (the span is [start, end))")
-        if self.random_token_start is not None and not 0 <= self.random_token_start < self.random_token_end:
+        if (
+            self.random_token_start is not None
+            and self.random_token_end is not None
+            and not 0 <= self.random_token_start < self.random_token_end
+        ):
             raise ArgsError(
                 f"random token span [{self.random_token_start}, {self.random_token_end}) is empty or negative"
             )

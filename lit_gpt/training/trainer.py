@@ -31,12 +31,13 @@ import time
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.connector import _is_using_cli
+from lightning.fabric.loggers import Logger
 from tqdm import tqdm
 
 from lit_gpt.core.errors import UserError
@@ -109,7 +110,7 @@ def make_strategy(args: TrainArgs):
 
 
 def make_fabric(args: TrainArgs) -> L.Fabric:
-    loggers = [CSVMetrics(args.out_dir)]
+    loggers: list[Logger] = [CSVMetrics(args.out_dir)]
     dashboard = dashboard_logger(
         args.logger,
         args.out_dir / "logs",
@@ -120,13 +121,14 @@ def make_fabric(args: TrainArgs) -> L.Fabric:
     if dashboard is not None:
         loggers.append(dashboard)
     # FSDP2Strategy writes its gathered checkpoint itself; the other strategies take the direct writer.
-    plugins = [] if args.strategy == "fsdp" else [DirectCheckpointIO()]
+    plugins: list[Any] = [] if args.strategy == "fsdp" else [DirectCheckpointIO()]
+    precision: Any = args.precision or default_precision()  # a precision name TrainArgs checked
     return L.Fabric(
         accelerator="auto",
         devices=args.devices,
         num_nodes=args.num_nodes,
         strategy=make_strategy(args),
-        precision=args.precision or default_precision(),
+        precision=precision,
         loggers=loggers,
         plugins=plugins,
     )
@@ -149,7 +151,7 @@ def setup(args: TrainArgs) -> None:
         if _is_using_cli():  # `fabric run` started every process and Fabric joined them up; launching is refused
             main(fabric, args)
         else:
-            fabric.launch(main, args)
+            fabric.launch(partial(main, args=args))
 
 
 def becomes_rank_zero() -> bool:
@@ -222,7 +224,8 @@ def starts_fresh(args: TrainArgs) -> bool:
 def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
     """FSDP shards over processes: one process has nothing to shard over, and running it anyway would hide
     a mistaken --devices / --num_nodes."""
-    if args.strategy == "fsdp" and fabric.strategy.num_processes * fabric.strategy.num_nodes == 1:
+    strategy: Any = fabric.strategy  # a parallel strategy here, which has process and node counts
+    if args.strategy == "fsdp" and strategy.num_processes * strategy.num_nodes == 1:
         raise ArgsError(
             "strategy=fsdp shards the model over processes but this run has one (devices="
             f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto"
@@ -271,7 +274,7 @@ def check_data_dirs(args: TrainArgs) -> None:
                 f"or pass --{flag} pointing at tokenized shards"
             )
         mismatch = vocab_mismatch(folder, vocab_size) if folder is not None else None
-        if mismatch:
+        if folder is not None and mismatch:
             raise DataError(
                 f"{mismatch}; set --model.vocab_size {recorded_vocab_size(folder)} or use shards built "
                 f"with the model's tokenizer"
@@ -402,9 +405,7 @@ def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.M
             check_fn=lambda module: isinstance(module, Block),
             checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
         )
-    if args.compile:
-        model = torch.compile(model)
-    return fabric.setup(model)
+    return fabric.setup(cast(torch.nn.Module, torch.compile(model)) if args.compile else model)
 
 
 def main(fabric: L.Fabric, args: TrainArgs) -> None:
@@ -572,16 +573,17 @@ def train_step(
             fabric.backward(loss / accumulation)
         total += loss.detach()
         state["iter_num"] += 1
-    loss = fabric.all_reduce(total / accumulation, reduce_op="mean").item()
+    mean_loss = float(cast(torch.Tensor, fabric.all_reduce(total / accumulation, reduce_op="mean")))
     if args.grad_clip > 0:
-        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=args.grad_clip, error_if_nonfinite=False)
+        norm = fabric.clip_gradients(model, optimizer, max_norm=args.grad_clip, error_if_nonfinite=False)
     else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    grad_norm = float(full_tensor(grad_norm))
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    assert norm is not None  # clip_gradients with max_norm returns the norm
+    grad_norm = float(full_tensor(norm))
+    if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
         latest = find_latest(args.out_dir)
         raise TrainingError(
-            f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
+            f"non-finite training loss ({mean_loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
             f"stopped before the update. Last good checkpoint: {latest or 'none'}. Lower "
             f"--learning_rate or check the data and model settings"
         )
@@ -589,7 +591,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     state["step_count"] += 1
     state["tokens_seen"] += args.global_batch_size * model.config.block_size
-    return loss, grad_norm, lr
+    return mean_loss, grad_norm, lr
 
 
 def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
@@ -618,7 +620,7 @@ def evaluate(
         metrics.update(sink_metrics(result))
     metrics["total_tokens"] = state["tokens_seen"]
     fabric.log_dict(metrics, step=step)
-    if result is not None:
+    if result is not None and probe is not None:
         log_sink_images(fabric, model, probe, result, args.out_dir / "metrics.csv", step)
     for logger in fabric.loggers:
         log_summary(logger, {**metrics, "eval_step": step})
@@ -648,7 +650,7 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
                 f"validation domain {domain} yielded no batch on rank {fabric.global_rank}; "
                 "add validation data or lower micro_batch_size"
             )
-        loss = fabric.all_reduce(torch.stack(losses).mean(), reduce_op="mean").item()
+        loss = float(cast(torch.Tensor, fabric.all_reduce(torch.stack(losses).mean(), reduce_op="mean")))
         metrics[f"metric/{domain}_val_loss"] = loss
         metrics[f"metric/{domain}_val_ppl"] = math.exp(min(loss, 80.0))
     model.train()

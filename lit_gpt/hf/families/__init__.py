@@ -15,6 +15,7 @@ import torch
 
 from lit_gpt.hf.families import gpt2, llama
 from lit_gpt.model.config import Config, ConfigError
+from lit_gpt.model.gpt import GPT
 
 FAMILIES: dict[str, ModuleType] = {"llama": llama, "gpt2": gpt2}
 
@@ -42,7 +43,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> Config:
     return hf_family(hf).config_from_hf(hf, **overrides)
 
 
-def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """The HF state dict of our GPT (new tensors, safe to save with safetensors)."""
     return family_of(model.config).to_hf_state_dict(model)
 

@@ -143,7 +143,7 @@ def _to_hf(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.T if name.endswith(CONV1D) else tensor
 
 
-def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """HF `GPT2LMHeadModel` state dict of our GPT (new contiguous tensors, safe to save with safetensors)."""
     config = model.config
     check(config)

@@ -17,6 +17,7 @@ import torch
 
 from lit_gpt.hf.families.common import PLAIN_ATTENTION, check_shapes, drop_tied_head, flag, number, refuse_unless
 from lit_gpt.model.config import Config, ConfigError
+from lit_gpt.model.gpt import GPT
 
 NAME = "LLaMA"
 # The config.json keys a LLaMA cannot be built without (the others have transformers' defaults).
@@ -194,7 +195,7 @@ def _qkv_sizes(config: Config) -> tuple[int, int, int]:
     return (config.n_head * config.head_size,) + (config.n_query_groups * config.head_size,) * 2
 
 
-def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """HF `LlamaForCausalLM` state dict of our GPT (new tensors, safe to save with safetensors)."""
     config = model.config
     check(config)

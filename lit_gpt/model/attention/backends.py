@@ -64,7 +64,7 @@ class AttentionProblem:
 
     def full_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values with the slots prepended: (B, H, S + Tk, D)."""
-        if self.slot_k is None:
+        if self.slot_k is None or self.slot_v is None:
             return self.k, self.v
         batch = self.k.shape[0]
         slot_k = self.slot_k.to(self.k.dtype).expand(batch, -1, -1, -1)
@@ -222,7 +222,8 @@ class Eager(Backend):
         n_queries = problem.q.shape[2]
         chunk = self.chunk_size or auto_chunk_size(keys.shape[2], problem.q.shape[-1])
         recompute = torch.is_grad_enabled() and not need_weights and n_queries > chunk
-        outputs, maps = [], []
+        outputs: list[torch.Tensor] = []
+        maps: list[torch.Tensor] = []
         for start in range(0, n_queries, chunk):
             q = problem.q[:, :, start : start + chunk]
             q_pos = problem.q_pos[start : start + chunk]
@@ -239,7 +240,7 @@ class Eager(Backend):
                 )
             else:
                 y, weights = _eager_chunk(q, keys, values, q_pos, allowed, problem, spec, need_weights)
-                if need_weights:
+                if weights is not None:
                     maps.append(weights)
             outputs.append(y)
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
@@ -307,6 +308,7 @@ def _slot_bias_channel(problem: AttentionProblem, keys: torch.Tensor, values: to
     to its unfused math path. Zero channels add nothing to any dot product.
     """
     batch, heads, n_queries, size = problem.q.shape
+    assert problem.slot_bias is not None  # this channel carries the slot bias
     width = -(-(size + 1) // HEAD_MULTIPLE) * HEAD_MULTIPLE
     slot = (problem.slot_bias.to(keys.dtype) / problem.scale)[None, :, :, None].expand(batch, -1, -1, -1)
     bias_channel = torch.cat((slot, keys.new_zeros(batch, heads, problem.k.shape[2], 1)), dim=2)
@@ -362,7 +364,7 @@ class Flex(Fused):
                 score = score + bias[h, q_idx, kv_idx]
             return log_weight(score) if log_weight is not None else score
 
-        attend = self.compiled if problem.q.device.type == "cuda" else flex_attention
+        attend: Any = self.compiled if problem.q.device.type == "cuda" else flex_attention
         modified = score_mod if bias is not None or log_weight is not None else None
         if spec.normalize == "sum":
             return attend(problem.q, keys, values, score_mod=modified, block_mask=block_mask)

@@ -22,7 +22,7 @@ class LayerCache:
 
     def update(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """Append new entries and return everything cached."""
-        if self.k is None:
+        if self.k is None or self.v is None or self.pos is None:
             self.k, self.v, self.pos = k, v, pos
         else:
             self.k = torch.cat((self.k, k), dim=2)
@@ -32,6 +32,7 @@ class LayerCache:
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the cache entries at `index` (e.g. first n sink tokens + a recent window)."""
+        assert self.k is not None and self.v is not None and self.pos is not None, "keep() on an empty cache"
         self.k, self.v, self.pos = self.k[:, :, index], self.v[:, :, index], self.pos[index]
 
     def __len__(self) -> int:

@@ -52,21 +52,21 @@ class KeySlots(nn.Module):
             return None, None, None
         zeros = like.new_zeros(cfg.n_head, 1, cfg.head_size)
         keys, values = [], []
-        if cfg.k_bias:
+        if self.k_star is not None:
             k_star = self.k_star.expand(cfg.n_head, -1)[:, None, :]
             keys.append(feature_map(k_star) if feature_map is not None else k_star)
-            values.append(self.v_star.expand(cfg.n_head, -1)[:, None, :] if cfg.v_bias else zeros)
+            values.append(self.v_star.expand(cfg.n_head, -1)[:, None, :] if self.v_star is not None else zeros)
         for _ in range(int(cfg.softmax_off_by_one) + int(cfg.sink_logit)):
             keys.append(zeros)
             values.append(zeros)
         bias = None
-        if cfg.sink_logit:
+        if self.logit is not None:
             bias = torch.cat((like.new_zeros(cfg.n_head, cfg.n_slots - 1), self.logit[:, None]), dim=1)
         return torch.cat(keys, dim=1), torch.cat(values, dim=1), bias
 
     def output_bias(self) -> Optional[torch.Tensor]:
         """v* added to each head's output when there is no k* to carry it: (H or 1, 1, D)."""
-        if self.config.v_bias and not self.config.k_bias:
+        if self.v_star is not None and self.k_star is None:
             return self.v_star[:, None, :]
         return None
 

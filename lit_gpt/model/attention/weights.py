@@ -7,7 +7,7 @@ computed in the numerically stable fused form.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -45,12 +45,12 @@ def log_elu_plus_one(x: torch.Tensor) -> torch.Tensor:
 
 # log of each positive weight function: weights w(s) normalised by their sum are softmax(log w(s)), which
 # fused softmax kernels with a score modification compute exactly.
-LOG_WEIGHT_FUNCTIONS = {
+LOG_WEIGHT_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": F.logsigmoid,
     "elu": log_elu_plus_one,
 }
 
-WEIGHT_FUNCTIONS = {
+WEIGHT_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "elu": elu_plus_one,
     "linear": lambda s: s,

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lit_gpt.core.files import write_atomic, write_json  # noqa: E402
-from lit_gpt.measurement.plots import save_and_close  # noqa: E402
+from lit_gpt.core.files import write_atomic, write_json
+from lit_gpt.measurement.plots import plt, save_and_close
 
 
 def headline_k(result: dict) -> int:

@@ -67,7 +67,9 @@ def _heads(q: torch.Tensor) -> float:
 class Search:
     """A way to choose each query's keys; `label` names it in tables."""
 
-    label = ""
+    @property
+    def label(self) -> str:
+        return ""
 
     def fit(self, layer: int, keys: torch.Tensor) -> None:
         """Prepare layer `layer` from keys (H, M, D) of calibration sequences (most searches need nothing)."""
@@ -79,7 +81,9 @@ class Search:
 
 
 class ExactTopK(Search):
-    label = "exact top-k"
+    @property
+    def label(self) -> str:
+        return "exact top-k"
 
     def select(self, layer, q, k, visible, scale, top):
         keys = top_keys(q @ k.transpose(-1, -2) * scale, visible, top)

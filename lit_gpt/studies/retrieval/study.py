@@ -21,7 +21,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.measurement.evaluation import EvalError, probe_loss_mask, tokenizer_for, train_args
 from lit_gpt.measurement.probe_defaults import PROBE_LENGTH
 from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager
-from lit_gpt.model.gpt import GPT
+from lit_gpt.model.gpt import GPT, Block
 from lit_gpt.reporting.table import run_checkpoint
 from lit_gpt.studies.retrieval.search import (
     ExactTopK,
@@ -145,7 +145,7 @@ Selector = Callable[[int, AttentionSpec, AttentionProblem], Optional[torch.Tenso
 @contextmanager
 def key_selection(model: GPT, select: Selector) -> Iterator[None]:
     """While open, layer i restricts its queries to `select(i, layer spec, problem)` (None: no restriction)."""
-    layers = [block.attn for block in model.blocks]
+    layers = [cast(Block, block).attn for block in model.blocks]
     for index, layer in enumerate(layers):
         layer.key_selector = lambda problem, index=index, spec=layer.spec: select(index, spec, problem)
     try:
