@@ -196,6 +196,7 @@ __all__ = [
     "layer_sink_rates",
     "massive_activations",
     "norms_by_position",
+    "plt",
     "save_and_close",
     "sink_by_position",
     "write_plots",
