@@ -10,26 +10,22 @@ import torch.nn.functional as F
 from script_modules import load_script
 
 from lit_gpt.model.gpt import GPT
-from lit_gpt.studies.superposition import (
-    EVAL_SEED,
-    Study,
-    StudyError,
+from lit_gpt.studies.superposition.measure import (
     ablation_matrix,
-    analyse,
     effective_tasks_per_head,
     gate_by_task,
     head_ablated,
     heads_per_task,
     last_logits,
-    latin_rows,
     recorded_gates,
     served,
-    summarise,
     task_losses,
     tasks_per_head,
-    train_and_analyse,
-    train_model,
 )
+from lit_gpt.studies.superposition.settings import EVAL_SEED, Study, StudyError
+from lit_gpt.studies.superposition.study import train_and_analyse
+from lit_gpt.studies.superposition.tasks import latin_rows
+from lit_gpt.studies.superposition.train import analyse, summarise, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "experiments" / "superposition" / "run.py"

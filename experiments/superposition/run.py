@@ -13,7 +13,8 @@ from typing import Optional
 from jsonargparse import ArgumentParser, set_parsing_settings
 
 from lit_gpt.core.errors import run_cli
-from lit_gpt.studies.superposition import Study, run_study
+from lit_gpt.studies.superposition.settings import Study
+from lit_gpt.studies.superposition.study import run_study
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -13,13 +13,14 @@ from typing import Optional
 from lit_gpt.core.errors import UserError, run_cli
 from lit_gpt.core.flags import add_aliases, add_config, new_parser
 from lit_gpt.core.flags import parse as parse_flags
+from lit_gpt.measurement.probe_defaults import SINK_EPS
 
 
 def report(
     runs: list[str],
     probe: Path = Path("datasets/probe_valid.jsonl"),
     out: Optional[Path] = None,
-    eps: float = 0.3,
+    eps: float = SINK_EPS,
     tokenizer: Optional[str] = None,
     html: bool = False,
     wandb: bool = False,

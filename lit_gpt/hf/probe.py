@@ -21,6 +21,7 @@ from lit_gpt.core.errors import one_line
 from lit_gpt.hf.io import HFError, check_weight_files, read_hf_config, resolve_model_dir
 from lit_gpt.hf.kv import KeyValueUnavailable, key_value_readers
 from lit_gpt.measurement.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
+from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
 
 
 @contextmanager
@@ -162,7 +163,7 @@ def hf_probe_forward(model) -> tuple[ProbeForward, Optional[str]]:
 
 
 @torch.no_grad()
-def evaluate_hf(model, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 10) -> dict:
+def evaluate_hf(model, tokens: torch.Tensor, eps: float = SINK_EPS, k: int = SINK_K, batch_size: int = 10) -> dict:
     """The sink report (`lit_gpt.measurement.analysis.evaluate_probe`) of a HF causal LM on probe tokens (N, T); when
     its keys and values cannot be read, `unavailable` says why and their norms are None."""
     forward, unavailable = hf_probe_forward(model)

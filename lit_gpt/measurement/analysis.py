@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from lit_gpt.measurement.loss import ignored_predictions, prediction_mask
 from lit_gpt.measurement.metrics import SinkAccumulator
+from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
 
 
 @dataclass
@@ -120,7 +121,7 @@ def activation_extremes(hidden: torch.Tensor, top: int = 3) -> torch.Tensor:
 class ProbeStatistics:
     """Accumulates everything the sink evaluation reports over any number of probe batches."""
 
-    def __init__(self, n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3, k: int = 10) -> None:
+    def __init__(self, n_slots: int = 0, n_sink_tokens: int = 0, eps: float = SINK_EPS, k: int = SINK_K) -> None:
         self.sinks = SinkAccumulator(n_slots, n_sink_tokens, eps, k)
         self.n_sink_tokens, self.eps = n_sink_tokens, eps
         self.loss_sum, self.loss_count, self.n_sequences = 0.0, 0, 0
@@ -209,8 +210,8 @@ def evaluate_probe(
     tokens: torch.Tensor,
     n_slots: int = 0,
     n_sink_tokens: int = 0,
-    eps: float = 0.3,
-    k: int = 10,
+    eps: float = SINK_EPS,
+    k: int = SINK_K,
     batch_size: int = 20,
     loss_mask: Optional[torch.Tensor] = None,
 ) -> dict:
@@ -226,8 +227,8 @@ def evaluate_probe(
 def evaluate_gpt(
     model,
     tokens: torch.Tensor,
-    eps: float = 0.3,
-    k: int = 10,
+    eps: float = SINK_EPS,
+    k: int = SINK_K,
     batch_size: int = 20,
     loss_mask: Optional[torch.Tensor] = None,
 ) -> dict:

@@ -19,6 +19,7 @@ from lit_gpt.measurement.analysis import evaluate_gpt
 from lit_gpt.measurement.loss import ignored_predictions, prediction_mask
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label
 from lit_gpt.measurement.plots import write_plots
+from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
 from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
@@ -57,7 +58,7 @@ def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optio
 
 # --------------------------------------------------------------------------------------- evaluate
 def evaluate_run(
-    model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = 0.3, k: int = 10, batch_size: int = 20
+    model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = SINK_EPS, k: int = SINK_K, batch_size: int = 20
 ) -> dict:
     """Sink report of a loaded checkpoint on raw probe tokens (N, T); transforms are applied here."""
     cfg = model.config

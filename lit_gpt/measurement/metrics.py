@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
+
 # The rates worth a look per layer: the first token, the key slots together, the learned sink tokens
 # (the other Sink_k stay overall numbers). Plots, tables, the report page and the trainer's logged
 # series all show these.
@@ -63,7 +65,7 @@ def token_alphas(real: torch.Tensor, k: int) -> torch.Tensor:
     return received / n_queries
 
 
-def alphas(attn: torch.Tensor, n_slots: int = 0, n_sink_tokens: int = 0, k: int = 10) -> dict[str, torch.Tensor]:
+def alphas(attn: torch.Tensor, n_slots: int = 0, n_sink_tokens: int = 0, k: int = SINK_K) -> dict[str, torch.Tensor]:
     """Per (sequence, head) alphas of one layer's map (B, H, T, C), after row normalisation.
 
     Returns {"tokens": (B, H, min(k, T)), "slots": (B, H, n_slots), "sink_tokens": (B, H)} -- the
@@ -84,7 +86,7 @@ class SinkAccumulator:
     averages, which show how close to eps a run is.
     """
 
-    def __init__(self, n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3, k: int = 10) -> None:
+    def __init__(self, n_slots: int = 0, n_sink_tokens: int = 0, eps: float = SINK_EPS, k: int = SINK_K) -> None:
         self.n_slots, self.n_sink_tokens, self.eps, self.k = n_slots, n_sink_tokens, eps, k
         self.hits: dict[str, list[float]] = {}
         self.alpha_sums: dict[str, list[float]] = {}
@@ -136,7 +138,7 @@ class SinkAccumulator:
 
 
 def sink_rates(
-    maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: int = 0, eps: float = 0.3, k: int = 10
+    maps: Sequence[torch.Tensor], n_slots: int = 0, n_sink_tokens: int = 0, eps: float = SINK_EPS, k: int = SINK_K
 ) -> dict[str, float]:
     """Sink_1..Sink_k in percent, plus `sink_star` (with slots) and `sink_token` (with sink tokens).
 
@@ -151,9 +153,9 @@ def layer_sink_rates(
     maps: Sequence[torch.Tensor],
     n_slots: int = 0,
     n_sink_tokens: int = 0,
-    eps: float = 0.3,
+    eps: float = SINK_EPS,
     key: str = "sink_1",
-    k: int = 10,
+    k: int = SINK_K,
 ) -> list[float]:
     """One metric (`sink_1`, `sink_star`, ...) per layer, in percent."""
     acc = SinkAccumulator(n_slots, n_sink_tokens, eps, k)

@@ -35,6 +35,7 @@ from lit_gpt.measurement.analysis import activation_ratios, embedding_activation
 from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps, tokenizer_for, train_args
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows
 from lit_gpt.measurement.plots import plt, save_and_close
+from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS
 from lit_gpt.training.checkpoint import find_latest, load_model
 from lit_gpt.training.loggers import read_metrics
 
@@ -110,9 +111,9 @@ def cached_evaluation(
     ckpt_path: Path,
     probe: Path,
     tokenizer: Optional[str] = None,
-    eps: float = 0.3,
-    n_sequences: int = 100,
-    length: int = 64,
+    eps: float = SINK_EPS,
+    n_sequences: int = PROBE_SEQUENCES,
+    length: int = PROBE_LENGTH,
 ) -> dict:
     """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
@@ -205,7 +206,7 @@ def setting_cell(value) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
-def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3) -> dict:
+def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = SINK_EPS) -> dict:
     ckpt_path = run_checkpoint(path)
     result = cached_evaluation(ckpt_path, probe, tokenizer, eps)
     run_dir = Path(path) if Path(path).is_dir() else ckpt_path.parent
@@ -232,7 +233,7 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
     }
 
 
-def report_rows(paths: Sequence, probe: Path, tokenizer: Optional[str] = None, eps: float = 0.3) -> list[dict]:
+def report_rows(paths: Sequence, probe: Path, tokenizer: Optional[str] = None, eps: float = SINK_EPS) -> list[dict]:
     return [report_row(path, probe, tokenizer, eps) for path in paths]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from lit_gpt.core.errors import UserError
+from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
 from lit_gpt.model.config import Config
 
 # The input transforms, attention runtime and loss masks are imported where used: reading arguments must not
@@ -115,9 +116,9 @@ class TrainArgs:
     """Held-out texts for the sink metric (64-token windows)."""
     eval_sink: bool = True
     """Measure Sink_1..Sink_k (and Sink* with key slots) on the probe set at every evaluation."""
-    sink_eps: float = 0.3
+    sink_eps: float = SINK_EPS
     """Threshold eps of the sink metric."""
-    sink_k: int = 10
+    sink_k: int = SINK_K
     """Report Sink_1..Sink_k."""
 
     global_batch_size: int = 512

@@ -49,6 +49,11 @@ MASK_BUFFER = re.compile(r"\.attn\.(masked_)?bias$")
 CONV1D = ("attn.qkv.weight", "attn.proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
 
 
+def exports(config: Config) -> bool:
+    """Learned absolute positions are GPT-2's."""
+    return config.pos_embedding == "learnable"
+
+
 def check(config: Config) -> None:
     """Raise `ConfigError` naming every field that makes `config` something HF's GPT-2 cannot compute."""
     other = []
@@ -186,6 +191,7 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> d
 
 
 __all__ = [
+    "exports",
     "GPT2_FIELDS",
     "HF_ACTIVATION",
     "NAME",

@@ -35,6 +35,11 @@ LLAMA_FIELDS: dict[str, Any] = {
 }
 
 
+def exports(config: Config) -> bool:
+    """Every position encoding but learned absolute positions (those are GPT-2's)."""
+    return config.pos_embedding != "learnable"
+
+
 def check(config: Config) -> None:
     """Raise `ConfigError` naming every field that makes `config` something HF's LLaMA cannot compute."""
     refuse_unless(config, NAME, LLAMA_FIELDS, HF_ACTIVATION)
@@ -253,6 +258,7 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: Config) -> d
 
 
 __all__ = [
+    "exports",
     "HF_ACTIVATION",
     "LLAMA_FIELDS",
     "NAME",

@@ -30,7 +30,7 @@ from lit_gpt.core.errors import UserError
 from lit_gpt.data.probe import load_probe_windows
 from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.measurement.evaluation import EvalError, probe_loss_mask, tokenizer_for, train_args
-from lit_gpt.measurement.probe_defaults import PROBE_LENGTH
+from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES
 from lit_gpt.model.attention import AttentionProblem, AttentionSpec, Eager
 from lit_gpt.model.gpt import GPT, Block
 from lit_gpt.reporting.table import run_checkpoint
@@ -68,7 +68,7 @@ class StudySettings:
     """k-means buckets per layer and head."""
     probes: list[int] = field(default_factory=lambda: [1, 2, 4])
     """Buckets a query visits at least."""
-    n_sequences: int = 100
+    n_sequences: int = PROBE_SEQUENCES
     """Probe windows read, calibration windows included."""
     n_calibration: int = 20
     """Leading windows that fit the k-means centroids and are not measured."""
