@@ -25,6 +25,7 @@ def costs() -> dict:
             "window": 32,
             "n_tokens": 256,
             "n_sink": 4,
+            "positions": "in_cache",
             "perplexity_full": 20.0,
             "perplexity_keep_0": 80.0,
             "perplexity_keep_4": 21.0,
@@ -61,6 +62,15 @@ def fake_run(
     (folder / "sink_eval.json").write_text(json.dumps(result))
     (folder / "train_times.tsv").write_text("2026-12-07T10:00Z\t90\t2 cores\n")
     return folder
+
+
+def test_a_run_evaluated_under_the_old_streaming_positions_is_evaluated_again(tmp_path):
+    folder = fake_run(tmp_path, "repro_softmax_seed42", 18.0)
+    assert plan_states(tmp_path)["repro_softmax_seed42"] == "done"
+    evaluation = json.loads((folder / "sink_eval.json").read_text())
+    del evaluation["costs"]["streaming"]["positions"]  # written before positions were numbered in the cache
+    (folder / "sink_eval.json").write_text(json.dumps(evaluation))
+    assert plan_states(tmp_path)["repro_softmax_seed42"] == "todo"
 
 
 def plan_states(root: Path, **kwargs) -> dict[str, str]:

@@ -47,7 +47,8 @@ def test_window_cache_computes_what_a_sliding_window_mask_computes():
 
 
 def test_eviction_is_invisible_to_a_model_that_never_looks_that_far():
-    model, tokens = micro(window_size=6, sink_tokens=2), text(40)
+    # No position encoding: renumbering moves the always-visible sink tokens closer, which RoPE would see.
+    model, tokens = micro(window_size=6, sink_tokens=2, pos_embedding="nope"), text(40)
     full = token_nlls(model, tokens, CachePolicy())
     assert torch.allclose(token_nlls(model, tokens, CachePolicy(window=6)), full, atol=1e-5)
 
@@ -66,3 +67,54 @@ def test_text_longer_than_the_block_size_streams():
     model = micro()
     result = streaming_perplexities(model, text(model.config.block_size + 4), window=8, n_sink=2)
     assert all(v > 1.0 for v in result["perplexity"].values())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"pos_embedding": "alibi"},
+        {"pos_embedding": "relative"},
+        {"attn_score": "linear", "attn_kernel": "elu", "attn_normalize": "sum"},
+        {"sink_tokens": 2},
+    ],
+    ids=["rope", "alibi", "relative", "elu_kernel", "sink_tokens"],
+)
+def test_sink_cache_numbers_positions_inside_the_cache_as_streaming_llm(overrides):
+    # With one block, cached keys and values depend only on their tokens, so StreamingLLM's cache at step t
+    # equals a fresh forward of [kept first tokens, the window ending at t] at positions 0, 1, 2, ...
+    model, tokens, window, keep = micro(n_layer=1, **overrides), text(30), 8, 2
+    got = token_nlls(model, tokens, CachePolicy(window=window, keep_first=keep))
+    for t in range(keep + window, len(tokens) - 1):
+        context = torch.cat((tokens[:keep], tokens[t - window + 1 : t + 1]))
+        with torch.no_grad():
+            logits = model(context[None])[0, -1, : model.config.vocab_size]
+        expected = F.cross_entropy(logits[None], tokens[t + 1 : t + 2])
+        assert got[t] == pytest.approx(float(expected), abs=1e-5), t
+
+
+def test_streaming_positions_never_pass_the_cache_so_a_learnable_table_suffices():
+    model = micro(pos_embedding="learnable")
+    tokens = text(3 * model.config.block_size)
+    with pytest.raises(ValueError, match="learnable table"):
+        token_nlls(model, tokens, CachePolicy())
+    assert torch.isfinite(token_nlls(model, tokens, CachePolicy(window=8, keep_first=4))).all()
+
+
+def test_an_eviction_renumbers_the_kept_entries_and_the_next_position():
+    model = micro()
+    cache = model.new_cache(positions_in_cache=True)
+    with torch.no_grad():
+        model(text(12)[None], cache=cache)
+    cache.keep(CachePolicy(window=4, keep_first=2).kept(len(cache), 0))
+    assert cache.next_pos == len(cache) == 5
+    assert all(layer.pos.tolist() == list(range(5)) for layer in cache.layers)
+    absolute = model.new_cache()
+    with torch.no_grad():
+        model(text(12)[None], cache=absolute)
+    absolute.keep(CachePolicy(window=4, keep_first=2).kept(len(absolute), 0))
+    assert absolute.next_pos == 12 and absolute.layers[0].pos.tolist() == [0, 1, 9, 10, 11]
+
+
+def test_results_record_the_position_rule():
+    assert streaming_perplexities(micro(), text(20), window=8)["positions"] == "in_cache"

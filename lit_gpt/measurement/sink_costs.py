@@ -14,7 +14,9 @@ much of that a trained model carries.
   per tensor (the scale of each input is its own max |x| / 127); reported as probe perplexity relative
   to fp32.
 - Streaming: `lit_gpt.measurement.streaming` on the probe texts packed back to back, with the run's input transforms
-  on the first window, at a window of half the training length, keeping 0 or `n_sink` first tokens.
+  on the first window, at a window of half the training length, keeping 0 or `n_sink` first tokens;
+  positions numbered inside the cache as StreamingLLM does, so every distance stays within the training
+  length (`full` is the exception: a reference past it).
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ def streaming_costs(model, text: torch.Tensor, n_sink: int = STREAMING_SINKS) ->
         "window": result["window"],
         "n_tokens": result["n_tokens"],
         "n_sink": n_sink,
+        "positions": result["positions"],
         "perplexity_full": perplexity["full"],
         "perplexity_keep_0": perplexity["window"],
         f"perplexity_keep_{n_sink}": perplexity["sink"],

@@ -6,8 +6,17 @@ Sinks"):
 - `window`: only the most recent W tokens (the current one included) stay cached;
 - `sink`: the first n real tokens stay cached as well as the most recent W.
 Learned sink tokens (config `sink_tokens`) are part of the model and are always kept; key slots live
-outside the cache. Keys keep their absolute positions (see `lit_gpt.model.attention.cache`), so a window
-cache on a plain model computes exactly what the same weights compute with a sliding-window mask.
+outside the cache.
+
+Positions follow StreamingLLM (its section 3.2): they are slots in the cache, not places in the text
+(`positions_in_cache`, see `lit_gpt.model.attention.cache`). After each eviction the kept entries are
+numbered 0..n-1 and the new token gets n, so the kept first tokens sit right before the window and no
+distance exceeds window + kept tokens: a model trained on short sequences is measured at distances it
+was trained on. Renumbering leaves the distances inside a contiguous window alone, so a window cache on a
+RoPE or ALiBi model still computes what the same weights compute with a sliding-window mask. With
+absolute or learnable position embeddings the cached keys keep the position they were computed at (their
+hidden states hold it) and only new tokens get the renumbered one. `full` never evicts, so it uses text
+positions throughout, past the training length when the text is longer: a reference, not a target.
 
 If sinks matter, `window` blows up once the first tokens are evicted while `sink` stays near `full`.
 """
@@ -24,6 +33,8 @@ import torch.nn.functional as F
 from lit_gpt.core.errors import UserError
 
 POLICIES = ("full", "window", "sink")
+# Recorded with every result, so results measured under an earlier rule (text positions) can be told apart.
+POSITION_RULE = "in_cache"
 
 
 class StreamingError(UserError, ValueError):
@@ -72,7 +83,7 @@ def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_siz
     chunk_size = chunk_size or cfg.block_size
     bounded = cache_policy.window > 0
     prefill = min(n, cache_policy.keep_first + cache_policy.window) if bounded else n
-    cache = model.new_cache()
+    cache = model.new_cache(positions_in_cache=True)
     pieces = []
     for start in range(0, prefill, chunk_size):
         pieces.append(model(tokens[:, start : min(start + chunk_size, prefill)], cache=cache)[0])
@@ -109,6 +120,7 @@ def streaming_perplexities(
         "n_tokens": int(tokens.numel()),
         "window": window,
         "n_sink": n_sink,
+        "positions": POSITION_RULE,
         "nll": {},
         "perplexity": {},
     }
@@ -119,4 +131,13 @@ def streaming_perplexities(
     return result
 
 
-__all__ = ["CachePolicy", "POLICIES", "StreamingError", "long_text", "policy", "streaming_perplexities", "token_nlls"]
+__all__ = [
+    "CachePolicy",
+    "POLICIES",
+    "POSITION_RULE",
+    "StreamingError",
+    "long_text",
+    "policy",
+    "streaming_perplexities",
+    "token_nlls",
+]

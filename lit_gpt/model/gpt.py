@@ -134,8 +134,9 @@ class GPT(nn.Module):
                 reset()
 
     # ------------------------------------------------------------------------------ forward
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layer)
+    def new_cache(self, positions_in_cache: bool = False) -> KVCache:
+        """An empty cache: absolute positions (generation) or StreamingLLM's in-cache ones (see `KVCache`)."""
+        return KVCache(self.config.n_layer, positions_in_cache)
 
     def forward(self, idx: torch.Tensor, return_attention: bool = False, cache: Optional[KVCache] = None):
         cfg = self.config

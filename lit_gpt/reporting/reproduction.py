@@ -23,6 +23,7 @@ import yaml
 
 from lit_gpt.core.errors import UserError
 from lit_gpt.measurement.analysis import peak_activation_ratio
+from lit_gpt.measurement.streaming import POSITION_RULE
 from lit_gpt.model.config import Config
 from lit_gpt.training.checkpoint import find_latest
 from lit_gpt.training.run_config import CONFIGS, PAPER, compose
@@ -168,12 +169,21 @@ def target_step(run_dir: Path, max_step: Optional[int] = None) -> Optional[int]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("max_step")
 
 
+def measured_under_current_rules(result: dict) -> bool:
+    """The evaluation has the cost columns, its streaming column with today's position rule.
+
+    Evaluations from before the streaming column numbered positions inside the cache count as not done,
+    so the next `scripts/reproduce.sh` evaluates those runs again (their training is not repeated).
+    """
+    return result.get("costs", {}).get("streaming", {}).get("positions") == POSITION_RULE
+
+
 def finished(run_dir: Path, max_step: Optional[int] = None) -> bool:
     """A run is finished when its newest checkpoint reached its last step and was evaluated with the costs."""
     result, target, latest = evaluation(run_dir), target_step(run_dir, max_step), find_latest(run_dir)
     return (
         result is not None
-        and "costs" in result
+        and measured_under_current_rules(result)
         and target is not None
         and latest is not None
         and (result.get("step_count") or 0) >= target

@@ -13,7 +13,7 @@ from lit_gpt.model.attention.cache import LayerCache
 from lit_gpt.model.attention.runtime import AttentionRuntime
 from lit_gpt.model.attention.weights import FeatureMap
 from lit_gpt.model.config import Config
-from lit_gpt.model.positions import apply_rope
+from lit_gpt.model.positions import RopeScaling, apply_rope, rope_cos_sin
 
 KV_BIAS_STD = 0.02
 
@@ -134,6 +134,15 @@ class CausalSelfAttention(nn.Module):
             self.backends[key] = self.runtime.select(spec, device, dtype, training, aligned)
         return self.backends[key]
 
+    def place_keys(self, k: torch.Tensor, positions: torch.Tensor, rotate: bool) -> torch.Tensor:
+        """RoPE at `positions` and the feature map on raw cached keys (an in-cache position rule renumbers them)."""
+        cfg = self.config
+        if rotate:
+            k = apply_rope(
+                k, *rope_cos_sin(positions, cfg.head_size, cfg.rope_base, k.dtype, RopeScaling.from_config(cfg))
+            )
+        return self.feature_map(k) if self.feature_map is not None else k
+
     def forward(
         self,
         x: torch.Tensor,
@@ -152,13 +161,18 @@ class CausalSelfAttention(nn.Module):
             .transpose(1, 2)
             .split((cfg.n_head, cfg.n_query_groups, cfg.n_query_groups), dim=1)
         )
+        placed_later = cache is not None and cache.positions_in_cache
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = apply_rope(q, *rope)
+            k = k if placed_later else apply_rope(k, *rope)
         if self.feature_map is not None:
-            q, k = self.feature_map(q), self.feature_map(k)
+            q = self.feature_map(q)
+            k = k if placed_later else self.feature_map(k)
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(k, v, positions)
+            if placed_later:
+                k = self.place_keys(k, k_pos, rotate=rope is not None)
         if cfg.n_query_groups != cfg.n_head:
             repeat = cfg.n_head // cfg.n_query_groups
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
