@@ -60,20 +60,20 @@ def test_evaluate_gpt_reports_everything_independent_of_batching():
     tokens = torch.randint(0, 128, (6, 16))
     result = evaluate_gpt(model, tokens, batch_size=4)
     whole = evaluate_gpt(model, tokens, batch_size=6)
-    assert result["sink_rates"] == whole["sink_rates"]
-    assert result["loss"] == pytest.approx(whole["loss"], rel=1e-6)
-    assert torch.allclose(torch.tensor(result["norms"]["keys"]), torch.tensor(whole["norms"]["keys"]))
+    assert result.sink_rates == whole.sink_rates
+    assert result.loss == pytest.approx(whole.loss, rel=1e-6)
+    assert torch.allclose(torch.tensor(result.norms["keys"]), torch.tensor(whole.norms["keys"]))
     with torch.no_grad():
         logits, maps = model(tokens, return_attention=True)
-    assert result["loss"] == pytest.approx(
+    assert result.loss == pytest.approx(
         float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())), rel=1e-5
     )
-    assert result["sink_rates"] == sink_rates(maps, n_slots=1)
-    assert len(result["layer_sink_rates"]["sink_star"]) == 2
-    assert [len(result["norms"][name]) for name in ("hidden", "keys", "values")] == [3, 2, 2]
-    assert all(len(row) == 16 for row in result["norms"]["hidden"])
-    assert set(result["massive_activations"]) == {"top1", "top2", "top3", "median"}
-    assert len(result["massive_activations"]["top1"]) == 3
+    assert result.sink_rates == sink_rates(maps, n_slots=1)
+    assert len(result.layer_sink_rates["sink_star"]) == 2
+    assert [len(result.norms[name]) for name in ("hidden", "keys", "values")] == [3, 2, 2]
+    assert all(len(row) == 16 for row in result.norms["hidden"])
+    assert set(result.massive_activations) == {"top1", "top2", "top3", "median"}
+    assert len(result.massive_activations["top1"]) == 3
 
 
 def test_a_forward_without_keys_and_values_still_reports_the_rest():
@@ -82,8 +82,8 @@ def test_a_forward_without_keys_and_values_still_reports_the_rest():
     forward = gpt_probe_forward(model)
     result = evaluate_probe(lambda idx: dataclasses.replace(forward(idx), keys=None, values=None), tokens)
     full = evaluate_probe(forward, tokens)
-    assert result["norms"]["keys"] is None and result["norms"]["values"] is None
-    assert result["norms"]["hidden"] == full["norms"]["hidden"] and result["sink_rates"] == full["sink_rates"]
+    assert result.norms["keys"] is None and result.norms["values"] is None
+    assert result.norms["hidden"] == full.norms["hidden"] and result.sink_rates == full.sink_rates
 
 
 def test_prefix_lm_loss_ignores_the_first_predictions():
@@ -92,4 +92,4 @@ def test_prefix_lm_loss_ignores_the_first_predictions():
     with torch.no_grad():
         logits = model(tokens)
     expected = F.cross_entropy(logits[:, 3:-1].flatten(0, 1), tokens[:, 4:].flatten())
-    assert evaluate_gpt(model, tokens)["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert evaluate_gpt(model, tokens).loss == pytest.approx(float(expected), rel=1e-5)

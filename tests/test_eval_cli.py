@@ -323,8 +323,8 @@ def test_exported_checkpoint_gets_the_same_report_from_the_open_source_eval(run,
     model, ckpt = load_model(run["ckpt"])
     ours = evaluate_run(model, ckpt, tokens, eps=0.1)
     theirs = evaluate_hf(load_hf_causal_lm(folder), tokens, eps=0.1)
-    assert theirs["sink_rates"] == ours["sink_rates"]
-    assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
+    assert theirs.sink_rates == ours.sink_rates
+    assert theirs.loss == pytest.approx(ours.loss, abs=1e-5)
 
 
 def test_generate_keeps_the_prompt_whole_on_a_run_with_a_fixed_first_token(run, tmp_path):

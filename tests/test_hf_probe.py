@@ -106,20 +106,20 @@ def test_sink_rates_and_key_value_norms_match_the_models_own_maps_and_cache(fold
     tokens = probe()
     result = evaluate_hf(model, tokens, eps=0.1, k=3, batch_size=4)
     out = model(tokens, output_attentions=True, output_hidden_states=True, use_cache=True)
-    assert [result["sink_rates"][f"sink_{j + 1}"] for j in range(3)] == pytest.approx(
+    assert [result.sink_rates[f"sink_{j + 1}"] for j in range(3)] == pytest.approx(
         sink_rates_by_hand(out.attentions, 0.1, 3), abs=1e-4
     )
-    assert 0 < result["sink_rates"]["sink_1"] < 100
-    assert "unavailable" not in result
+    assert 0 < result.sink_rates["sink_1"] < 100
+    assert "unavailable" not in result.about
     for name, cached in (
         ("keys", [layer.keys for layer in out.cache.layers]),
         ("values", [layer.values for layer in out.cache.layers]),
     ):
         by_hand = torch.stack([x.norm(dim=-1).mean(dim=1).mean(dim=0) for x in cached])  # RoPE keeps norms
-        torch.testing.assert_close(torch.tensor(result["norms"][name]), by_hand, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.tensor(result.norms[name]), by_hand, atol=1e-4, rtol=1e-4)
     # every hidden state but the last, which transformers returns after the final norm
     by_hand = torch.stack([h.norm(dim=-1).mean(dim=0) for h in out.hidden_states[:-1]])
-    torch.testing.assert_close(torch.tensor(result["norms"]["hidden"][:-1]), by_hand, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(result.norms["hidden"][:-1]), by_hand, atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()
@@ -128,18 +128,18 @@ def test_the_open_source_eval_equals_ours_on_an_imported_llama(folders):
     # eps 0.1: this random model's heads spread across that threshold, so the rates are not trivially 0
     theirs = evaluate_hf(load_hf_causal_lm(folders["llama"]), tokens, eps=0.1, batch_size=3)
     ours = evaluate_gpt(import_hf(folders["llama"])[0], tokens, eps=0.1, batch_size=3)
-    assert 0 < ours["sink_rates"]["sink_1"] < 100
-    assert theirs["sink_rates"] == ours["sink_rates"] and theirs["layer_sink_rates"] == ours["layer_sink_rates"]
-    for key, alphas in ours["layer_mean_alpha"].items():
-        assert theirs["layer_mean_alpha"][key] == pytest.approx(alphas, abs=1e-6)
-    assert theirs["loss"] == pytest.approx(ours["loss"], abs=1e-5)
+    assert 0 < ours.sink_rates["sink_1"] < 100
+    assert theirs.sink_rates == ours.sink_rates and theirs.layer_sink_rates == ours.layer_sink_rates
+    for key, alphas in ours.layer_mean_alpha.items():
+        assert theirs.layer_mean_alpha[key] == pytest.approx(alphas, abs=1e-6)
+    assert theirs.loss == pytest.approx(ours.loss, abs=1e-5)
     for name in ("hidden", "keys", "values"):
         torch.testing.assert_close(
-            torch.tensor(theirs["norms"][name]), torch.tensor(ours["norms"][name]), atol=1e-4, rtol=1e-5
+            torch.tensor(theirs.norms[name]), torch.tensor(ours.norms[name]), atol=1e-4, rtol=1e-5
         )
-    for stat, values in ours["massive_activations"].items():
+    for stat, values in ours.massive_activations.items():
         torch.testing.assert_close(
-            torch.tensor(theirs["massive_activations"][stat]), torch.tensor(values), atol=1e-4, rtol=1e-5
+            torch.tensor(theirs.massive_activations[stat]), torch.tensor(values), atol=1e-4, rtol=1e-5
         )
 
 

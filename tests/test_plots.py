@@ -27,6 +27,6 @@ def test_every_figure_is_a_readable_png(tmp_path, overrides):
 def test_the_norms_figure_draws_without_the_norms_a_model_cannot_give(tmp_path):
     torch.manual_seed(0)
     result = evaluate_gpt(GPT(Config.from_name("micro")).eval(), torch.randint(0, 128, (2, 16)))
-    result["norms"].update(keys=None, values=None)
+    result.norms.update(keys=None, values=None)
     image = mpimg.imread(norms_by_position(result, tmp_path / "norms.png"))
     assert image.shape[0] > 100 and image.std() > 0

@@ -73,7 +73,19 @@ def test_evaluations_are_cached_per_probe_and_eps(run_dir):
     stamp = cache.stat().st_mtime_ns
     assert cached_evaluation(ckpt, probe, length=32) == first and cache.stat().st_mtime_ns == stamp
     other = cached_evaluation(ckpt, probe, eps=0.1, length=32)
-    assert other["eps"] == 0.1 and cache.stat().st_mtime_ns != stamp
+    assert other.eps == 0.1 and cache.stat().st_mtime_ns != stamp
+
+
+def test_a_cache_without_what_an_evaluation_measures_is_evaluated_again(run_dir):
+    folder, probe = run_dir
+    ckpt = run_checkpoint(folder)
+    first = cached_evaluation(ckpt, probe, length=32)
+    cache = ckpt.with_name(ckpt.name + ".sink.json")
+    damaged = json.loads(cache.read_text())
+    del damaged["sink_rates"]
+    cache.write_text(json.dumps(damaged))
+    assert cached_evaluation(ckpt, probe, length=32).sink_rates == first.sink_rates
+    assert "sink_rates" in json.loads(cache.read_text())
 
 
 def test_the_cache_is_not_reused_when_the_probe_texts_or_the_tokenizer_change(run_dir, tmp_path):
@@ -82,11 +94,15 @@ def test_the_cache_is_not_reused_when_the_probe_texts_or_the_tokenizer_change(ru
     first = cached_evaluation(ckpt, probe, length=32)
     probe.write_text("".join(json.dumps({"text": t}) + "\n" for t in reversed(TEXTS[1:])))  # same path, new texts
     changed = cached_evaluation(ckpt, probe, length=32)
-    assert changed["n_sequences"] == 3 and changed["loss"] != first["loss"]
+    assert changed.n_sequences == 3 and changed.loss != first.loss
     (tmp_path / "other").mkdir()
     tokenizer = train_bpe(TEXTS, 280, tmp_path / "other" / "tokenizer.json")
     again = cached_evaluation(ckpt, probe, tokenizer=str(tokenizer.path), length=32)
-    assert again["report_key"]["tokenizer"] == str(tokenizer.path.resolve()) != changed["report_key"]["tokenizer"]
+    assert (
+        again.about["report_key"]["tokenizer"]
+        == str(tokenizer.path.resolve())
+        != changed.about["report_key"]["tokenizer"]
+    )
 
 
 def test_row_markdown_and_csv(run_dir, tmp_path):

@@ -44,6 +44,12 @@ def fake_run(
         (folder / f"iter-{saved:06d}-ckpt.pth").write_bytes(b"")
     (folder / "run.yaml").write_text(yaml.safe_dump({"max_step": step}))
     result = {
+        "eps": 0.3,
+        "n_sequences": 100,
+        "n_sink_tokens": 0,
+        "layer_sink_rates": {"sink_1": [sink_1, sink_1]},
+        "layer_mean_alpha": {"sink_1": [0.1, 0.1]},
+        "norms": {"hidden": [[1.0], [1.0], [1.0]], "keys": None, "values": None},
         "checkpoint": str(folder / f"iter-{evaluated_step:06d}-ckpt.pth"),
         "step_count": evaluated_step,
         "tokens_seen": 16384,

@@ -29,6 +29,7 @@ from lit_gpt.core.errors import run_cli
 from lit_gpt.core.flags import add_aliases, add_config, new_parser
 from lit_gpt.core.flags import parse as parse_flags
 from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS, SINK_K
+from lit_gpt.measurement.probe_result import ProbeResult
 
 # torch, transformers and the evaluation are imported by the functions that use them, so `--help` and a refused
 # flag answer at once.
@@ -62,7 +63,7 @@ def evaluate_model(
     n_sequences: int,
     length: int,
     batch_size: int,
-) -> tuple[dict, Callable[[], list]]:
+) -> tuple[ProbeResult, Callable[[], list]]:
     """One model's sink report, and a function giving its example attention maps (tensors) for the heatmaps."""
     from lit_gpt.data.probe import load_probe_windows
     from lit_gpt.data.tokenizer import load_tokenizer
@@ -75,7 +76,7 @@ def evaluate_model(
     bos = probe_bos(add_bos, tok, folder, vocab_size)
     tokens = load_probe_windows(probe, tok, length, n_sequences, vocab_size, bos_id=bos)
     result = evaluate_hf(hf_model, tokens, eps, positions, batch_size)
-    result.update(model=spec, bos=bos is not None)
+    result.about.update(model=spec, bos=bos is not None)
     return result, lambda: hf_example_maps(hf_model, tokens)
 
 

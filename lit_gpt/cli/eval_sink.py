@@ -70,15 +70,15 @@ def evaluate_checkpoint(
         probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences, model.config.vocab_size
     )
     result = evaluate_run(model, ckpt, tokens, eps, positions, batch_size)
-    result["checkpoint"] = str(load_from)
+    result.about["checkpoint"] = str(load_from)
     if costs:
         text = long_text(
             iter_texts(probe), tokenizer_for(train_args(ckpt), tokenizer), streaming_length(model.config.block_size)
         )
-        result["costs"] = checkpoint_costs(model, ckpt, tokens, text, batch_size)
+        result.about["costs"] = checkpoint_costs(model, ckpt, tokens, text, batch_size)
     publish(result, lambda: example_maps(model, ckpt, tokens), json, plots, layers, heads, model.config.n_slots)
     if costs:
-        print(format_costs(result["costs"]))
+        print(format_costs(result.about["costs"]))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

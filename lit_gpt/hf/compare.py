@@ -16,6 +16,7 @@ from lit_gpt.core.files import write_atomic, write_json
 from lit_gpt.measurement.analysis import peak_activation_ratio
 from lit_gpt.measurement.evaluation import metric_label
 from lit_gpt.measurement.plots import plt, save_and_close
+from lit_gpt.measurement.probe_result import ProbeResult
 
 
 def _path_parts(spec: str) -> tuple[str, ...]:
@@ -40,14 +41,15 @@ def model_names(specs: Sequence[str]) -> list[str]:
             depth[i] += 1
 
 
-def comparison_row(name: str, result: dict) -> dict:
+def comparison_row(name: str, result: ProbeResult) -> dict:
+    """One model's line of the comparison: what `lit_gpt.cli.eval_hf` measured and the model it measured."""
     return {
         "model": name,
-        "architecture": result["architecture"],
-        "bos": result["bos"],
-        "sink_rates": result["sink_rates"],
-        "probe_loss": result["loss"],
-        "max_top1_over_median": peak_activation_ratio(result["massive_activations"])[0],
+        "architecture": result.about["architecture"],
+        "bos": result.about["bos"],
+        "sink_rates": result.sink_rates,
+        "probe_loss": result.loss,
+        "max_top1_over_median": peak_activation_ratio(result.massive_activations)[0],
     }
 
 

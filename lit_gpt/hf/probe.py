@@ -22,6 +22,7 @@ from lit_gpt.hf.io import HFError, check_weight_files, read_hf_config, resolve_m
 from lit_gpt.hf.kv import KeyValueUnavailable, key_value_readers
 from lit_gpt.measurement.analysis import ProbeForward, ProbeOutputs, evaluate_probe, record_outputs
 from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
+from lit_gpt.measurement.probe_result import ProbeResult
 
 
 @contextmanager
@@ -163,15 +164,17 @@ def hf_probe_forward(model) -> tuple[ProbeForward, Optional[str]]:
 
 
 @torch.no_grad()
-def evaluate_hf(model, tokens: torch.Tensor, eps: float = SINK_EPS, k: int = SINK_K, batch_size: int = 10) -> dict:
+def evaluate_hf(
+    model, tokens: torch.Tensor, eps: float = SINK_EPS, k: int = SINK_K, batch_size: int = 10
+) -> ProbeResult:
     """The sink report (`lit_gpt.measurement.analysis.evaluate_probe`) of a HF causal LM on probe tokens (N, T); when
     its keys and values cannot be read, `unavailable` says why and their norms are None."""
     forward, unavailable = hf_probe_forward(model)
     result = evaluate_probe(forward, tokens, eps=eps, k=k, batch_size=batch_size)
-    result["architecture"] = type(model).__name__
+    result.about["architecture"] = type(model).__name__
     if unavailable is not None:
-        result["unavailable"] = {"keys": unavailable, "values": unavailable}
-    result["config"] = model.config.to_dict()
+        result.about["unavailable"] = {"keys": unavailable, "values": unavailable}
+    result.about["config"] = model.config.to_dict()
     return result
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from lit_gpt.measurement.loss import ignored_predictions, prediction_mask
 from lit_gpt.measurement.metrics import SinkAccumulator
 from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
+from lit_gpt.measurement.probe_result import ProbeResult
 
 
 @dataclass
@@ -161,25 +162,24 @@ class ProbeStatistics:
                 self._add(name, torch.stack([position_norms(x) for x in per_layer]))
         self._add("activations", torch.stack([activation_extremes(h).sum(dim=0) for h in out.hidden]))
 
-    def result(self) -> dict:
-        """Plain-JSON summary (percentages for sink rates, per-layer lists, per-position lists)."""
+    def result(self) -> ProbeResult:
+        """The summary (percentages for sink rates, per-layer lists, per-position lists)."""
         if not self.n_sequences:
             raise ValueError("no probe batches were evaluated")
-        n = self.n_sequences
         activations = self._mean("activations") or []
-        return {
-            "eps": self.eps,
-            "n_sequences": n,
-            "n_sink_tokens": self.n_sink_tokens,
-            "sink_rates": self.sinks.rates(),
-            "layer_sink_rates": self.sinks.layer_rates(),
-            "layer_mean_alpha": self.sinks.mean_alphas(),
-            "loss": self.loss_sum / max(self.loss_count, 1),
-            "norms": {name: self._mean(name) for name in ("hidden", "keys", "values")},
-            "massive_activations": {
+        return ProbeResult(
+            eps=self.eps,
+            n_sequences=self.n_sequences,
+            n_sink_tokens=self.n_sink_tokens,
+            sink_rates=self.sinks.rates(),
+            layer_sink_rates=self.sinks.layer_rates(),
+            layer_mean_alpha=self.sinks.mean_alphas(),
+            loss=self.loss_sum / max(self.loss_count, 1),
+            norms={name: self._mean(name) for name in ("hidden", "keys", "values")},
+            massive_activations={
                 stat: [row[i] for row in activations] for i, stat in enumerate(("top1", "top2", "top3", "median"))
             },
-        }
+        )
 
 
 def activation_ratios(stats: dict) -> list[Optional[float]]:
@@ -214,7 +214,7 @@ def evaluate_probe(
     k: int = SINK_K,
     batch_size: int = 20,
     loss_mask: Optional[torch.Tensor] = None,
-) -> dict:
+) -> ProbeResult:
     """Run the probe (N, T) through `forward` in batches and return `ProbeStatistics.result()`."""
     stats = ProbeStatistics(n_slots, n_sink_tokens, eps, k)
     for start in range(0, tokens.shape[0], batch_size):
@@ -231,7 +231,7 @@ def evaluate_gpt(
     k: int = SINK_K,
     batch_size: int = 20,
     loss_mask: Optional[torch.Tensor] = None,
-) -> dict:
+) -> ProbeResult:
     """`evaluate_probe` for a `GPT`, with slots and sink tokens from its config; the loss mask defaults
     to the predictions `lit_gpt.measurement.loss.ignored_predictions` counts for the model alone."""
     cfg = model.config

@@ -20,6 +20,7 @@ from lit_gpt.measurement.loss import ignored_predictions, prediction_mask
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label
 from lit_gpt.measurement.plots import write_plots
 from lit_gpt.measurement.probe_defaults import SINK_EPS, SINK_K
+from lit_gpt.measurement.probe_result import ProbeResult
 from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
@@ -59,14 +60,14 @@ def probe_loss_mask(config: Config, train: dict[str, Any], length: int) -> Optio
 # --------------------------------------------------------------------------------------- evaluate
 def evaluate_run(
     model: GPT, ckpt: dict, tokens: torch.Tensor, eps: float = SINK_EPS, k: int = SINK_K, batch_size: int = 20
-) -> dict:
+) -> ProbeResult:
     """Sink report of a loaded checkpoint on raw probe tokens (N, T); transforms are applied here."""
     cfg = model.config
     train = train_args(ckpt)
     transforms = InputTransforms.of_run(train)
     tokens = transforms.apply(tokens, cfg.vocab_size)
     result = evaluate_gpt(model, tokens, eps, k, batch_size, probe_loss_mask(cfg, train, tokens.shape[1]))
-    result.update(
+    result.about.update(
         variant=cfg.variant_summary(),
         config=cfg.asdict(),
         iter_num=ckpt.get("iter_num"),
@@ -109,7 +110,7 @@ def check_plot_selection(maps: list[torch.Tensor], layers: Optional[list[int]], 
 
 
 def publish(
-    result: dict,
+    result: ProbeResult,
     maps: Callable[[], list[torch.Tensor]],
     json: Optional[Path] = None,
     plots: Optional[Path] = None,
@@ -126,7 +127,7 @@ def publish(
         check_plot_selection(examples, layers, heads)
     print(format_table(result))
     if json is not None:
-        write_json(json, result)
+        write_json(json, result.to_json())
         print(f"wrote {json}")
     if examples is not None and plots is not None:
         paths = write_plots(result, examples, plots, layers, heads, n_slots)
@@ -138,16 +139,16 @@ def metric_label(name: str) -> str:
     return name.replace("sink_star", "Sink*").replace("sink_token", "Sink_tok").replace("sink_", "Sink_")
 
 
-def format_table(result: dict) -> str:
+def format_table(result: ProbeResult) -> str:
     """A plain-text report of `evaluate_run` / `evaluate_probe` results: overall rates (and why key/value
     norms are missing, for a model that cannot give them), then one row per hidden state (embedding
     output, then each layer, counted from 0) with its sink rates, |activation| extremes and norms."""
-    rates = result["sink_rates"]
+    rates = result.sink_rates
     lines = []
-    if "variant" in result:
-        lines.append(f"variant: {result['variant']}    tokens seen: {result.get('tokens_seen')}")
-    lines.append(f"probe: {result['n_sequences']} sequences    loss: {result['loss']:.4f}    eps: {result['eps']}")
-    unavailable = result.get("unavailable") or {}
+    if "variant" in result.about:
+        lines.append(f"variant: {result.about['variant']}    tokens seen: {result.about.get('tokens_seen')}")
+    lines.append(f"probe: {result.n_sequences} sequences    loss: {result.loss:.4f}    eps: {result.eps}")
+    unavailable = result.about.get("unavailable") or {}
     for reason in dict.fromkeys(unavailable.values()):
         names = " and ".join(name for name, why in unavailable.items() if why == reason)
         lines.append(f"norms of {names} unavailable: {reason}")
@@ -155,13 +156,14 @@ def format_table(result: dict) -> str:
     lines.append("".join(f"{metric_label(name):>10}" for name in rates) + "   (% of layer x head x sequence)")
     lines.append("".join(f"{value:>10.2f}" for value in rates.values()))
     lines.append("")
-    per_layer = result["layer_sink_rates"]
+    per_layer = result.layer_sink_rates
     shown = [name for name in LAYER_SERIES if name in per_layer]
-    stats = result["massive_activations"]
+    stats = result.massive_activations
     header = ["layer", *map(metric_label, shown), "top1", "top2", "top3", "median", "|h| pos0", "|h| mean"]
     lines.append("".join(f"{h:>10}" for h in header))
-    hidden = result["norms"]["hidden"]
-    n_sink = result["n_sink_tokens"]
+    hidden = result.norms["hidden"]
+    assert hidden is not None  # every evaluator measures the hidden states
+    n_sink = result.n_sink_tokens
     for layer in range(len(hidden)):
         cells = [f"{per_layer[name][layer - 1]:>10.2f}" if layer else f"{'--':>10}" for name in shown]
         norms = hidden[layer][n_sink:]

@@ -1,4 +1,4 @@
-"""PNG figures of a sink evaluation (the dict from `lit_gpt.measurement.analysis.evaluate_probe`).
+"""PNG figures of a sink evaluation (the `ProbeResult` of `lit_gpt.measurement.analysis.evaluate_probe`).
 
 Uses matplotlib's non-interactive Agg backend, so it runs on headless machines. Every module of the package
 that draws takes `plt` from here, so that choice is made in this one place.
@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from lit_gpt.core.files import save_figure  # noqa: E402
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows  # noqa: E402
+from lit_gpt.measurement.probe_result import ProbeResult  # noqa: E402
 
 
 def save_and_close(fig, path: Path, tight: bool = True) -> Path:
@@ -78,9 +79,9 @@ def attention_heatmaps(
     return save_and_close(fig, path, tight=False)  # the constrained layout already placed the colorbar
 
 
-def sink_by_position(result: dict, path: Path) -> Path:
+def sink_by_position(result: ProbeResult, path: Path) -> Path:
     """Sink_k for k = 1..10 (and Sink* / sink-token rate as extra bars)."""
-    rates = result["sink_rates"]
+    rates = result.sink_rates
     names = sorted((n for n in rates if n.split("_")[1].isdigit()), key=lambda n: int(n.split("_")[1]))
     labels = [n.split("_")[1] for n in names]
     values = [rates[n] for n in names]
@@ -91,17 +92,17 @@ def sink_by_position(result: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.bar(labels, values, color="tab:blue")
     ax.set_xlabel("key position k")
-    ax.set_ylabel(f"Sink_k (%), eps={result['eps']}")
+    ax.set_ylabel(f"Sink_k (%), eps={result.eps}")
     ax.set_ylim(0, 100)
     return save_and_close(fig, path)
 
 
-def layer_sink_rates(result: dict, path: Path) -> Path:
+def layer_sink_rates(result: ProbeResult, path: Path) -> Path:
     """Per-layer Sink_1 (and Sink* / sink-token rate when present)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name in LAYER_SERIES:
-        if name in result["layer_sink_rates"]:
-            values = result["layer_sink_rates"][name]
+        if name in result.layer_sink_rates:
+            values = result.layer_sink_rates[name]
             ax.plot(range(len(values)), values, marker="o", label=name)
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -111,14 +112,14 @@ def layer_sink_rates(result: dict, path: Path) -> Path:
     return save_and_close(fig, path)
 
 
-def norms_by_position(result: dict, path: Path) -> Path:
+def norms_by_position(result: ProbeResult, path: Path) -> Path:
     """L2 norm per position of hidden states, keys and values, one line per layer; a panel whose norms the
     model could not give (None, see `unavailable` in the result) says so instead."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    offset = result["n_sink_tokens"]
+    offset = result.n_sink_tokens
     for ax, name in zip(axes, ("hidden", "keys", "values")):
         ax.set_title(name)
-        rows = result["norms"][name]
+        rows = result.norms[name]
         if rows is None:
             ax.text(
                 0.5,
@@ -140,9 +141,9 @@ def norms_by_position(result: dict, path: Path) -> Path:
     return save_and_close(fig, path)
 
 
-def massive_activations(result: dict, path: Path) -> Path:
+def massive_activations(result: ProbeResult, path: Path) -> Path:
     """Layerwise top-1/2/3 |activation| against the median (log scale), as in Sun et al. 2024."""
-    stats = result["massive_activations"]
+    stats = result.massive_activations
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name in ("top1", "top2", "top3", "median"):
         ax.plot(range(len(stats[name])), stats[name], marker="o", label=name)
@@ -170,7 +171,7 @@ def layer_history_heatmap(
 
 
 def write_plots(
-    result: dict,
+    result: ProbeResult,
     maps: Sequence[torch.Tensor],
     out_dir: Path,
     layers: Optional[Sequence[int]] = None,
@@ -180,7 +181,7 @@ def write_plots(
     """Every figure of one evaluation into `out_dir`; returns the written paths."""
     out_dir = Path(out_dir)
     return [
-        attention_heatmaps(maps, out_dir / "attention.png", layers, heads, n_slots, result["n_sink_tokens"]),
+        attention_heatmaps(maps, out_dir / "attention.png", layers, heads, n_slots, result.n_sink_tokens),
         sink_by_position(result, out_dir / "sink_by_position.png"),
         layer_sink_rates(result, out_dir / "layer_sink_rates.png"),
         norms_by_position(result, out_dir / "norms.png"),

@@ -23,6 +23,7 @@ import yaml
 
 from lit_gpt.core.errors import UserError
 from lit_gpt.measurement.analysis import peak_activation_ratio
+from lit_gpt.measurement.probe_result import ProbeResult
 from lit_gpt.measurement.streaming import POSITION_RULE
 from lit_gpt.model.config import Config
 from lit_gpt.training.checkpoint import find_latest
@@ -148,14 +149,15 @@ def select(names: Optional[list[str]] = None) -> list[Row]:
     return [known[name] for name in names]
 
 
-def evaluation(run_dir: Path) -> Optional[dict]:
-    """The run's sink_eval.json (written by `sink-eval --costs true`), or None."""
+def evaluation(run_dir: Path) -> Optional[ProbeResult]:
+    """The run's sink_eval.json (written by `sink-eval --costs true`), or None when it is missing or damaged
+    (the run is then evaluated again)."""
     path = Path(run_dir) / "sink_eval.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        return ProbeResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError):  # not JSON, not an object, or without what an evaluation measures
         return None
 
 
@@ -169,26 +171,32 @@ def target_step(run_dir: Path, max_step: Optional[int] = None) -> Optional[int]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("max_step")
 
 
-def measured_under_current_rules(result: dict) -> bool:
+def measured_under_current_rules(result: ProbeResult) -> bool:
     """The evaluation has the cost columns, its streaming column with today's position rule.
 
     Evaluations from before the streaming column numbered positions inside the cache count as not done,
     so the next `scripts/reproduce.sh` evaluates those runs again (their training is not repeated).
     """
-    return result.get("costs", {}).get("streaming", {}).get("positions") == POSITION_RULE
+    return result.about.get("costs", {}).get("streaming", {}).get("positions") == POSITION_RULE
 
 
-def finished(run_dir: Path, max_step: Optional[int] = None) -> bool:
-    """A run is finished when its newest checkpoint reached its last step and was evaluated with the costs."""
+def finished_evaluation(run_dir: Path, max_step: Optional[int] = None) -> Optional[ProbeResult]:
+    """The run's evaluation when the run is finished: its newest checkpoint reached its last step and was
+    evaluated with the costs; None otherwise."""
     result, target, latest = evaluation(run_dir), target_step(run_dir, max_step), find_latest(run_dir)
-    return (
+    done = (
         result is not None
         and measured_under_current_rules(result)
         and target is not None
         and latest is not None
-        and (result.get("step_count") or 0) >= target
-        and Path(result.get("checkpoint") or "").resolve() == latest.resolve()
+        and (result.about.get("step_count") or 0) >= target
+        and Path(result.about.get("checkpoint") or "").resolve() == latest.resolve()
     )
+    return result if done else None
+
+
+def finished(run_dir: Path, max_step: Optional[int] = None) -> bool:
+    return finished_evaluation(run_dir, max_step) is not None
 
 
 def plan(root: Path, scale: str, names: Optional[list[str]] = None, max_step: Optional[int] = None) -> list[str]:
@@ -208,13 +216,13 @@ class RunResult:
 
     run: str
     folder: Path
-    result: dict
+    result: ProbeResult
     wall_seconds: Optional[float]
     finished_at: Optional[str]
     machine: Optional[str]
 
     def rate(self, metric: str) -> Optional[float]:
-        return self.result["sink_rates"].get(metric)
+        return self.result.sink_rates.get(metric)
 
 
 def train_times(run_dir: Path) -> tuple[Optional[float], Optional[str], Optional[str]]:
@@ -235,7 +243,7 @@ def load_results(root: Path, scale: str, max_step: Optional[int] = None) -> dict
     for row in GRID:
         for run in row.runs():
             folder = Path(root) / run_folder(run, scale)
-            result = evaluation(folder) if finished(folder, max_step) else None
+            result = finished_evaluation(folder, max_step)
             if result is not None:
                 results[run] = RunResult(run, folder, result, *train_times(folder))
     return results
@@ -335,8 +343,8 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
 def cost_line(run: str, result: Optional[RunResult]) -> str:
     if result is None:
         return f"| {run} | {NOT_RUN} | | | | | |"
-    costs = result.result["costs"]
-    ratio, layer = peak_activation_ratio(result.result.get("massive_activations"))
+    costs = result.result.about["costs"]
+    ratio, layer = peak_activation_ratio(result.result.massive_activations)
     peak = "--" if ratio is None else f"{ratio:,.1f} ({layer})"
     streaming = costs["streaming"]
     keep = f"perplexity_keep_{streaming['n_sink']}"
@@ -344,7 +352,7 @@ def cost_line(run: str, result: Optional[RunResult]) -> str:
         f"| {run} | {peak} | {fmt(costs['kurtosis']['value'], 1)} ({costs['kurtosis']['layer']}) "
         f"| {fmt(costs['max_abs']['value'], 1)} ({costs['max_abs']['layer']}) | {fmt(costs['w8a8']['ratio'], 3)} "
         f"| {fmt(streaming['perplexity_full'])} / {fmt(streaming['perplexity_keep_0'])} / {fmt(streaming[keep])} "
-        f"(window {streaming['window']}) | {fmt(result.result.get('loss'), 3)} |"
+        f"(window {streaming['window']}) | {fmt(result.result.loss, 3)} |"
     )
 
 
@@ -365,7 +373,7 @@ def run_line(run: str, result: Optional[RunResult]) -> str:
         return f"| {run} | {NOT_RUN} | | | | |"
     minutes = "--" if result.wall_seconds is None else f"{result.wall_seconds / 60:.1f}"
     return (
-        f"| {run} | `{result.result.get('checkpoint')}` | {result.result.get('tokens_seen') or 0:,} "
+        f"| {run} | `{result.result.about.get('checkpoint')}` | {result.result.about.get('tokens_seen') or 0:,} "
         f"| {result.finished_at or '--'} | {result.machine or '--'} | {minutes} |"
     )
 

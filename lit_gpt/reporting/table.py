@@ -36,6 +36,7 @@ from lit_gpt.measurement.evaluation import EvalError, evaluate_run, example_maps
 from lit_gpt.measurement.metrics import LAYER_SERIES, hidden_state_label, normalize_rows
 from lit_gpt.measurement.plots import plt, save_and_close
 from lit_gpt.measurement.probe_defaults import PROBE_LENGTH, PROBE_SEQUENCES, SINK_EPS
+from lit_gpt.measurement.probe_result import ProbeResult, ProbeResultError
 from lit_gpt.training.checkpoint import find_latest, load_model
 from lit_gpt.training.loggers import read_metrics
 
@@ -114,8 +115,9 @@ def cached_evaluation(
     eps: float = SINK_EPS,
     n_sequences: int = PROBE_SEQUENCES,
     length: int = PROBE_LENGTH,
-) -> dict:
-    """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached."""
+) -> ProbeResult:
+    """The sink evaluation of a checkpoint, from `<checkpoint>.sink.json` when it matches, else computed and cached;
+    `about` holds the run's training arguments (`train`), its sink layers' attention maps and the cache key."""
     cache = ckpt_path.with_name(ckpt_path.name + ".sink.json")
     # Everything the numbers depend on besides the checkpoint (whose newer file time voids the cache).
     key = {
@@ -133,19 +135,22 @@ def cached_evaluation(
         except ValueError:  # a damaged cache is only a lost shortcut: evaluate again and rewrite it
             cached = {}
         if isinstance(cached, dict) and cached.get("report_key") == key:
-            return cached
+            try:
+                return ProbeResult.from_json(cached)
+            except ProbeResultError:  # as damaged: evaluate again
+                pass
     model, ckpt = load_model(ckpt_path)
     tokens = load_probe_windows(
         probe, tokenizer_for(train_args(ckpt), tokenizer), length, n_sequences, model.config.vocab_size
     )
     result = evaluate_run(model, ckpt, tokens, eps)
-    result["train"] = train_args(ckpt)
-    layers = sink_layers(result["layer_sink_rates"])
-    result["attention_maps"] = sink_attention(
-        example_maps(model, ckpt, tokens), layers, model.config.n_slots, result["n_sink_tokens"]
+    result.about["train"] = train_args(ckpt)
+    layers = sink_layers(result.layer_sink_rates)
+    result.about["attention_maps"] = sink_attention(
+        example_maps(model, ckpt, tokens), layers, model.config.n_slots, result.n_sink_tokens
     )
-    result["report_key"] = key
-    write_json(cache, result)
+    result.about["report_key"] = key
+    write_json(cache, result.to_json())
     return result
 
 
@@ -210,25 +215,25 @@ def report_row(path, probe: Path, tokenizer: Optional[str] = None, eps: float = 
     ckpt_path = run_checkpoint(path)
     result = cached_evaluation(ckpt_path, probe, tokenizer, eps)
     run_dir = Path(path) if Path(path).is_dir() else ckpt_path.parent
-    rates = result["sink_rates"]
-    ratio, layer = peak_activation_ratio(result.get("massive_activations"))
+    rates, about = result.sink_rates, result.about
+    ratio, layer = peak_activation_ratio(result.massive_activations)
     return {
         "run": run_dir.name,
-        "variant": result["variant"],
+        "variant": about["variant"],
         "sink_1": rates["sink_1"],
         "sink_star": rates.get("sink_star"),
-        "valid_loss": valid_loss(run_dir, result.get("step_count")),
-        "probe_loss": result["loss"],
+        "valid_loss": valid_loss(run_dir, about.get("step_count")),
+        "probe_loss": result.loss,
         "massive_ratio": ratio,
         "massive_layer": layer,
-        "embed_ratio": embedding_activation_ratio(result.get("massive_activations")),
-        "tokens_seen": result.get("tokens_seen"),
-        "step": result.get("step_count"),
-        "massive_activations": result.get("massive_activations"),
-        "layer_sink_rates": result["layer_sink_rates"],
-        "attention_maps": result.get("attention_maps"),
-        "config": result.get("config"),
-        "train": result.get("train"),
+        "embed_ratio": embedding_activation_ratio(result.massive_activations),
+        "tokens_seen": about.get("tokens_seen"),
+        "step": about.get("step_count"),
+        "massive_activations": result.massive_activations,
+        "layer_sink_rates": result.layer_sink_rates,
+        "attention_maps": about.get("attention_maps"),
+        "config": about.get("config"),
+        "train": about.get("train"),
         "run_dir": run_dir,
     }
 

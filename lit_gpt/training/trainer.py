@@ -51,6 +51,7 @@ from lit_gpt.measurement.evaluation import metric_label
 from lit_gpt.measurement.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
 from lit_gpt.measurement.metrics import LAYER_SERIES
 from lit_gpt.measurement.plots import attention_heatmaps, layer_history_heatmap, norms_by_position
+from lit_gpt.measurement.probe_result import ProbeResult
 from lit_gpt.model.config import Config
 from lit_gpt.model.flops import estimated_flops_per_step, num_parameters
 from lit_gpt.model.gpt import GPT, Block
@@ -660,7 +661,7 @@ def validate(fabric: L.Fabric, model, valid_loaders: dict, eval_iters: int, n_ig
 @torch.no_grad()
 def sink_evaluation(
     fabric: L.Fabric, model, probe: torch.Tensor, eps: float, k: int, batch_size: int, n_ignored: int = 0
-) -> dict:
+) -> ProbeResult:
     """The report of the same probe evaluator as the evaluation scripts (`lit_gpt.measurement.analysis.evaluate_gpt`):
     sink rates overall and per layer, probe loss, norms.
 
@@ -674,19 +675,21 @@ def sink_evaluation(
     return result
 
 
-def sink_metrics(result: dict) -> dict[str, float]:
+def sink_metrics(result: ProbeResult) -> dict[str, float]:
     """Sink_1..Sink_k (and Sink*, sink-token rate) in percent and the probe loss of a `sink_evaluation`, and
     Sink_1 (Sink*, sink-token rate) of each layer as a series of its own (`layer_metric`)."""
-    metrics = {f"metric/{name}": value for name, value in result["sink_rates"].items()}
-    metrics["metric/probe_loss"] = result["loss"]
+    metrics = {f"metric/{name}": value for name, value in result.sink_rates.items()}
+    metrics["metric/probe_loss"] = result.loss
     for name in LAYER_SERIES:
-        for layer, value in enumerate(result["layer_sink_rates"].get(name, [])):
+        for layer, value in enumerate(result.layer_sink_rates.get(name, [])):
             metrics[layer_metric(name, layer)] = value
     return metrics
 
 
 @torch.no_grad()
-def log_sink_images(fabric: L.Fabric, model, probe: torch.Tensor, result: dict, metrics_csv: Path, step: int) -> None:
+def log_sink_images(
+    fabric: L.Fabric, model, probe: torch.Tensor, result: ProbeResult, metrics_csv: Path, step: int
+) -> None:
     """On the dashboards that take images: the attention maps of the first probe window (head 0 of every
     layer), the norms per position of a `sink_evaluation`, and each per-layer sink rate over the run's
     evaluations so far (layers x steps, from metrics.csv, so a resumed run draws its whole history).
