@@ -4,10 +4,10 @@ the table's order (the lazy imports inside functions count too)."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
+from layer_doc import layer_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lit_gpt"
@@ -16,15 +16,13 @@ PACKAGE = ROOT / "lit_gpt"
 def layer_table() -> dict[str, set[str]]:
     """Layer -> the layers it may import, read from the architecture doc's table."""
     allowed = {}
-    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
-        row = re.match(r"\| `lit_gpt/(\w+)/` \|.*\| ([^|]+) \|$", line)
-        if row:
-            cell = row.group(2).strip()
-            allowed[row.group(1)] = (
-                {"*"}
-                if cell == "every layer"
-                else (set() if cell == "nothing" else {name.strip() for name in cell.split(",")})
-            )
+    for layer, cells in layer_rows().items():
+        cell = cells[-1]
+        allowed[layer] = (
+            {"*"}
+            if cell == "every layer"
+            else (set() if cell == "nothing" else {name.strip() for name in cell.split(",")})
+        )
     return allowed
 
 

@@ -4,6 +4,8 @@ docs/architecture.md's layer table."""
 import re
 from pathlib import Path
 
+from layer_doc import layer_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,8 +26,7 @@ def test_every_layer_and_top_level_folder_is_in_the_readme_layout():
 
 
 def test_every_module_of_a_layer_is_named_in_its_row_of_the_architecture_doc():
-    doc = (ROOT / "docs" / "architecture.md").read_text()
-    rows = dict(re.findall(r"^\| `lit_gpt/(\w+)/` \|(.*)$", doc, flags=re.M))
+    rows = {layer: " | ".join(cells) for layer, cells in layer_rows().items()}
     missing = [
         f"{layer.name}/{module.name}"
         for layer in sorted((ROOT / "lit_gpt").iterdir())
