@@ -61,19 +61,23 @@ note_time() {
     fi
 }
 
-# reproduce_run RUN CONFIG SEED: train (or resume) the run, note how long this piece took, evaluate it.
+# reproduce_run RUN CONFIG SEED STATE: train (or resume) the run, note how long this piece took, evaluate it;
+# a run in state `evaluate` (trained to its last step, its evaluation missing or of an older format) is only
+# evaluated, so its train_times.tsv keeps the pieces that trained it.
 # Runs in a subshell of its own (a pipeline's), so its EXIT trap notes the time of a piece that failed or
 # was stopped too (the trainer gets the stop signal itself, from stop_children, and saves its step).
 reproduce_run() {
-    local run="$1" config="$2" seed="$3" checkpoint
+    local run="$1" config="$2" seed="$3" state="$4" checkpoint
     run_dir="$CHECKPOINT_ROOT/$(run_name "$run")"
-    started=$SECONDS
-    trap 'note_time "$run_dir" "$started"' EXIT
     trap 'exit 143' TERM
     trap 'exit 130' INT
-    train_experiment "$run" reproduce "$config" --seed "$seed"
-    note_time "$run_dir" "$started"
-    trap - EXIT
+    if [ "$state" != evaluate ]; then
+        started=$SECONDS
+        trap 'note_time "$run_dir" "$started"' EXIT
+        train_experiment "$run" reproduce "$config" --seed "$seed"
+        note_time "$run_dir" "$started"
+        trap - EXIT
+    fi
     checkpoint="$("$PYTHON" scripts/sweep.py latest --run_dir "$run_dir")"
     run_child "$PYTHON" pretrain/eval_sink_pretrain.py --load_from "$checkpoint" --probe "$PROBE_FILE" --costs true \
         --json "$run_dir/sink_eval.json" --plots "$run_dir/plots"
@@ -105,7 +109,7 @@ while read -r run config seed state; do
     while [ "${#running[@]}" -ge "$jobs" ]; do wait_for_one; done
     # Filters ignore SIGTERM and SIGINT: they end when their trainer does, after passing on its last lines.
     ( if [ "$SCALE" != paper ]; then export OMP_NUM_THREADS="$threads"; fi
-      TRAIN_ARGS="${TRAIN_ARGS:-} --progress_bar false" reproduce_run "$run" "$config" "$seed" 2>&1 \
+      TRAIN_ARGS="${TRAIN_ARGS:-} --progress_bar false" reproduce_run "$run" "$config" "$seed" "$state" 2>&1 \
         | (trap '' INT TERM; exec sed -u "s/^/[$run] /") ) &
     running[$!]="$run"
 done <<< "$plan"

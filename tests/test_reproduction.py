@@ -76,7 +76,7 @@ def test_a_run_evaluated_under_the_old_streaming_positions_is_evaluated_again(tm
     evaluation = json.loads((folder / "sink_eval.json").read_text())
     del evaluation["costs"]["streaming"]["positions"]  # written before positions were numbered in the cache
     (folder / "sink_eval.json").write_text(json.dumps(evaluation))
-    assert plan_states(tmp_path)["repro_softmax_seed42"] == "todo"
+    assert plan_states(tmp_path)["repro_softmax_seed42"] == "evaluate"  # evaluated again, not trained again
 
 
 def plan_states(root: Path, **kwargs) -> dict[str, str]:
@@ -90,7 +90,8 @@ def test_plan_skips_only_runs_evaluated_with_costs_at_their_last_step(tmp_path):
     states = plan_states(tmp_path)
     assert len(states) == sum(len(row.seeds) for row in GRID) == 22
     assert states["repro_softmax_seed42"] == "done"
-    assert states["repro_softmax_seed43"] == "todo" and states["repro_kv_bias_seed42"] == "todo"
+    # Trained to their last step, evaluated without the costs or at an earlier checkpoint: evaluated again only.
+    assert states["repro_softmax_seed43"] == "evaluate" and states["repro_kv_bias_seed42"] == "evaluate"
     assert states["repro_decay5_seed42"] == "todo"
     # A smoke run asked to go further than its checkpoints is not finished: it resumes.
     assert plan_states(tmp_path, names=["softmax"], max_step=4) == {
@@ -218,3 +219,14 @@ def test_smoke_grid_trains_evaluates_skips_finished_rows_and_resumes_a_longer_on
     evaluation = json.loads((checkpoints / "repro_kv_bias_seed42_cpu" / "sink_eval.json").read_text())
     assert evaluation["checkpoint"].endswith("iter-000003-ckpt.pth")
     assert len((checkpoints / "repro_kv_bias_seed42_cpu" / "train_times.tsv").read_text().splitlines()) == 2
+
+    # An evaluation of an older format is redone without training: the run's training time stays as it was.
+    folder = checkpoints / "repro_kv_bias_seed42_cpu"
+    evaluation = json.loads((folder / "sink_eval.json").read_text())
+    del evaluation["costs"]["streaming"]["positions"]
+    (folder / "sink_eval.json").write_text(json.dumps(evaluation))
+    times = (folder / "train_times.tsv").read_text()
+    redone = run_reproduce({**env, "ROWS": "kv_bias", "MAX_STEPS": "3"})
+    assert "Resuming" not in redone and "[repro_kv_bias_seed42] block outputs: kurtosis" in redone
+    assert "positions" in json.loads((folder / "sink_eval.json").read_text())["costs"]["streaming"]
+    assert (folder / "train_times.tsv").read_text() == times

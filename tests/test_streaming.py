@@ -2,7 +2,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.measurement.streaming import CachePolicy, policy, streaming_perplexities, token_nlls
+from lit_gpt.measurement.sink_costs import streaming_costs
+from lit_gpt.measurement.streaming import (
+    CachePolicy,
+    StreamingError,
+    policy,
+    position_rule,
+    streaming_perplexities,
+    token_nlls,
+)
 from lit_gpt.model.config import Config
 from lit_gpt.model.gpt import GPT
 
@@ -93,12 +101,27 @@ def test_sink_cache_numbers_positions_inside_the_cache_as_streaming_llm(override
         assert got[t] == pytest.approx(float(expected), abs=1e-5), t
 
 
-def test_streaming_positions_never_pass_the_cache_so_a_learnable_table_suffices():
+def test_models_whose_positions_are_more_than_distances_stream_by_text_positions():
+    assert position_rule(micro(prefix_tokens=4).config) == position_rule(micro(pos_embedding="learnable").config)
+    assert position_rule(micro(prefix_tokens=4).config) == "text" != position_rule(micro(pos_embedding="alibi").config)
+    # A window cache on an absolute-position model computes what a sliding-window mask computes.
+    model, tokens = micro(pos_embedding="absolute"), text(48)
+    assert position_rule(model.config) == "text"
+    windowed = GPT(model.config.replace(window_size=8)).eval()
+    windowed.load_state_dict(model.state_dict())
+    got = token_nlls(model, tokens, CachePolicy(window=8))
+    assert torch.allclose(got, full_forward_nlls(windowed, tokens), atol=1e-5)
+    assert streaming_perplexities(model, tokens, window=8)["positions"] == "text"
+
+
+def test_a_learnable_position_model_is_refused_past_its_table_and_its_costs_say_why():
     model = micro(pos_embedding="learnable")
-    tokens = text(3 * model.config.block_size)
-    with pytest.raises(ValueError, match="learnable table"):
-        token_nlls(model, tokens, CachePolicy())
-    assert torch.isfinite(token_nlls(model, tokens, CachePolicy(window=8, keep_first=4))).all()
+    tokens = text(model.config.block_size + 1)
+    with pytest.raises(StreamingError, match="positions for 64 tokens.*use at most 64 tokens"):
+        streaming_perplexities(model, tokens, window=8)
+    costs = streaming_costs(model, tokens)
+    assert costs["perplexity_full"] is None and "positions for 64 tokens" in costs["unavailable"]
+    assert streaming_perplexities(model, tokens[:64], window=8)["positions"] == "text"
 
 
 def test_an_eviction_renumbers_the_kept_entries_and_the_next_position():

@@ -24,7 +24,7 @@ def plan(
     rows: Optional[list[str]] = None,
     max_step: Optional[int] = None,
 ) -> None:
-    """Print one line per run: run name, config, seed, `done` or `todo`.
+    """Print one line per run: run name, config, seed, `done`, `evaluate` (trained, to evaluate) or `todo`.
 
     Args:
         checkpoint_root: Parent of the run folders.

@@ -32,7 +32,7 @@ from torch import nn
 from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.measurement.analysis import record_outputs
 from lit_gpt.measurement.evaluation import probe_loss_mask, train_args
-from lit_gpt.measurement.streaming import streaming_perplexities
+from lit_gpt.measurement.streaming import StreamingError, position_rule, streaming_perplexities
 
 INT8_LEVELS = 127
 STREAMING_SINKS = 4
@@ -156,13 +156,20 @@ def streaming_window(block_size: int) -> int:
 
 def streaming_costs(model, text: torch.Tensor, n_sink: int = STREAMING_SINKS) -> dict:
     """Perplexity of `text` (N,) with full attention and with a window cache keeping 0 or `n_sink` first tokens."""
-    result = streaming_perplexities(model, text, streaming_window(model.config.block_size), n_sink)
-    perplexity = result["perplexity"]
-    return {
-        "window": result["window"],
-        "n_tokens": result["n_tokens"],
+    window = streaming_window(model.config.block_size)
+    settings = {
+        "window": window,
+        "n_tokens": int(text.numel()),
         "n_sink": n_sink,
-        "positions": result["positions"],
+        "positions": position_rule(model.config),
+    }
+    try:
+        perplexity = streaming_perplexities(model, text, window, n_sink)["perplexity"]
+    except StreamingError as error:  # a model that cannot stream this far: the other columns still count
+        blank = dict.fromkeys(("perplexity_full", "perplexity_keep_0", f"perplexity_keep_{n_sink}"))
+        return {**settings, **blank, "unavailable": str(error)}
+    return {
+        **settings,
         "perplexity_full": perplexity["full"],
         "perplexity_keep_0": perplexity["window"],
         f"perplexity_keep_{n_sink}": perplexity["sink"],
@@ -186,13 +193,21 @@ def format_costs(costs: dict) -> str:
     """The cost columns as two lines of text for the evaluation's printout."""
     streaming, w8a8_result = costs["streaming"], costs["w8a8"]
     keep = streaming["n_sink"]
+    head = (
+        f"streaming ({streaming['n_tokens']} tokens, window {streaming['window']}, {streaming['positions']} positions)"
+    )
+    if streaming.get("unavailable"):
+        stream_line = f"{head}: not measured, {streaming['unavailable']}"
+    else:
+        stream_line = (
+            f"{head}: perplexity full {streaming['perplexity_full']:.3f}, keep 0 first tokens "
+            f"{streaming['perplexity_keep_0']:.3f}, keep {keep} {streaming[f'perplexity_keep_{keep}']:.3f}"
+        )
     return (
         f"block outputs: kurtosis {costs['kurtosis']['value']:.1f} (block {costs['kurtosis']['layer']}), "
         f"max |activation| {costs['max_abs']['value']:.1f} (block {costs['max_abs']['layer']}); "
         f"W8A8 perplexity {w8a8_result['perplexity_w8a8']:.3f} = {w8a8_result['ratio']:.3f} x fp32\n"
-        f"streaming ({streaming['n_tokens']} tokens, window {streaming['window']}): perplexity full "
-        f"{streaming['perplexity_full']:.3f}, keep 0 first tokens {streaming['perplexity_keep_0']:.3f}, "
-        f"keep {keep} {streaming[f'perplexity_keep_{keep}']:.3f}"
+        f"{stream_line}"
     )
 
 

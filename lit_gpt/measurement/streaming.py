@@ -13,10 +13,14 @@ Positions follow StreamingLLM (its section 3.2): they are slots in the cache, no
 numbered 0..n-1 and the new token gets n, so the kept first tokens sit right before the window and no
 distance exceeds window + kept tokens: a model trained on short sequences is measured at distances it
 was trained on. Renumbering leaves the distances inside a contiguous window alone, so a window cache on a
-RoPE or ALiBi model still computes what the same weights compute with a sliding-window mask. With
-absolute or learnable position embeddings the cached keys keep the position they were computed at (their
-hidden states hold it) and only new tokens get the renumbered one. `full` never evicts, so it uses text
-positions throughout, past the training length when the text is longer: a reference, not a target.
+RoPE or ALiBi model still computes what the same weights compute with a sliding-window mask.
+
+Renumbering needs positions that only attention reads. With absolute or learnable position embeddings a
+token's position is added to its hidden state when it enters, so it cannot be moved later (and every new
+token would enter at the same slot); a prefix LM's prefix is a range of positions. Those models keep text
+positions (`position_rule` says which rule a model gets, and results record it). `full` never evicts, so
+it uses text positions throughout, past the training length when the text is longer: a reference, not a
+target.
 
 If sinks matter, `window` blows up once the first tokens are evicted while `sink` stays near `full`.
 """
@@ -33,8 +37,9 @@ import torch.nn.functional as F
 from lit_gpt.core.errors import UserError
 
 POLICIES = ("full", "window", "sink")
-# Recorded with every result, so results measured under an earlier rule (text positions) can be told apart.
-POSITION_RULE = "in_cache"
+# The position rules of the bounded caches, recorded with every result (results from before the rule was
+# recorded numbered every model's positions by the text).
+IN_CACHE, TEXT = "in_cache", "text"
 
 
 class StreamingError(UserError, ValueError):
@@ -56,6 +61,14 @@ class CachePolicy:
         first = min(n_model_sinks + self.keep_first, n_cached)
         recent_start = max(first, n_cached - (self.window - 1))
         return torch.cat((torch.arange(first), torch.arange(recent_start, n_cached)))
+
+
+def position_rule(config) -> str:
+    """StreamingLLM's in-cache positions where only attention reads positions; text positions where a
+    position is part of the hidden state (absolute, learnable) or marks a prefix (prefix LM)."""
+    if config.pos_embedding in ("absolute", "learnable") or config.prefix_tokens > 0:
+        return TEXT
+    return IN_CACHE
 
 
 def policy(name: str, window: int, n_sink: int) -> CachePolicy:
@@ -83,7 +96,7 @@ def token_nlls(model, tokens: torch.Tensor, cache_policy: CachePolicy, chunk_siz
     chunk_size = chunk_size or cfg.block_size
     bounded = cache_policy.window > 0
     prefill = min(n, cache_policy.keep_first + cache_policy.window) if bounded else n
-    cache = model.new_cache(positions_in_cache=True)
+    cache = model.new_cache(positions_in_cache=position_rule(cfg) == IN_CACHE)
     pieces = []
     for start in range(0, prefill, chunk_size):
         pieces.append(model(tokens[:, start : min(start + chunk_size, prefill)], cache=cache)[0])
@@ -116,11 +129,17 @@ def streaming_perplexities(
         raise StreamingError(f"n_sink must be >= 0 (0 keeps no first tokens), got {n_sink}")
     if tokens.numel() < 2:
         raise StreamingError("need at least two tokens to measure perplexity")
+    cfg = model.config
+    if cfg.pos_embedding == "learnable" and tokens.numel() > cfg.block_size:
+        raise StreamingError(
+            f"a learnable-position model has positions for {cfg.block_size} tokens and streams by text positions, "
+            f"so it cannot score {tokens.numel()}; use at most {cfg.block_size} tokens (--length)"
+        )
     result: dict[str, Any] = {
         "n_tokens": int(tokens.numel()),
         "window": window,
         "n_sink": n_sink,
-        "positions": POSITION_RULE,
+        "positions": position_rule(model.config),
         "nll": {},
         "perplexity": {},
     }
@@ -134,7 +153,9 @@ def streaming_perplexities(
 __all__ = [
     "CachePolicy",
     "POLICIES",
-    "POSITION_RULE",
+    "IN_CACHE",
+    "TEXT",
+    "position_rule",
     "StreamingError",
     "long_text",
     "policy",

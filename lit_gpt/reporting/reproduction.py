@@ -24,9 +24,8 @@ import yaml
 from lit_gpt.core.errors import UserError
 from lit_gpt.measurement.analysis import peak_activation_ratio
 from lit_gpt.measurement.probe_result import ProbeResult
-from lit_gpt.measurement.streaming import POSITION_RULE
 from lit_gpt.model.config import Config
-from lit_gpt.training.checkpoint import find_latest
+from lit_gpt.training.checkpoint import checkpoint_step, find_latest
 from lit_gpt.training.run_config import CONFIGS, PAPER, compose
 
 NOT_RUN = "not yet run"
@@ -177,7 +176,9 @@ def measured_under_current_rules(result: ProbeResult) -> bool:
     Evaluations from before the streaming column numbered positions inside the cache count as not done,
     so the next `scripts/reproduce.sh` evaluates those runs again (their training is not repeated).
     """
-    return result.about.get("costs", {}).get("streaming", {}).get("positions") == POSITION_RULE
+    costs = result.about.get("costs")
+    streaming = costs.get("streaming") if isinstance(costs, dict) else None
+    return isinstance(streaming, dict) and "positions" in streaming
 
 
 def finished_evaluation(run_dir: Path, max_step: Optional[int] = None) -> Optional[ProbeResult]:
@@ -199,13 +200,21 @@ def finished(run_dir: Path, max_step: Optional[int] = None) -> bool:
     return finished_evaluation(run_dir, max_step) is not None
 
 
+def trained(run_dir: Path, max_step: Optional[int] = None) -> bool:
+    """The run's newest checkpoint reached the step it trains to (its evaluation may still be missing)."""
+    target, latest = target_step(run_dir, max_step), find_latest(run_dir)
+    return target is not None and latest is not None and checkpoint_step(latest) >= target
+
+
 def plan(root: Path, scale: str, names: Optional[list[str]] = None, max_step: Optional[int] = None) -> list[str]:
-    """One line per run of the selected rows: run name, config, seed, and `done` or `todo`."""
+    """One line per run of the selected rows: run name, config, seed, and its state: `done` (trained and
+    evaluated), `evaluate` (trained to its last step, to be evaluated) or `todo` (to train, or resume)."""
     lines = []
     for row in select(names):
         for run, seed in zip(row.runs(), row.seeds):
-            done = finished(Path(root) / run_folder(run, scale), max_step)
-            lines.append(f"{run} {row.config} {seed} {'done' if done else 'todo'}")
+            folder = Path(root) / run_folder(run, scale)
+            state = "done" if finished(folder, max_step) else ("evaluate" if trained(folder, max_step) else "todo")
+            lines.append(f"{run} {row.config} {seed} {state}")
     return lines
 
 

@@ -37,6 +37,14 @@ def checkpoint_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"iter-{step:06d}-ckpt.pth"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's name (`iter-000700-ckpt.pth` -> 700)."""
+    match = NAME_RE.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named as a checkpoint (iter-<step>-ckpt.pth)")
+    return int(match.group(1))
+
+
 def list_checkpoints(out_dir: Union[str, Path]) -> list[Path]:
     """Complete checkpoints of a run, oldest first (by step, not by file time)."""
     out_dir = Path(out_dir)

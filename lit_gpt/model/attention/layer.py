@@ -134,13 +134,13 @@ class CausalSelfAttention(nn.Module):
             self.backends[key] = self.runtime.select(spec, device, dtype, training, aligned)
         return self.backends[key]
 
-    def place_keys(self, k: torch.Tensor, positions: torch.Tensor, rotate: bool) -> torch.Tensor:
-        """RoPE at `positions` and the feature map on raw cached keys (an in-cache position rule renumbers them)."""
+    def place_keys(self, k: torch.Tensor, positions: torch.Tensor, rope_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        """RoPE at `positions` (tables in `rope_dtype`, as the model built the queries'; None: no RoPE) and the
+        feature map on raw cached keys (an in-cache position rule renumbers them)."""
         cfg = self.config
-        if rotate:
-            k = apply_rope(
-                k, *rope_cos_sin(positions, cfg.head_size, cfg.rope_base, k.dtype, RopeScaling.from_config(cfg))
-            )
+        if rope_dtype is not None:
+            scaling = RopeScaling.from_config(cfg)
+            k = apply_rope(k, *rope_cos_sin(positions, cfg.head_size, cfg.rope_base, rope_dtype, scaling))
         return self.feature_map(k) if self.feature_map is not None else k
 
     def forward(
@@ -172,7 +172,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v, k_pos = cache.update(k, v, positions)
             if placed_later:
-                k = self.place_keys(k, k_pos, rotate=rope is not None)
+                k = self.place_keys(k, k_pos, None if rope is None else rope[0].dtype)
         if cfg.n_query_groups != cfg.n_head:
             repeat = cfg.n_head // cfg.n_query_groups
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
