@@ -4,7 +4,7 @@
 # grid itself is `lit_gpt/reporting/reproduction.py`). Each run is trained, evaluated with the sink costs
 # (`sink-eval --costs true` into its sink_eval.json) and the tables are built from every finished run.
 #
-#   bash scripts/reproduce.sh                          # the cpu scale: 22 runs, ~7 h on an idle 2-core machine
+#   bash scripts/reproduce.sh                          # the cpu scale: 22 runs, ~5 h on an idle 2-core machine
 #   ROWS="softmax kv_bias" bash scripts/reproduce.sh   # some rows of the grid (a row trains each of its seeds)
 #   FILL_DOCS=1 bash scripts/reproduce.sh              # also write the tables into docs/reproduction.md
 #   REPRODUCE_SMOKE=1 bash scripts/reproduce.sh        # the same pipeline, two rows of a few steps (CI)
