@@ -34,6 +34,7 @@ from lit_gpt.model.gpt import GPT
 from lit_gpt.model.variants import ATTENTION_VARIANTS
 from lit_gpt.training.loggers import measure_matmul_flops
 from lit_gpt.training.optim import make_optimizer
+from lit_gpt.training.run_plan import resolve
 from lit_gpt.training.train_args import TrainArgs
 from lit_gpt.training.trainer import RNGState, build_model, train_step
 
@@ -56,26 +57,28 @@ def random_batches(vocab_size: int, batch: int, length: int, seed: int = 0):
 
 def trainer_step(overrides: dict, compile_model: bool, max_step: int) -> tuple[Callable[[], None], Config]:
     """One optimizer step of the trainer at the benchmark shape, as a call, and the model's config."""
-    args = TrainArgs(
-        model_name="tiny",
-        model=overrides,
-        global_batch_size=BATCH,
-        micro_batch_size=BATCH,
-        learning_rate=3e-3,
-        min_lr=3e-3,
-        warmup_steps=0,
-        max_step=max_step,
-        compile=compile_model,
-        logger="none",
-        progress_bar=False,
-        eval_sink=False,
+    plan = resolve(
+        TrainArgs(
+            model_name="tiny",
+            model=overrides,
+            global_batch_size=BATCH,
+            micro_batch_size=BATCH,
+            learning_rate=3e-3,
+            min_lr=3e-3,
+            warmup_steps=0,
+            max_step=max_step,
+            compile=compile_model,
+            logger="none",
+            progress_bar=False,
+            eval_sink=False,
+        )
     )
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
     torch.manual_seed(0)
-    config = args.model_config()
-    model = build_model(fabric, config, args)
+    config = plan.model
+    model = build_model(fabric, plan)
     optimizer = fabric.setup_optimizers(
-        make_optimizer(model, args.learning_rate, args.weight_decay, (args.beta1, args.beta2))
+        make_optimizer(model, plan.optim.learning_rate, plan.optim.weight_decay, plan.optim.betas)
     )
     state = {
         "model": model,
@@ -85,8 +88,8 @@ def trainer_step(overrides: dict, compile_model: bool, max_step: int) -> tuple[C
         "step_count": 0,
         "tokens_seen": 0,
     }
-    batches = random_batches(config.vocab_size, args.micro_batch_size, config.block_size)
-    return lambda: train_step(fabric, state, batches, args, accumulation=1), config
+    batches = random_batches(config.vocab_size, plan.optim.micro_batch_size, config.block_size)
+    return lambda: train_step(fabric, state, batches, plan, accumulation=1), config
 
 
 def time_variant(overrides: dict, compile_model: bool, steps: int, warmup: int) -> tuple[float, float]:

@@ -10,16 +10,16 @@ See pretrain/README.md; `--help` lists every option.
 from typing import Optional
 
 from lit_gpt.core.errors import run_cli
-from lit_gpt.training.run_config import parse_args
+from lit_gpt.training.run_config import parse_plan
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: parse the command line (`argv`, default sys.argv) and train. The trainer (torch,
     Lightning) is imported once the arguments are read, so `--help` and a refused flag answer at once."""
-    run_cli(lambda: _train(parse_args(argv)))
+    run_cli(lambda: _train(parse_plan(argv)))
 
 
-def _train(args) -> None:
+def _train(plan) -> None:
     from lit_gpt.training.trainer import setup
 
-    setup(args)
+    setup(plan)

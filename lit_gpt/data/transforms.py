@@ -62,7 +62,8 @@ class InputTransforms:
 
     @classmethod
     def of_run(cls, train: Mapping[str, Any]) -> "InputTransforms":
-        """From a run's arguments (`TrainArgs.to_dict()`, as checkpoints store them under `train`)."""
+        """From the flat run arguments a checkpoint stores under `train` (older layouts included); a run
+        being set up builds its transforms from its typed arguments (`lit_gpt.training.run_plan`)."""
         fixed, span = train.get("fixed_token"), train.get("random_token_range")
         if train.get("fixed_token_pos") is not None:
             fixed = (train["fixed_token_pos"], train.get("fixed_token_id", 1))

@@ -37,7 +37,7 @@ import functools
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import docstring_parser
 import yaml
@@ -48,6 +48,9 @@ from lit_gpt.core.files import write_atomic
 from lit_gpt.core.flags import new_parser, parse
 from lit_gpt.model.config import RUNTIME_KEYS, Config, ConfigError
 from lit_gpt.training.train_args import ArgsError, TrainArgs, number_problem
+
+if TYPE_CHECKING:  # the plan holds torch objects; parsing alone must not import torch
+    from lit_gpt.training.run_plan import RunPlan
 
 CONFIG_FLAGS = ("--data_yaml_file", "--config")
 PRINT_CONFIG = "--print_config"
@@ -235,6 +238,15 @@ def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> 
     `error:` line and exit status 2; with `exit_on_error=False` it raises instead (`ArgsError`,
     `ConfigError` or jsonargparse's `ArgumentError`).
     """
+    return _parsed(argv, exit_on_error)[0]
+
+
+def parse_plan(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> "RunPlan":
+    """As `parse_args`, for the trainer: the `RunPlan` the checks built, so a run is checked once."""
+    return _parsed(argv, exit_on_error)[1]
+
+
+def _parsed(argv: Optional[list[str]], exit_on_error: bool) -> tuple[TrainArgs, "RunPlan"]:
     argv = sys.argv[1:] if argv is None else list(argv)
     show = PRINT_CONFIG in argv
     argv = [arg for arg in argv if arg != PRINT_CONFIG]
@@ -247,7 +259,9 @@ def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> 
         namespace.pop("print_run_yaml", None)
         model = {k: v for k, v in namespace.pop("model", {}).items() if v is not None}
         args = TrainArgs(**namespace, model=model)
-        args.validate()
+        from lit_gpt.training.run_plan import resolve  # imports torch: only once the arguments are read
+
+        plan = resolve(args)
     except (ArgsError, ConfigError, ArgumentError) as error:
         if not exit_on_error:
             raise
@@ -256,7 +270,7 @@ def parse_args(argv: Optional[list[str]] = None, exit_on_error: bool = True) -> 
         settings = {key: value for key, value in args.to_dict().items() if key != "data_yaml_file"}
         print(yaml.safe_dump(settings, sort_keys=False), end="")
         sys.exit(0)
-    return args
+    return args, plan
 
 
 # ------------------------------------------------------------------------------ layered configs

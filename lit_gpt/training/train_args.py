@@ -197,13 +197,6 @@ class TrainArgs:
     def model_config(self) -> Config:
         return Config.from_name(self.model_name, **self.model)
 
-    def input_transforms(self):
-        """The run's input experiments (`InputTransforms`), handed to the loaders, the probe and (saved) to the
-        evaluation."""
-        from lit_gpt.data.transforms import InputTransforms
-
-        return InputTransforms.of_run(self.to_dict())
-
     def attention_runtime(self):
         """The `AttentionRuntime` (backend, chunk size) the run's model computes with."""
         from lit_gpt.model.attention.runtime import AttentionRuntime
@@ -217,6 +210,13 @@ class TrainArgs:
     def validate(self) -> None:
         """Raise `ArgsError`/`ConfigError` for values no run can use (world size is checked at setup), before
         any process starts, so no optimizer, loader or plot fails on them later."""
+        self.checked_model()
+
+    def checked_model(self) -> Config:
+        """Check every value (as `validate`) and return the model `Config` the checks built, so that
+        `lit_gpt.training.run_plan.resolve` builds it once."""
+        from lit_gpt.measurement.loss import ignored_predictions
+
         choices = {"strategy": STRATEGIES, "logger": LOGGERS, "precision": PRECISIONS + (None,)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -263,14 +263,13 @@ class TrainArgs:
             raise ArgsError(f"resume={self.resume!r} is neither True, False, 'auto' nor an existing checkpoint file")
         self.attention_runtime()  # refuses an unknown backend or a negative chunk size before any process starts
         config = self.model_config()
-        from lit_gpt.measurement.loss import ignored_predictions
-
         if ignored_predictions(config, self.ignore_loss) >= config.block_size:
             prefix = f" (a prefix LM ignores at least {config.prefix_tokens - 1})" if config.prefix_tokens > 1 else ""
             raise ArgsError(
                 f"ignore_loss={self.ignore_loss}{prefix} leaves no prediction of a {config.block_size}-token block"
             )
         self._check_transforms(config)
+        return config
 
     def _check_numbers(self) -> None:
         for item in dataclasses.fields(self):

@@ -1,8 +1,9 @@
 """Pretraining: setup -> fit -> validate, on Lightning Fabric.
 
-`setup(args)` builds Fabric (accelerator auto; strategy auto | ddp | fsdp, the last FSDP2 as
-`lit_gpt.training.fsdp` sets it up, on GPUs and CPUs alike; precision bf16-mixed on capable GPUs, 32-true
-otherwise) and runs `main` on every process. `main` builds data, model and optimizer, restores the
+`setup(plan)` takes a checked `RunPlan` (`lit_gpt.training.run_plan`; `TrainArgs` are checked into one),
+builds Fabric (accelerator auto; strategy auto | ddp | fsdp, the last FSDP2 as `lit_gpt.training.fsdp`
+sets it up, on GPUs and CPUs alike; precision bf16-mixed on capable GPUs, 32-true otherwise) and runs
+`main` on every process. `main` builds data, model and optimizer, restores the
 run's single `state` dict when resuming, and calls `fit`, which trains with gradient accumulation,
 validates every `eval_step_interval` steps (loss/ppl per domain and the sink metric on the probe set)
 and checkpoints atomically every `save_step_interval` steps.
@@ -48,7 +49,7 @@ from lit_gpt.data.stream import INDEX, open_stream
 from lit_gpt.data.vocab import recorded_vocab_size, vocab_mismatch
 from lit_gpt.measurement.analysis import evaluate_gpt
 from lit_gpt.measurement.evaluation import metric_label
-from lit_gpt.measurement.loss import ignored_predictions, lm_loss, prediction_mask, split_batch
+from lit_gpt.measurement.loss import lm_loss, prediction_mask, split_batch
 from lit_gpt.measurement.metrics import LAYER_SERIES
 from lit_gpt.measurement.plots import attention_heatmaps, layer_history_heatmap, norms_by_position
 from lit_gpt.measurement.probe_result import ProbeResult
@@ -87,6 +88,7 @@ from lit_gpt.training.loggers import (
     takes_images,
 )
 from lit_gpt.training.optim import learning_rate_at, make_optimizer, set_learning_rate
+from lit_gpt.training.run_plan import RunPlan, resolve
 from lit_gpt.training.train_args import ArgsError, TrainArgs
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -104,55 +106,61 @@ def default_precision() -> str:
     return "32-true"
 
 
-def make_strategy(args: TrainArgs):
-    if args.strategy == "fsdp":
+def make_strategy(plan: RunPlan):
+    if plan.run.strategy == "fsdp":
         return FSDP2Strategy()
-    return args.strategy
+    return plan.run.strategy
 
 
-def make_fabric(args: TrainArgs) -> L.Fabric:
-    loggers: list[Logger] = [CSVMetrics(args.out_dir)]
+def make_fabric(plan: RunPlan) -> L.Fabric:
+    loggers: list[Logger] = [CSVMetrics(plan.out_dir)]
     dashboard = dashboard_logger(
-        args.logger,
-        args.out_dir / "logs",
-        args.out_name,
-        dashboard_tags(args.model_config()),
-        resume=not starts_fresh(args),
+        plan.log.logger,
+        plan.out_dir / "logs",
+        plan.run.out_name,
+        dashboard_tags(plan.model),
+        resume=not starts_fresh(plan),
     )
     if dashboard is not None:
         loggers.append(dashboard)
     # FSDP2Strategy writes its gathered checkpoint itself; the other strategies take the direct writer.
-    plugins: list[Any] = [] if args.strategy == "fsdp" else [DirectCheckpointIO()]
-    precision: Any = args.precision or default_precision()  # a precision name TrainArgs checked
+    plugins: list[Any] = [] if plan.run.strategy == "fsdp" else [DirectCheckpointIO()]
+    precision: Any = plan.run.precision or default_precision()  # a precision name TrainArgs checked
     return L.Fabric(
         accelerator="auto",
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=make_strategy(args),
+        devices=plan.run.devices,
+        num_nodes=plan.run.num_nodes,
+        strategy=make_strategy(plan),
         precision=precision,
         loggers=loggers,
         plugins=plugins,
     )
 
 
-def setup(args: TrainArgs) -> None:
+def plan_of(args: TrainArgs | RunPlan) -> RunPlan:
+    """A checked run: a `RunPlan` as it is, `TrainArgs` checked and built into one."""
+    return args if isinstance(args, RunPlan) else resolve(args)
+
+
+def setup(args: TrainArgs | RunPlan) -> None:
     """Run the training described by `args` on every process Fabric manages (or was launched with)."""
-    args.validate()
-    finished = finished_checkpoint(args)
+    plan = plan_of(args)
+    finished = finished_checkpoint(plan)
     if finished is not None:
         print(
-            f"{args.out_dir} has finished already: its checkpoint {finished.name} has reached --max_step "
-            f"{args.max_step}, so there is nothing to do (raise --max_step to train on, or choose another --out_name)"
+            f"{plan.out_dir} has finished already: its checkpoint {finished.name} has reached --max_step "
+            f"{plan.optim.max_step}, so there is nothing to do (raise --max_step to train on, or choose another "
+            f"--out_name)"
         )
         return
-    check_data_dirs(args)
-    with owning_run_folder(args):
-        fabric = make_fabric(args)
-        check_world_size(fabric, args)
+    check_data_dirs(plan)
+    with owning_run_folder(plan):
+        fabric = make_fabric(plan)
+        check_world_size(fabric, plan)
         if _is_using_cli():  # `fabric run` started every process and Fabric joined them up; launching is refused
-            main(fabric, args)
+            main(fabric, plan)
         else:
-            fabric.launch(partial(main, args=args))
+            fabric.launch(partial(main, plan=plan))
 
 
 def becomes_rank_zero() -> bool:
@@ -164,26 +172,26 @@ def becomes_rank_zero() -> bool:
 
 
 @contextmanager
-def owning_run_folder(args: TrainArgs) -> Iterator[None]:
+def owning_run_folder(plan: RunPlan) -> Iterator[None]:
     """On the process that becomes rank 0: hold the run folder's lock for the whole run, remove what a killed
     save left there and, for a fresh start, set an earlier run's logs aside. Other processes only check."""
     if not becomes_rank_zero():
-        check_out_dir(args)
+        check_out_dir(plan)
         yield
         return
-    check_not_a_file(args)
-    created = not args.out_dir.exists()
-    output_folder(args.out_dir)
+    check_not_a_file(plan)
+    created = not plan.out_dir.exists()
+    output_folder(plan.out_dir)
     try:
         with exclusive(
-            args.out_dir / LOCK_FILE,
-            f"run folder {args.out_dir}",
+            plan.out_dir / LOCK_FILE,
+            f"run folder {plan.out_dir}",
             "wait for that run to end, or choose another --out_name (nothing was changed)",
         ):
-            check_out_dir(args)
-            remove_temporaries(args.out_dir)
-            if starts_fresh(args):
-                for earlier, kept in set_aside_earlier_logs(args.out_dir):
+            check_out_dir(plan)
+            remove_temporaries(plan.out_dir)
+            if starts_fresh(plan):
+                for earlier, kept in set_aside_earlier_logs(plan.out_dir):
                     print(
                         f"{earlier} is an earlier run's (no checkpoint to continue); kept as {kept}, this run "
                         f"starts a new one"
@@ -191,7 +199,7 @@ def owning_run_folder(args: TrainArgs) -> Iterator[None]:
             yield
     except BaseException:
         if created:
-            remove_if_empty(args.out_dir)
+            remove_if_empty(plan.out_dir)
         raise
 
 
@@ -204,53 +212,55 @@ def remove_if_empty(folder: Path) -> None:
         pass
 
 
-def finished_checkpoint(args: TrainArgs) -> Optional[Path]:
+def finished_checkpoint(plan: RunPlan) -> Optional[Path]:
     """The checkpoint of a run that continues its folder (`--resume auto` or `True`) and has reached
     `--max_step` there already; None when there is training left to do (or no readable checkpoint)."""
-    latest = find_latest(args.out_dir) if args.resume in (True, "auto") else None
+    latest = find_latest(plan.out_dir) if plan.run.resume in (True, "auto") else None
     if latest is None:
         return None
     try:
-        done = read_checkpoint(latest, mmap=True).get("step_count", 0) >= args.max_step
+        done = read_checkpoint(latest, mmap=True).get("step_count", 0) >= plan.optim.max_step
     except UserError:  # unreadable: the resume reports it and falls back to an older one
         return None
     return latest if done else None
 
 
-def starts_fresh(args: TrainArgs) -> bool:
+def starts_fresh(plan: RunPlan) -> bool:
     """Whether the run starts from step 0 rather than continuing a checkpoint of its folder."""
-    return args.resume is False or (args.resume == "auto" and not list_checkpoints(args.out_dir))
+    resume = plan.run.resume
+    return resume is False or (resume == "auto" and not list_checkpoints(plan.out_dir))
 
 
-def check_world_size(fabric: L.Fabric, args: TrainArgs) -> None:
+def check_world_size(fabric: L.Fabric, plan: RunPlan) -> None:
     """FSDP shards over processes: one process has nothing to shard over, and running it anyway would hide
     a mistaken --devices / --num_nodes."""
     strategy: Any = fabric.strategy  # a parallel strategy here, which has process and node counts
-    if args.strategy == "fsdp" and strategy.num_processes * strategy.num_nodes == 1:
+    if plan.run.strategy == "fsdp" and strategy.num_processes * strategy.num_nodes == 1:
         raise ArgsError(
             "strategy=fsdp shards the model over processes but this run has one (devices="
-            f"{args.devices!r}, num_nodes={args.num_nodes}); pass --devices 2 or more, or --strategy auto"
+            f"{plan.run.devices!r}, num_nodes={plan.run.num_nodes}); pass --devices 2 or more, or --strategy auto"
         )
 
 
-def check_not_a_file(args: TrainArgs) -> None:
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise OutputError(f"{args.out_dir} is a file, not a run folder; choose another --out_name or --checkpoint_root")
+def check_not_a_file(plan: RunPlan) -> None:
+    if plan.out_dir.exists() and not plan.out_dir.is_dir():
+        raise OutputError(f"{plan.out_dir} is a file, not a run folder; choose another --out_name or --checkpoint_root")
 
 
-def check_out_dir(args: TrainArgs) -> None:
+def check_out_dir(plan: RunPlan) -> None:
     """Refuse, before any process starts, to write where a run cannot or must not: a file in place of the
     run folder, a fresh start over an earlier run's checkpoints (it would overwrite and prune them), or
     a damaged checkpoint named by --resume."""
-    check_not_a_file(args)
-    existing = list_checkpoints(args.out_dir)
-    if args.resume is False and existing:
+    check_not_a_file(plan)
+    existing = list_checkpoints(plan.out_dir)
+    resume = plan.run.resume
+    if resume is False and existing:
         raise ArgsError(
-            f"{args.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
+            f"{plan.out_dir} already holds checkpoints up to {existing[-1].name}; pass --resume auto to "
             f"continue that run, or choose another --out_name (nothing was changed)"
         )
-    if isinstance(args.resume, str) and args.resume != "auto":
-        read_checkpoint(args.resume, mmap=True)
+    if isinstance(resume, str) and resume != "auto":
+        read_checkpoint(resume, mmap=True)
 
 
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -264,25 +274,30 @@ def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_s
 
 
 # ------------------------------------------------------------------------------------------ data
-def check_data_dirs(args: TrainArgs) -> None:
+def check_data_dirs(args: TrainArgs | RunPlan) -> None:
     """Fail before any process starts when a data folder or the probe file is missing, or when the shards
     hold token ids the model's vocabulary does not cover."""
-    vocab_size = args.model_config().vocab_size
-    for flag, folder in (("train_data_dir", args.train_data_dir), ("val_data_dir", args.val_data_dir)):
-        if folder is not None and not Path(folder).is_dir():
+    plan = plan_of(args)
+    vocab_size = plan.model.vocab_size
+    folders = {"train_data_dir": plan.data.train_dir}
+    if plan.data.val_dir != plan.data.train_dir:
+        folders["val_data_dir"] = plan.data.val_dir
+    for flag, folder in folders.items():
+        if not folder.is_dir():
             raise DataError(
                 f"{flag} {folder} does not exist; run `bash preprocess/run_preprocess.sh --source embedded` "
                 f"or pass --{flag} pointing at tokenized shards"
             )
-        mismatch = vocab_mismatch(folder, vocab_size) if folder is not None else None
-        if folder is not None and mismatch:
+        mismatch = vocab_mismatch(folder, vocab_size)
+        if mismatch:
             raise DataError(
                 f"{mismatch}; set --model.vocab_size {recorded_vocab_size(folder)} or use shards built "
                 f"with the model's tokenizer"
             )
-    if args.eval_sink and (args.probe_file is None or not Path(args.probe_file).is_file()):
+    probe = plan.probe
+    if probe.enabled and (probe.file is None or not Path(probe.file).is_file()):
         raise DataError(
-            f"probe file {args.probe_file} does not exist; build it with preprocess/run_preprocess.sh, "
+            f"probe file {probe.file} does not exist; build it with preprocess/run_preprocess.sh, "
             "pass --probe_file, or disable the sink metric with --eval_sink false"
         )
 
@@ -298,42 +313,34 @@ def dataset_names(data_dir: Path, split: str) -> list[str]:
     return sorted(names)
 
 
-def train_mixture(args: TrainArgs) -> dict[str, float]:
+def train_mixture(plan: RunPlan) -> dict[str, float]:
     """The YAML's train weights, or every train dataset weighted by its size (plain concatenation)."""
-    if args.train:
-        return dict(args.train)
-    return {
-        name: float(open_stream(args.train_data_dir, name).n_tokens)
-        for name in dataset_names(args.train_data_dir, "train")
-    }
+    data = plan.data
+    if data.train_mixture:
+        return dict(data.train_mixture)
+    return {name: float(open_stream(data.train_dir, name).n_tokens) for name in dataset_names(data.train_dir, "train")}
 
 
-def build_data(fabric: L.Fabric, args: TrainArgs, config: Config):
+def build_data(fabric: L.Fabric, plan: RunPlan):
     """(train loader, {domain: valid loader}, probe windows or None), sharded by rank."""
-    transforms = args.input_transforms()
+    data, config, batch = plan.data, plan.model, plan.optim.micro_batch_size
     shard = {
         "rank": fabric.global_rank,
         "world_size": fabric.world_size,
-        "seed": args.seed,
+        "seed": plan.run.seed,
         "vocab_size": config.vocab_size,
-        "transforms": transforms,
+        "transforms": data.transforms,
     }
     train = build_train_loader(
-        args.train_data_dir,
-        train_mixture(args),
-        config.block_size,
-        args.micro_batch_size,
-        downsample_ratio=args.downsample_ratio,
-        **shard,
+        data.train_dir, train_mixture(plan), config.block_size, batch, downsample_ratio=data.downsample_ratio, **shard
     )
-    val_dir = args.val_data_dir or args.train_data_dir
-    valid_names = list(args.valid) or dataset_names(val_dir, "valid")
-    valid = build_valid_loaders(val_dir, valid_names, config.block_size, args.micro_batch_size, **shard)
+    valid_names = list(data.valid_domains) or dataset_names(data.val_dir, "valid")
+    valid = build_valid_loaders(data.val_dir, valid_names, config.block_size, batch, **shard)
     probe = None
-    if args.eval_sink:
+    if plan.probe.enabled:
         # The same transforms (fixed and random tokens) as the evaluation script, so both report alike.
-        raw = load_probe_windows(args.probe_file, args.tokenizer or args.train_data_dir, vocab_size=config.vocab_size)
-        probe = transforms.apply(raw, config.vocab_size)
+        raw = load_probe_windows(plan.probe.file, plan.probe.tokenizer, vocab_size=config.vocab_size)
+        probe = data.transforms.apply(raw, config.vocab_size)
     return train, valid, probe
 
 
@@ -388,13 +395,13 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------------------------------ model
-def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.Module:
+def build_model(fabric: L.Fabric, plan: RunPlan) -> torch.nn.Module:
     """The model set up for the strategy, with the run's attention backend. Every strategy builds the same
     full model from the seed (under FSDP on the CPU, then shards it; see `lit_gpt.training.fsdp`), so runs start
     from the same weights whatever the strategy."""
     with fabric.init_module():
-        model = GPT(config, args.attention_runtime())
-    if args.activation_checkpointing:
+        model = GPT(plan.model, plan.attention)
+    if plan.run.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             CheckpointImpl,
             apply_activation_checkpointing,
@@ -406,21 +413,19 @@ def build_model(fabric: L.Fabric, config: Config, args: TrainArgs) -> torch.nn.M
             check_fn=lambda module: isinstance(module, Block),
             checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
         )
-    return fabric.setup(cast(torch.nn.Module, torch.compile(model)) if args.compile else model)
+    return fabric.setup(cast(torch.nn.Module, torch.compile(model)) if plan.run.compile else model)
 
 
-def main(fabric: L.Fabric, args: TrainArgs) -> None:
-    config = args.model_config()
-    accumulation = gradient_accumulation(args.global_batch_size, args.micro_batch_size, fabric.world_size)
+def main(fabric: L.Fabric, plan: RunPlan) -> None:
+    config, optim = plan.model, plan.optim
+    accumulation = gradient_accumulation(optim.global_batch_size, optim.micro_batch_size, fabric.world_size)
     if fabric.global_rank == 0:
-        output_folder(args.out_dir)
-    fabric.seed_everything(args.seed, verbose=False)
-    train_loader, valid_loaders, probe = build_data(fabric, args, config)
-    model = build_model(fabric, config, args)
+        output_folder(plan.out_dir)
+    fabric.seed_everything(plan.run.seed, verbose=False)
+    train_loader, valid_loaders, probe = build_data(fabric, plan)
+    model = build_model(fabric, plan)
     optimizer = fabric.setup_optimizers(
-        make_optimizer(
-            model, args.learning_rate, args.weight_decay, (args.beta1, args.beta2), args.decay_norms_and_biases
-        )
+        make_optimizer(model, optim.learning_rate, optim.weight_decay, optim.betas, optim.decay_norms_and_biases)
     )
     state = {
         "model": model,
@@ -431,17 +436,17 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
         "step_count": 0,
         "tokens_seen": 0,
         "config": config.asdict(),
-        "train": args.to_dict(),
+        "train": dict(plan.arguments),
     }
-    path = resume_path(args.resume, args.out_dir, fabric.print)
+    path = resume_path(plan.run.resume, plan.out_dir, fabric.print)
     if path is not None:
         check_resumable(path, state, config)
         fabric.print(f"Resuming from {path}")
         fabric.load(path, state, weights_only=False)
-        state["config"], state["train"] = config.asdict(), args.to_dict()
+        state["config"], state["train"] = config.asdict(), dict(plan.arguments)
         resume_logging(fabric.loggers, state["step_count"])
     for logger in fabric.loggers:
-        logger.log_hyperparams({**args.to_dict(), "model_config": config.asdict()})
+        logger.log_hyperparams({**plan.arguments, "model_config": config.asdict()})
     counts = num_parameters(config)
     fabric.print(
         f"{config.name} ({config.variant_summary()}), {counts['total']:,} parameters "
@@ -451,17 +456,17 @@ def main(fabric: L.Fabric, args: TrainArgs) -> None:
     status = "failed"
     started, first_step = time.perf_counter(), state["step_count"]
     try:
-        throughput = fit(fabric, state, train_loader, valid_loaders, probe, args, accumulation)
+        throughput = fit(fabric, state, train_loader, valid_loaders, probe, plan, accumulation)
         status = "success"
     finally:
         for logger in fabric.loggers:
             logger.finalize(status)
-    for line in run_summary(fabric, state, throughput, time.perf_counter() - started, first_step, args):
+    for line in run_summary(fabric, state, throughput, time.perf_counter() - started, first_step, plan):
         fabric.print(line)
 
 
 def run_summary(
-    fabric: L.Fabric, state: dict, throughput: Throughput, seconds: float, first_step: int, args: TrainArgs
+    fabric: L.Fabric, state: dict, throughput: Throughput, seconds: float, first_step: int, plan: RunPlan
 ) -> list[str]:
     """What a user wants to know when the run ends: how long and how fast, and where everything went."""
     speed = throughput.overall()
@@ -471,12 +476,12 @@ def run_summary(
         if speed
         else "no step trained"
     )
-    latest = find_latest(args.out_dir)
+    latest = find_latest(plan.out_dir)
     lines = [
-        f"Run summary: steps {first_step} -> {state['step_count']} of {args.max_step} in {seconds:,.0f} s; {rate}; "
-        f"peak memory {human_size(peak_memory(fabric.device))} on rank 0",
-        f"  checkpoints: {args.out_dir} (newest {latest.name if latest else 'none'})",
-        f"  metrics: {args.out_dir / 'metrics.csv'}",
+        f"Run summary: steps {first_step} -> {state['step_count']} of {plan.optim.max_step} in {seconds:,.0f} s; "
+        f"{rate}; peak memory {human_size(peak_memory(fabric.device))} on rank 0",
+        f"  checkpoints: {plan.out_dir} (newest {latest.name if latest else 'none'})",
+        f"  metrics: {plan.out_dir / 'metrics.csv'}",
     ]
     dashboards = [where for logger in fabric.loggers if (where := dashboard_location(logger))]
     lines += [f"  dashboard: {where} (figures under figures/)" for where in dashboards] or [
@@ -492,44 +497,45 @@ def fit(
     train_loader,
     valid_loaders: dict,
     probe: Optional[torch.Tensor],
-    args: TrainArgs,
+    plan: RunPlan,
     accumulation: int,
 ) -> Throughput:
-    """Train from `state` to `args.max_step` (or a stop signal); returns the timing of its steps."""
+    """Train from `state` to `--max_step` (or a stop signal); returns the timing of its steps."""
     model = state["model"]
     config: Config = model.config
-    tokens_per_step = args.global_batch_size * config.block_size
-    flops_per_step = estimated_flops_per_step(config, args.micro_batch_size, config.block_size) * accumulation
-    precision = args.precision or default_precision()
+    optim, run, max_step = plan.optim, plan.run, plan.optim.max_step
+    tokens_per_step = optim.global_batch_size * config.block_size
+    flops_per_step = estimated_flops_per_step(config, optim.micro_batch_size, config.block_size) * accumulation
+    precision = run.precision or default_precision()
     compute_dtype = {"16": torch.float16, "bf16": torch.bfloat16}.get(precision.split("-")[0], torch.float32)
-    peak = peak_flops(fabric.device, compute_dtype, args.peak_flops)
+    peak = peak_flops(fabric.device, compute_dtype, run.peak_flops)
     throughput = Throughput(tokens_per_step, flops_per_step * fabric.world_size, peak * fabric.world_size)
     batches = iter(train_loader)
     bar = tqdm(
-        total=args.max_step,
+        total=max_step,
         initial=state["step_count"],
         desc="train",
         unit="step",
         dynamic_ncols=True,
-        disable=not (args.progress_bar and fabric.global_rank == 0),
+        disable=not (plan.log.progress_bar and fabric.global_rank == 0),
     )
     say = bar.write if not bar.disable else fabric.print
 
     if state["step_count"] == 0:
-        evaluate(fabric, model, valid_loaders, probe, args, state, say)
+        evaluate(fabric, model, valid_loaders, probe, plan, state, say)
     with StopRequest().installed() as stop:
-        while state["step_count"] < args.max_step:
+        while state["step_count"] < max_step:
             if fabric.strategy.reduce_boolean_decision(stop.signal is not None, all=False):
                 say(f"Stop requested by signal; saving step {state['step_count']} and exiting")
-                save(fabric, state, args, say)
+                save(fabric, state, plan, say)
                 break
             started = time.perf_counter()
-            loss, grad_norm, lr = train_step(fabric, state, batches, args, accumulation)
+            loss, grad_norm, lr = train_step(fabric, state, batches, plan, accumulation)
             throughput.add(time.perf_counter() - started)
             step = state["step_count"]
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if step % args.log_step_interval == 0 or step == args.max_step:
+            if step % plan.log.step_interval == 0 or step == max_step:
                 speed = throughput.report()
                 fabric.log_dict(
                     {
@@ -544,45 +550,50 @@ def fit(
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed['throughput/tokens_per_sec']:.0f}")
                 if bar.disable:
                     say(
-                        f"step {step}/{args.max_step} | loss {loss:.4f} | lr {lr:.3e} | "
+                        f"step {step}/{max_step} | loss {loss:.4f} | lr {lr:.3e} | "
                         f"{speed['throughput/tokens_per_sec']:.0f} tok/s | mfu {speed['throughput/mfu']:.1%}"
                     )
-            if step % args.eval_step_interval == 0 or step == args.max_step:
-                evaluate(fabric, model, valid_loaders, probe, args, state, say)
-            if step % args.save_step_interval == 0 or step == args.max_step:
-                save(fabric, state, args, say)
+            if step % run.eval_step_interval == 0 or step == max_step:
+                evaluate(fabric, model, valid_loaders, probe, plan, state, say)
+            if step % run.save_step_interval == 0 or step == max_step:
+                save(fabric, state, plan, say)
     bar.close()
     return throughput
 
 
 def train_step(
-    fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], args: TrainArgs, accumulation: int
+    fabric: L.Fabric, state: dict, batches: Iterator[torch.Tensor], plan: RunPlan, accumulation: int
 ) -> tuple[float, float, float]:
     """One optimizer step over `accumulation` micro-batches -> (loss averaged over ranks, grad norm, lr)."""
-    model, optimizer = state["model"], state["optimizer"]
+    model, optimizer, optim = state["model"], state["optimizer"], plan.optim
     step = state["step_count"]
     lr = learning_rate_at(
-        step, args.learning_rate, args.min_lr, args.warmup_steps, args.max_step, args.decay_lr, args.cooldown_steps
+        step,
+        optim.learning_rate,
+        optim.min_lr,
+        optim.warmup_steps,
+        optim.max_step,
+        optim.decay_lr,
+        optim.cooldown_steps,
     )
     set_learning_rate(optimizer, lr)
     total = torch.zeros((), device=fabric.device)
-    n_ignored = ignored_predictions(model.config, args.ignore_loss)
     for micro in range(accumulation):
-        inputs, targets = split_batch(fabric.to_device(next(batches)), n_ignored)
+        inputs, targets = split_batch(fabric.to_device(next(batches)), plan.data.ignored_predictions)
         with fabric.no_backward_sync(model, enabled=micro < accumulation - 1):
             loss = lm_loss(model(inputs), targets)
             fabric.backward(loss / accumulation)
         total += loss.detach()
         state["iter_num"] += 1
     mean_loss = float(cast(torch.Tensor, fabric.all_reduce(total / accumulation, reduce_op="mean")))
-    if args.grad_clip > 0:
-        norm = fabric.clip_gradients(model, optimizer, max_norm=args.grad_clip, error_if_nonfinite=False)
+    if optim.grad_clip > 0:
+        norm = fabric.clip_gradients(model, optimizer, max_norm=optim.grad_clip, error_if_nonfinite=False)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     assert norm is not None  # clip_gradients with max_norm returns the norm
     grad_norm = float(full_tensor(norm))
     if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
-        latest = find_latest(args.out_dir)
+        latest = find_latest(plan.out_dir)
         raise TrainingError(
             f"non-finite training loss ({mean_loss}) or gradient norm ({grad_norm}) at step {step + 1}; "
             f"stopped before the update. Last good checkpoint: {latest or 'none'}. Lower "
@@ -591,38 +602,39 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     state["step_count"] += 1
-    state["tokens_seen"] += args.global_batch_size * model.config.block_size
+    state["tokens_seen"] += optim.global_batch_size * model.config.block_size
     return mean_loss, grad_norm, lr
 
 
-def save(fabric: L.Fabric, state: dict, args: TrainArgs, say) -> Path:
-    path = checkpoint_path(args.out_dir, state["step_count"])
+def save(fabric: L.Fabric, state: dict, plan: RunPlan, say) -> Path:
+    path = checkpoint_path(plan.out_dir, state["step_count"])
     save_atomic(
-        fabric, path, state, needed=checkpoint_bytes(args.out_dir, num_parameters(state["model"].config)["total"])
+        fabric, path, state, needed=checkpoint_bytes(plan.out_dir, num_parameters(state["model"].config)["total"])
     )
     if fabric.global_rank == 0:
-        prune(args.out_dir, args.keep_last)
+        prune(plan.out_dir, plan.run.keep_last)
     say(f"Saved checkpoint {path}")
     return path
 
 
 # ------------------------------------------------------------------------------------------ validate
 def evaluate(
-    fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], args: TrainArgs, state: dict, say
+    fabric: L.Fabric, model, valid_loaders: dict, probe: Optional[torch.Tensor], plan: RunPlan, state: dict, say
 ) -> dict[str, float]:
     """Validation loss/ppl per domain and the sink metric (with one series per layer), logged at the current
     step; the dashboards also get its figures (`log_sink_images`) and the numbers as the run's summary."""
     step = state["step_count"]
-    n_ignored = ignored_predictions(model.config, args.ignore_loss)
-    metrics = validate(fabric, model, valid_loaders, args.eval_iters, n_ignored)
+    n_ignored = plan.data.ignored_predictions
+    metrics = validate(fabric, model, valid_loaders, plan.run.eval_iters, n_ignored)
     result = None
     if probe is not None:
-        result = sink_evaluation(fabric, model, probe, args.sink_eps, args.sink_k, args.micro_batch_size, n_ignored)
+        eps, k, batch = plan.probe.eps, plan.probe.k, plan.optim.micro_batch_size
+        result = sink_evaluation(fabric, model, probe, eps, k, batch, n_ignored)
         metrics.update(sink_metrics(result))
     metrics["total_tokens"] = state["tokens_seen"]
     fabric.log_dict(metrics, step=step)
     if result is not None and probe is not None:
-        log_sink_images(fabric, model, probe, result, args.out_dir / "metrics.csv", step)
+        log_sink_images(fabric, model, probe, result, plan.out_dir / "metrics.csv", step)
     for logger in fabric.loggers:
         log_summary(logger, {**metrics, "eval_step": step})
     summary = " | ".join(
