@@ -11,15 +11,18 @@ name.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from lit_gpt.data.transforms import InputTransforms
 from lit_gpt.measurement.loss import ignored_predictions
 from lit_gpt.model.attention.runtime import AttentionRuntime
 from lit_gpt.model.config import Config
 from lit_gpt.training.train_args import TrainArgs
+
+Group = TypeVar("Group")
 
 
 @dataclass(frozen=True)
@@ -147,40 +150,17 @@ class RunPlan:
                 eps=args.sink_eps,
                 k=args.sink_k,
             ),
-            optim=OptimArgs(
-                global_batch_size=args.global_batch_size,
-                micro_batch_size=args.micro_batch_size,
-                max_step=args.max_step,
-                learning_rate=args.learning_rate,
-                min_lr=args.min_lr,
-                decay_lr=args.decay_lr,
-                warmup_steps=args.warmup_steps,
-                cooldown_steps=args.cooldown_steps,
-                weight_decay=args.weight_decay,
-                betas=(args.beta1, args.beta2),
-                decay_norms_and_biases=args.decay_norms_and_biases,
-                grad_clip=args.grad_clip,
-            ),
-            run=RunArgs(
-                seed=args.seed,
-                devices=args.devices,
-                num_nodes=args.num_nodes,
-                strategy=args.strategy,
-                precision=args.precision,
-                compile=args.compile,
-                activation_checkpointing=args.activation_checkpointing,
-                peak_flops=args.peak_flops,
-                eval_step_interval=args.eval_step_interval,
-                eval_iters=args.eval_iters,
-                save_step_interval=args.save_step_interval,
-                keep_last=args.keep_last,
-                out_name=args.out_name,
-                checkpoint_root=Path(args.checkpoint_root),
-                resume=args.resume,
-            ),
+            optim=same_named(args, OptimArgs, betas=(args.beta1, args.beta2)),
+            run=same_named(args, RunArgs, checkpoint_root=Path(args.checkpoint_root)),
             log=LogArgs(logger=args.logger, progress_bar=args.progress_bar, step_interval=args.log_step_interval),
             arguments=copy.deepcopy(args.to_dict()),
         )
+
+
+def same_named(args: TrainArgs, group: type[Group], **others: Any) -> Group:
+    """A `group` whose fields are the flags of the same name, and `others` for those that are built."""
+    names = {item.name for item in dataclasses.fields(group)} - others.keys()  # type: ignore[arg-type]
+    return group(**{name: getattr(args, name) for name in names}, **others)
 
 
 def resolve(args: TrainArgs) -> RunPlan:
@@ -198,4 +178,14 @@ def transforms_of(args: TrainArgs) -> InputTransforms:
     return InputTransforms(fixed_token=fixed, random_token_range=span)
 
 
-__all__ = ["DataArgs", "LogArgs", "OptimArgs", "ProbeArgs", "RunArgs", "RunPlan", "resolve", "transforms_of"]
+__all__ = [
+    "DataArgs",
+    "LogArgs",
+    "OptimArgs",
+    "ProbeArgs",
+    "RunArgs",
+    "RunPlan",
+    "resolve",
+    "same_named",
+    "transforms_of",
+]
